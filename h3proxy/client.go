@@ -1,0 +1,261 @@
+package h3proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+// ClientConfig configures a Client. The zero value trusts the system roots,
+// uses the default CONNECT-UDP template and HTTP Datagrams where the proxy
+// supports them.
+type ClientConfig struct {
+	// TLSConfig verifies the proxy. ServerName defaults to the proxy URL's
+	// host; NextProtos is set to h3.
+	TLSConfig *tls.Config
+	// QUICConfig tunes the connection to the proxy; nil means
+	// DefaultClientQUICConfig().
+	QUICConfig *quic.Config
+	// Template is the proxy's CONNECT-UDP URI template; "" means
+	// tunnel.DefaultUDPTemplate. {proxy} expands to the proxy URL's host:port.
+	Template string
+	// DisableDatagrams makes UDP tunnels carry payloads in DATAGRAM capsules
+	// on the request stream instead of QUIC DATAGRAM frames.
+	DisableDatagrams bool
+}
+
+// DefaultClientQUICConfig is the client's QUIC configuration unless one is
+// given. Its first packets are large enough that a tunnelled QUIC connection's
+// 1280-byte packets fit into DATAGRAM frames from the start, and keep-alives
+// hold idle tunnels open.
+func DefaultClientQUICConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:                true,
+		InitialPacketSize:              1350,
+		KeepAlivePeriod:                20 * time.Second,
+		MaxIdleTimeout:                 60 * time.Second,
+		InitialStreamReceiveWindow:     1 << 20,
+		MaxStreamReceiveWindow:         16 << 20,
+		InitialConnectionReceiveWindow: 2 << 20,
+		MaxConnectionReceiveWindow:     64 << 20,
+	}
+}
+
+// Client opens tunnels through a MASQUE proxy, many over one HTTP/3
+// connection. It is safe for concurrent use.
+type Client struct {
+	conn      *quic.Conn
+	cc        *http3.ClientConn
+	tr        *http3.Transport
+	authority string // the proxy's host:port
+	template  *tunnel.Template
+	datagrams bool // both sides negotiated HTTP Datagrams
+}
+
+// ProxyError is a proxy's refusal of a tunnel: its status and Proxy-Status.
+type ProxyError struct {
+	StatusCode  int
+	ProxyStatus string // the Proxy-Status header, if any
+}
+
+func (e *ProxyError) Error() string {
+	s := "proxy answered " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
+	if e.ProxyStatus != "" {
+		s += " (" + e.ProxyStatus + ")"
+	}
+	return s
+}
+
+// Dial connects to the proxy at proxyURL ("https://host:port") and waits for
+// its HTTP/3 SETTINGS.
+func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
+	u, err := url.Parse(proxyURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("proxy URL must be https://host[:port], not %q", proxyURL)
+	}
+	authority := u.Host
+	if u.Port() == "" {
+		authority = net.JoinHostPort(u.Hostname(), "443")
+	}
+	tmplText := c.Template
+	if tmplText == "" {
+		tmplText = tunnel.DefaultUDPTemplate
+	}
+	tmpl, err := tunnel.ParseTemplate(tmplText)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf := &tls.Config{}
+	if c.TLSConfig != nil {
+		tlsConf = c.TLSConfig.Clone()
+	}
+	if tlsConf.ServerName == "" {
+		tlsConf.ServerName = u.Hostname()
+	}
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	qc := c.QUICConfig
+	if qc == nil {
+		qc = DefaultClientQUICConfig()
+	}
+	qc = qc.Clone()
+	qc.EnableDatagrams = !c.DisableDatagrams
+	conn, err := quic.DialAddr(ctx, authority, tlsConf, qc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to proxy: %w", err)
+	}
+	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
+	cc := tr.NewClientConn(conn)
+	select {
+	case <-cc.ReceivedSettings():
+	case <-ctx.Done():
+		conn.CloseWithError(0, "")
+		return nil, fmt.Errorf("waiting for proxy SETTINGS: %w", ctx.Err())
+	case <-conn.Context().Done():
+		return nil, fmt.Errorf("waiting for proxy SETTINGS: %w", context.Cause(conn.Context()))
+	}
+	return &Client{
+		conn:      conn,
+		cc:        cc,
+		tr:        tr,
+		authority: authority,
+		template:  tmpl,
+		datagrams: !c.DisableDatagrams && cc.Settings().EnableDatagrams && conn.ConnectionState().SupportsDatagrams.Remote,
+	}, nil
+}
+
+// Datagrams reports whether UDP tunnels use QUIC DATAGRAM frames (true) or
+// DATAGRAM capsules on the stream (false).
+func (c *Client) Datagrams() bool { return c.datagrams }
+
+// Close closes the connection to the proxy and with it every tunnel.
+func (c *Client) Close() error {
+	return errors.Join(c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), ""), c.tr.Close())
+}
+
+// roundTrip opens a request stream, sends req and reads the response; a non-2xx
+// answer becomes a *ProxyError.
+func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http3.RequestStream, error) {
+	rs, err := c.cc.OpenRequestStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening request stream: %w", err)
+	}
+	fail := func(err error) (*http3.RequestStream, error) {
+		rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+		return nil, err
+	}
+	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
+		return fail(fmt.Errorf("sending request: %w", err))
+	}
+	// ReadResponse has no context: let ctx's end unblock it.
+	stop := context.AfterFunc(ctx, func() { rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled)) })
+	resp, err := rs.ReadResponse()
+	if !stop() && err != nil {
+		err = errors.Join(ctx.Err(), err)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("reading response: %w", err))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fail(&ProxyError{StatusCode: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")})
+	}
+	return rs, nil
+}
+
+// DialTCP opens a TCP tunnel to target ("host:port") with CONNECT.
+// Closing the returned conn ends the tunnel; CloseWrite half-closes it.
+func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
+	req := &http.Request{
+		Method: http.MethodConnect,
+		Host:   target,
+		URL:    &url.URL{Host: target},
+		Header: http.Header{},
+	}
+	rs, err := c.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &tcpConn{rs: rs, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
+}
+
+// ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP. The
+// returned PacketConn sends every packet to target and receives only from it;
+// quic.Transport can run over it, so HTTP/3 to an origin works through it.
+func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error) {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return nil, fmt.Errorf("udp target: %w", err)
+	}
+	t, err := tunnel.NewTarget(host, port)
+	if err != nil {
+		return nil, fmt.Errorf("udp target: %w", err)
+	}
+	u, err := c.template.Expand(c.authority, t)
+	if err != nil {
+		return nil, err
+	}
+	req := &http.Request{
+		Method: http.MethodConnect,
+		Proto:  tunnel.ProtocolConnectUDP,
+		Host:   u.Host,
+		URL:    u,
+		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
+	}
+	rs, err := c.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return newUDPConn(c, rs, addrOf(target, "udp")), nil
+}
+
+// addrOf returns target as a net.Addr: a *net.TCPAddr or *net.UDPAddr for IP
+// literals, a tunnelAddr otherwise.
+func addrOf(target, network string) net.Addr {
+	if ap, err := netip.ParseAddrPort(target); err == nil {
+		if network == "udp" {
+			return net.UDPAddrFromAddrPort(ap)
+		}
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return tunnelAddr{network: network, target: target}
+}
+
+// tunnelAddr is the address of a tunnel's target when it is a name.
+type tunnelAddr struct{ network, target string }
+
+func (a tunnelAddr) Network() string { return a.network }
+func (a tunnelAddr) String() string  { return a.target }
+
+// tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream.
+type tcpConn struct {
+	rs            *http3.RequestStream
+	local, remote net.Addr
+}
+
+func (c *tcpConn) Read(b []byte) (int, error)         { return c.rs.Read(b) }
+func (c *tcpConn) Write(b []byte) (int, error)        { return c.rs.Write(b) }
+func (c *tcpConn) CloseWrite() error                  { return c.rs.Close() }
+func (c *tcpConn) LocalAddr() net.Addr                { return c.local }
+func (c *tcpConn) RemoteAddr() net.Addr               { return c.remote }
+func (c *tcpConn) SetDeadline(t time.Time) error      { return c.rs.SetDeadline(t) }
+func (c *tcpConn) SetReadDeadline(t time.Time) error  { return c.rs.SetReadDeadline(t) }
+func (c *tcpConn) SetWriteDeadline(t time.Time) error { return c.rs.SetWriteDeadline(t) }
+
+// Close sends FIN after any queued data and stops reading.
+func (c *tcpConn) Close() error {
+	err := c.rs.Close()
+	c.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
+	return err
+}

@@ -1,0 +1,116 @@
+package h3proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqued/masqued/internal/testnet"
+)
+
+func TestTCPEcho(t *testing.T) {
+	for _, host := range []string{testnet.IPv4, testnet.IPv6} {
+		t.Run(host, func(t *testing.T) {
+			echo := testnet.TCPEcho(t, host)
+			p := startProxy(t, host)
+			c := p.dial(t, ClientConfig{})
+			conn, err := c.DialTCP(testContext(t), echo.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			msg := bytes.Repeat([]byte("masqued "), 100000)
+			go func() {
+				conn.Write(msg)
+				conn.(interface{ CloseWrite() error }).CloseWrite()
+			}()
+			got, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("echo returned %d bytes, want %d", len(got), len(msg))
+			}
+		})
+	}
+}
+
+func TestUDPEcho(t *testing.T) {
+	for _, dgrams := range []bool{true, false} {
+		t.Run("datagrams="+strconv.FormatBool(dgrams), func(t *testing.T) {
+			echo := testnet.UDPEcho(t, testnet.IPv4)
+			p := startProxy(t, testnet.IPv4)
+			c := p.dial(t, ClientConfig{DisableDatagrams: !dgrams})
+			if c.Datagrams() != dgrams {
+				t.Fatalf("Datagrams() = %v, want %v", c.Datagrams(), dgrams)
+			}
+			u, err := c.ListenUDP(testContext(t), echo.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			buf := make([]byte, 2000)
+			for i := range 20 {
+				msg := []byte("ping " + strconv.Itoa(i))
+				if _, err := u.WriteTo(msg, nil); err != nil {
+					t.Fatal(err)
+				}
+				u.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, _, err := u.ReadFrom(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(buf[:n]) != string(msg) {
+					t.Fatalf("got %q, want %q", buf[:n], msg)
+				}
+			}
+		})
+	}
+}
+
+func TestHTTP3InsideConnectUDP(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 10<<20/16)
+	sum := sha256.Sum256(body)
+	origin := testnet.H3Origin(t, testnet.IPv4, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body)
+	}))
+	p := startProxy(t, testnet.IPv4)
+	c := p.dial(t, ClientConfig{})
+	u, err := c.ListenUDP(testContext(t), origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: u}
+	defer tr.Close()
+	h3 := &http3.Transport{
+		TLSClientConfig: testnet.NewCert(t).ClientTLS(),
+		Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			return tr.DialEarly(ctx, origin, tlsConf, qc)
+		},
+	}
+	defer h3.Close()
+	resp, err := (&http.Client{Transport: h3}).Get("https://" + origin.String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sum {
+		t.Fatalf("body: %d bytes, checksum mismatch", len(got))
+	}
+	t.Logf("dropped by client: %d", u.Dropped())
+	_ = net.ErrClosed
+}

@@ -1,0 +1,231 @@
+// Package h3proxy is masqued's HTTP/3 front: it serves CONNECT (TCP tunnels,
+// RFC 9114 §4.4) and CONNECT-UDP (RFC 9298) over QUIC, adapting HTTP/3 request
+// streams and QUIC DATAGRAM frames to the tunnel core, and it has the client
+// side of both (Dialer).
+//
+// The front only adapts: parsing, policy, dialing and relaying live in
+// internal/tunnel, shared with the HTTP/2 front.
+package h3proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+// Server serves tunnels over HTTP/3. Set the fields, then call Serve; do not
+// change them afterwards. Server has the shape of http3.Server: it serves on a
+// net.PacketConn the caller owns, Close stops at once, Shutdown drains.
+type Server struct {
+	// Proxy is the tunnel core. Required.
+	Proxy *tunnel.Proxy
+	// TLSConfig needs a certificate; NextProtos is set to h3.
+	TLSConfig *tls.Config
+	// QUICConfig tunes QUIC; nil means DefaultQUICConfig(). Datagrams are
+	// always enabled.
+	QUICConfig *quic.Config
+	// Logger logs connection-level events; nil is silent.
+	Logger *slog.Logger
+
+	h3    *http3.Server
+	front *tunnel.Front
+}
+
+// DefaultQUICConfig is the server's QUIC configuration unless one is given:
+// room for many tunnels per connection and windows sized for relaying bulk
+// transfers.
+func DefaultQUICConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:                true,
+		MaxIncomingStreams:             10000,
+		MaxIdleTimeout:                 60 * time.Second,
+		InitialStreamReceiveWindow:     1 << 20,
+		MaxStreamReceiveWindow:         16 << 20,
+		InitialConnectionReceiveWindow: 2 << 20,
+		MaxConnectionReceiveWindow:     64 << 20,
+	}
+}
+
+type connKey struct{}
+
+// connInfo is what a handler needs from its QUIC connection.
+type connInfo struct {
+	conn  *quic.Conn
+	state tunnel.ConnState
+}
+
+func (s *Server) init() error {
+	if s.Proxy == nil {
+		return errors.New("h3proxy: Server.Proxy is nil")
+	}
+	if s.h3 != nil {
+		return nil
+	}
+	qc := s.QUICConfig
+	if qc == nil {
+		qc = DefaultQUICConfig()
+	}
+	qc = qc.Clone()
+	qc.EnableDatagrams = true
+	s.front = s.Proxy.Front("h3")
+	s.h3 = &http3.Server{
+		TLSConfig:       http3.ConfigureTLSConfig(s.TLSConfig),
+		QUICConfig:      qc,
+		Handler:         s,
+		EnableDatagrams: true,
+		Logger:          s.Logger,
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, &connInfo{conn: c})
+		},
+	}
+	return nil
+}
+
+// Serve serves HTTP/3 on pc until Close or Shutdown. Closing the server does
+// not close pc. It always returns a non-nil error, http.ErrServerClosed after
+// Close or Shutdown.
+func (s *Server) Serve(pc net.PacketConn) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	return s.h3.Serve(pc)
+}
+
+// Close closes all connections at once.
+func (s *Server) Close() error {
+	if s.h3 == nil {
+		return nil
+	}
+	return s.h3.Close()
+}
+
+// Shutdown sends GOAWAY and waits for open tunnels to end until ctx is done,
+// then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.h3 == nil {
+		return nil
+	}
+	return s.h3.Shutdown(ctx)
+}
+
+// ServeHTTP handles one request: a tunnel request, or an error answer.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	protocol := ""
+	if r.Method == http.MethodConnect && r.Proto != "HTTP/3.0" {
+		protocol = r.Proto // quic-go puts :protocol here
+	}
+	kind, target, err := s.front.ParseRequest(r, protocol)
+	if err != nil {
+		s.front.WriteError(w, err)
+		return
+	}
+	ci, _ := r.Context().Value(connKey{}).(*connInfo)
+	var dc *datagrams
+	if kind == tunnel.KindUDP {
+		if dc, err = s.datagrams(w, r, ci); err != nil {
+			s.front.WriteError(w, err)
+			return
+		}
+	}
+	var state *tunnel.ConnState
+	if ci != nil {
+		state = &ci.state
+	}
+	t, err := s.front.Open(r.Context(), r, kind, target, state)
+	if err != nil {
+		s.front.WriteError(w, err)
+		return
+	}
+	if kind == tunnel.KindUDP {
+		w.Header().Set(http3.CapsuleProtocolHeader, "?1")
+	}
+	w.WriteHeader(http.StatusOK)
+	str, err := w.(http3.HTTPStreamer).HTTPStream()
+	if err != nil {
+		t.Close()
+		return
+	}
+	client := &stream{str}
+	if kind == tunnel.KindTCP {
+		err = t.RelayStream(client)
+	} else {
+		if dc != nil {
+			dc.str = str
+			dc.qsid = uint64(str.StreamID() / 4)
+			err = t.RelayDatagrams(client, dc)
+		} else {
+			err = t.RelayDatagrams(client, nil)
+		}
+	}
+	if err != nil && s.Logger != nil {
+		s.Logger.Debug("tunnel ended", "kind", kind.String(), "error", err)
+	}
+}
+
+// datagrams returns the datagram channel of a CONNECT-UDP request, or nil
+// when the client did not negotiate HTTP Datagrams (SETTINGS_H3_DATAGRAM and
+// QUIC datagram support) and capsules must carry the payloads.
+func (s *Server) datagrams(w http.ResponseWriter, r *http.Request, ci *connInfo) (*datagrams, error) {
+	settings, ok := w.(http3.Settingser)
+	if !ok || ci == nil {
+		return nil, nil
+	}
+	select {
+	case <-settings.ReceivedSettings():
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	case <-time.After(5 * time.Second):
+		return nil, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
+			Details: "no HTTP/3 SETTINGS from the client"}
+	}
+	if !settings.Settings().EnableDatagrams || !ci.conn.ConnectionState().SupportsDatagrams.Remote {
+		return nil, nil
+	}
+	return &datagrams{conn: ci.conn}, nil
+}
+
+// stream adapts an HTTP/3 request stream to tunnel.Stream.
+type stream struct{ *http3.Stream }
+
+func (s *stream) CloseWrite() error { return s.Stream.Close() }
+
+func (s *stream) Abort() error {
+	s.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+	s.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+	return nil
+}
+
+// datagrams adapts QUIC DATAGRAM frames of one request stream to
+// tunnel.DatagramConn. Sending bypasses http3.Stream.SendDatagram, which
+// allocates and copies every datagram to prefix the quarter stream ID: the
+// prefix is written into the caller's headroom instead.
+type datagrams struct {
+	conn *quic.Conn
+	str  *http3.Stream
+	qsid uint64 // quarter stream ID (RFC 9297 §2.1)
+}
+
+func (d *datagrams) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	return d.str.ReceiveDatagram(ctx)
+}
+
+func (d *datagrams) SendDatagram(buf []byte, off int) error {
+	start := capsule.PutVarint(buf, off, d.qsid)
+	err := d.conn.SendDatagram(buf[start:])
+	var tooLarge *quic.DatagramTooLargeError
+	if errors.As(err, &tooLarge) {
+		return fmt.Errorf("%w: at most %d bytes", tunnel.ErrDatagramTooLarge, tooLarge.MaxDatagramPayloadSize)
+	}
+	return err
+}

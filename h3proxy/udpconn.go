@@ -1,0 +1,254 @@
+package h3proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqued/masqued/internal/capsule"
+)
+
+// maxUDPPayload is the largest UDP payload a UDPConn reads or writes.
+const maxUDPPayload = 65527
+
+// UDPConn is the client side of a CONNECT-UDP tunnel as a net.PacketConn.
+// Packets travel as QUIC DATAGRAM frames when the proxy supports them and as
+// DATAGRAM capsules on the request stream otherwise. A packet too large for
+// the path is dropped, as a network would drop it, and counted; the tunnel
+// lives on. Read and write may run concurrently; ReadFrom calls are
+// serialised, as are WriteTo calls.
+type UDPConn struct {
+	rs        *http3.RequestStream
+	conn      *quic.Conn
+	qsid      uint64 // quarter stream ID
+	datagrams bool
+	target    net.Addr
+
+	closeCtx  context.Context // done when the tunnel ends
+	closeConn context.CancelCauseFunc
+	deadline  readDeadline
+
+	readMu sync.Mutex // guards cr, rbuf
+	cr     *capsule.Reader
+	rbuf   []byte
+
+	writeMu sync.Mutex // guards wbuf
+	wbuf    []byte
+
+	dropped   atomic.Uint64
+	readerEnd chan struct{} // closed when the stream reader exits (datagram mode)
+}
+
+func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
+	u := &UDPConn{
+		rs:        rs,
+		conn:      c.conn,
+		qsid:      uint64(rs.StreamID() / 4),
+		datagrams: c.datagrams,
+		target:    target,
+		wbuf:      make([]byte, capsule.MaxHeaderLen+1+maxUDPPayload),
+	}
+	u.closeCtx, u.closeConn = context.WithCancelCause(context.Background())
+	u.deadline.init(u.closeCtx)
+	br := bufio.NewReaderSize(rs, 16<<10)
+	if u.datagrams {
+		// The stream still carries capsules and, above all, its end: watch it
+		// so the tunnel's end unblocks ReadFrom.
+		u.readerEnd = make(chan struct{})
+		go u.watchStream(capsule.NewReader(br))
+	} else {
+		u.cr = capsule.NewReader(br)
+		u.rbuf = make([]byte, 8+maxUDPPayload)
+	}
+	return u
+}
+
+// watchStream reads the stream until it ends. DATAGRAM capsules that arrive
+// while QUIC datagrams are in use are counted as dropped: this client reads
+// one channel at a time.
+func (u *UDPConn) watchStream(cr *capsule.Reader) {
+	defer close(u.readerEnd)
+	buf := make([]byte, 2048)
+	for {
+		_, err := cr.ReadDatagram(buf)
+		if err == nil || errors.Is(err, capsule.ErrTooLarge) {
+			u.dropped.Add(1)
+			continue
+		}
+		u.closeConn(net.ErrClosed)
+		return
+	}
+}
+
+// Dropped counts packets dropped in either direction: too large for the path,
+// or with an unknown Context ID.
+func (u *UDPConn) Dropped() uint64 { return u.dropped.Load() }
+
+// ReadFrom reads the next packet from the tunnel's target.
+func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	u.readMu.Lock()
+	defer u.readMu.Unlock()
+	for {
+		var b []byte
+		if u.datagrams {
+			ctx := u.deadline.context()
+			d, err := u.rs.ReceiveDatagram(ctx)
+			if err != nil {
+				return 0, nil, u.readError(ctx, err)
+			}
+			b = d
+		} else {
+			n, err := u.cr.ReadDatagram(u.rbuf)
+			if errors.Is(err, capsule.ErrTooLarge) {
+				u.dropped.Add(1)
+				continue
+			}
+			if err != nil {
+				return 0, nil, u.readError(nil, err)
+			}
+			b = u.rbuf[:n]
+		}
+		payload, err := capsule.SplitContext(b)
+		if err != nil {
+			u.dropped.Add(1)
+			continue
+		}
+		return copy(p, payload), u.target, nil
+	}
+}
+
+func (u *UDPConn) readError(ctx context.Context, err error) error {
+	switch {
+	case u.closeCtx.Err() != nil:
+		return net.ErrClosed
+	case ctx != nil && ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
+		return os.ErrDeadlineExceeded
+	}
+	return err
+}
+
+// WriteTo sends p to the tunnel's target; addr is ignored, as the tunnel has
+// one target.
+func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
+	if len(p) > maxUDPPayload {
+		u.dropped.Add(1)
+		return len(p), nil
+	}
+	if err := u.closeCtx.Err(); err != nil {
+		return 0, net.ErrClosed
+	}
+	u.writeMu.Lock()
+	defer u.writeMu.Unlock()
+	const off = capsule.MaxHeaderLen + 1
+	u.wbuf[off-1] = capsule.ContextUDP
+	n := copy(u.wbuf[off:], p)
+	pkt := u.wbuf[:off+n]
+	var err error
+	if u.datagrams {
+		// Frame the quarter stream ID in place: http3's SendDatagram would
+		// allocate and copy per packet.
+		start := capsule.PutVarint(pkt, off-1, u.qsid)
+		err = u.conn.SendDatagram(pkt[start:])
+		var tooLarge *quic.DatagramTooLargeError
+		if errors.As(err, &tooLarge) {
+			u.dropped.Add(1)
+			return len(p), nil
+		}
+	} else {
+		start := capsule.PutDatagramHeader(pkt, off-1)
+		_, err = u.rs.Write(pkt[start:])
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close ends the tunnel.
+func (u *UDPConn) Close() error {
+	u.closeConn(net.ErrClosed)
+	u.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
+	err := u.rs.Close()
+	if u.readerEnd != nil {
+		<-u.readerEnd
+	}
+	return err
+}
+
+// LocalAddr returns the local address of the connection to the proxy.
+func (u *UDPConn) LocalAddr() net.Addr { return u.conn.LocalAddr() }
+
+// RemoteAddr returns the tunnel's target.
+func (u *UDPConn) RemoteAddr() net.Addr { return u.target }
+
+// SetDeadline sets the read deadline; writes do not block on the network.
+func (u *UDPConn) SetDeadline(t time.Time) error { return u.SetReadDeadline(t) }
+
+// SetReadDeadline makes ReadFrom return os.ErrDeadlineExceeded at t; the
+// zero time clears it.
+func (u *UDPConn) SetReadDeadline(t time.Time) error {
+	if !u.datagrams {
+		return u.rs.SetReadDeadline(t)
+	}
+	u.deadline.set(t)
+	return nil
+}
+
+// SetWriteDeadline is accepted and ignored: WriteTo does not wait for the
+// network.
+func (u *UDPConn) SetWriteDeadline(time.Time) error { return nil }
+
+// readDeadline turns a read deadline into a context for ReceiveDatagram.
+type readDeadline struct {
+	mu     sync.Mutex // guards the fields below
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+	timer  *time.Timer
+}
+
+func (d *readDeadline) init(parent context.Context) {
+	d.parent = parent
+	d.ctx, d.cancel = context.WithCancel(parent)
+}
+
+// context returns the context the next read waits on.
+func (d *readDeadline) context() context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ctx
+}
+
+func (d *readDeadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	if d.ctx.Err() != nil { // an earlier deadline fired: start afresh
+		d.ctx, d.cancel = context.WithCancel(d.parent)
+	}
+	switch {
+	case t.IsZero():
+	case time.Until(t) <= 0:
+		d.cancel()
+	default:
+		d.timer = time.AfterFunc(time.Until(t), d.cancel)
+	}
+}
+
+// SetReadBuffer and SetWriteBuffer accept quic-go's socket-buffer tuning,
+// which has no meaning for a tunnel, so that quic-go does not warn about it.
+func (u *UDPConn) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer: see SetReadBuffer.
+func (u *UDPConn) SetWriteBuffer(int) error { return nil }

@@ -1,0 +1,171 @@
+// Package testnet holds the loopback fixtures that tests across masqued share:
+// certificates, sockets, echo servers and HTTP/3 origins. Every helper
+// registers its cleanup with the test, and nothing listens beyond
+// 127.0.0.1 and ::1.
+package testnet
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqued/masqued/internal/certs"
+)
+
+// Loopback addresses tests may use, one per family.
+const (
+	IPv4 = "127.0.0.1"
+	IPv6 = "::1"
+)
+
+// Cert is a self-signed certificate for localhost, 127.0.0.1 and ::1, and a
+// pool that trusts it.
+type Cert struct {
+	TLS  tls.Certificate
+	PEM  []byte
+	Pool *x509.CertPool
+}
+
+var (
+	certOnce sync.Once
+	cert     Cert
+	certErr  error
+)
+
+// NewCert returns the process's test certificate (made once; key generation
+// is the slow part of many tests).
+func NewCert(t testing.TB) Cert {
+	t.Helper()
+	certOnce.Do(func() {
+		cert.TLS, cert.PEM, certErr = certs.SelfSigned()
+		if certErr == nil {
+			cert.Pool, certErr = certs.Pool(cert.PEM)
+		}
+	})
+	if certErr != nil {
+		t.Fatal(certErr)
+	}
+	return cert
+}
+
+// ServerTLS returns a server TLS config with the test certificate.
+func (c Cert) ServerTLS() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{c.TLS}}
+}
+
+// ClientTLS returns a client TLS config that trusts only the test certificate.
+func (c Cert) ClientTLS() *tls.Config { return &tls.Config{RootCAs: c.Pool} }
+
+// UDP returns a UDP socket on host's loopback address, closed at cleanup.
+func UDP(t testing.TB, host string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TCP returns a TCP listener on host's loopback address, closed at cleanup.
+func TCP(t testing.TB, host string) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// UDPEcho starts a UDP server on host that sends every packet back, and
+// returns its address.
+func UDPEcho(t testing.TB, host string) *net.UDPAddr {
+	t.Helper()
+	c := UDP(t, host)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, addr, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteToUDPAddrPort(buf[:n], addr)
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return c.LocalAddr().(*net.UDPAddr)
+}
+
+// TCPEcho starts a TCP server on host that echoes each connection until the
+// client half-closes, then half-closes back, and returns its address.
+func TCPEcho(t testing.TB, host string) *net.TCPAddr {
+	t.Helper()
+	l := TCP(t, host)
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards conns
+	conns := map[net.Conn]struct{}{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
+				if _, err := io.Copy(c, c); err == nil {
+					_ = c.(*net.TCPConn).CloseWrite()
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().(*net.TCPAddr)
+}
+
+// H3Origin starts an HTTP/3 server on host serving h with the test
+// certificate and returns its UDP address. Path MTU discovery stays on, as a
+// real origin's would: its probes are what a tunnel must survive.
+func H3Origin(t testing.TB, host string, h http.Handler) *net.UDPAddr {
+	t.Helper()
+	c := UDP(t, host)
+	srv := &http3.Server{
+		Handler:    h,
+		TLSConfig:  http3.ConfigureTLSConfig(NewCert(t).ServerTLS()),
+		QUICConfig: &quic.Config{},
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(c) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("origin: %v", err)
+		}
+	})
+	return c.LocalAddr().(*net.UDPAddr)
+}

@@ -1,0 +1,207 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/masqued/masqued/internal/capsule"
+)
+
+// DatagramConn carries a UDP tunnel's HTTP Datagrams (RFC 9297) on the
+// client side, where the transport has a datagram channel (QUIC DATAGRAM
+// frames on HTTP/3). Without one, datagrams travel as DATAGRAM capsules on the
+// Stream and no DatagramConn is used.
+type DatagramConn interface {
+	// ReceiveDatagram returns the next HTTP Datagram payload, Context ID
+	// first. It returns an error once ctx is done or the tunnel has ended.
+	ReceiveDatagram(ctx context.Context) ([]byte, error)
+	// SendDatagram sends buf[off:] as one HTTP Datagram. buf[:off] is
+	// headroom of at least capsule.MaxHeaderLen bytes that the implementation
+	// may overwrite to frame the datagram in place. If the datagram cannot
+	// fit the transport, it returns an error wrapping ErrDatagramTooLarge and
+	// the caller drops it.
+	SendDatagram(buf []byte, off int) error
+}
+
+// ErrDatagramTooLarge reports a datagram that the client transport cannot
+// carry. It is a drop, not a failure of the tunnel.
+var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
+
+// datagramBuf holds one UDP payload with framing headroom in front of it.
+type datagramBuf struct {
+	b [capsule.MaxHeaderLen + 1 + 65535]byte
+}
+
+var datagramBufs = sync.Pool{New: func() any { return new(datagramBuf) }}
+
+// bufioReaders are pooled so idle UDP tunnels hold no reader of their own
+// between tunnels.
+var bufioReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// udpRelay runs one UDP tunnel. Three loops share it: capsules from the
+// client stream, datagrams from the client's DatagramConn (if any), and
+// packets from the target socket. The first to end ends the tunnel.
+type udpRelay struct {
+	t      *Tunnel
+	client Stream
+	dc     DatagramConn // nil: DATAGRAM capsules on client only
+	seen   activity
+	max    int // Limits.MaxUDPPayload
+}
+
+// RelayDatagrams relays a UDP tunnel between client and the connected UDP
+// target socket until the client ends its stream, the stream or target fails,
+// or the tunnel is idle for Limits.IdleTimeout. Datagrams arrive on dc and as
+// DATAGRAM capsules on client; replies go out on dc, or as capsules when dc is
+// nil. Datagrams with an unknown Context ID, too large to forward, or refused
+// by the target are dropped and counted; they never end the tunnel. It closes
+// the tunnel.
+func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
+	defer t.Close()
+	r := &udpRelay{t: t, client: client, dc: dc, max: t.f.p.limits.MaxUDPPayload}
+	if uc, ok := t.target.(*net.UDPConn); ok {
+		// Room for bursts from a fast origin; the kernel caps these at
+		// net.core.rmem_max / wmem_max.
+		_ = uc.SetReadBuffer(4 << 20)
+		_ = uc.SetWriteBuffer(4 << 20)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var idled atomic.Bool
+	end := func() { cancel(); t.target.Close() }
+	stop := r.seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); end(); client.Abort() })
+	defer stop()
+
+	loops := 2
+	errc := make(chan error, 3) // room for every loop
+	go func() { errc <- r.fromCapsules() }()
+	go func() { errc <- r.toClient() }()
+	if dc != nil {
+		loops++
+		go func() { errc <- r.fromDatagrams(ctx) }()
+	}
+	first := <-errc
+	end()
+	clean := errors.Is(first, io.EOF) // the client closed its side
+	if clean {
+		first = nil
+		_ = client.CloseWrite()
+	} else {
+		_ = client.Abort()
+	}
+	for range loops - 1 {
+		<-errc
+	}
+	if idled.Load() {
+		return errIdle
+	}
+	return first
+}
+
+// fromCapsules reads DATAGRAM capsules from the client stream until it ends.
+// It returns io.EOF when the client closes the stream cleanly.
+func (r *udpRelay) fromCapsules() error {
+	br := bufioReaders.Get().(*bufio.Reader)
+	br.Reset(r.client)
+	defer func() { br.Reset(nil); bufioReaders.Put(br) }()
+	buf := datagramBufs.Get().(*datagramBuf)
+	defer datagramBufs.Put(buf)
+	cr := capsule.NewReader(br)
+	limit := buf.b[:r.max+8] // room for the Context ID
+	for {
+		n, err := cr.ReadDatagram(limit)
+		switch {
+		case errors.Is(err, capsule.ErrTooLarge):
+			r.t.counters.drop(DropTooLarge)
+			continue
+		case err != nil:
+			return err
+		}
+		r.forward(limit[:n])
+	}
+}
+
+// fromDatagrams reads HTTP Datagrams from the client until ctx ends.
+func (r *udpRelay) fromDatagrams(ctx context.Context) error {
+	for {
+		b, err := r.dc.ReceiveDatagram(ctx)
+		if err != nil {
+			return err
+		}
+		r.forward(b)
+	}
+}
+
+// forward sends one HTTP Datagram payload from the client to the target.
+func (r *udpRelay) forward(b []byte) {
+	r.seen.touch()
+	payload, err := capsule.SplitContext(b)
+	switch {
+	case errors.Is(err, capsule.ErrUnknownContext):
+		r.t.counters.drop(DropUnknownContext)
+		return
+	case err != nil:
+		r.t.counters.drop(DropMalformed)
+		return
+	case len(payload) > r.max:
+		r.t.counters.drop(DropTooLarge)
+		return
+	}
+	if _, err := r.t.target.Write(payload); err != nil {
+		// ICMP errors surface on the next write of a connected socket;
+		// a UDP tunnel lives on through them.
+		r.t.counters.drop(DropWriteError)
+		return
+	}
+	r.t.counters.datagramUp(len(payload))
+}
+
+// toClient reads packets from the target and sends each to the client as an
+// HTTP Datagram with Context ID 0, framed in place in one pooled buffer.
+func (r *udpRelay) toClient() error {
+	buf := datagramBufs.Get().(*datagramBuf)
+	defer datagramBufs.Put(buf)
+	const off = capsule.MaxHeaderLen + 1 // headroom, then Context ID 0
+	buf.b[off-1] = capsule.ContextUDP
+	for {
+		n, err := r.t.target.Read(buf.b[off : off+r.max+1])
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				r.t.counters.drop(DropWriteError) // ICMP for an earlier send
+				continue
+			}
+			return err
+		}
+		if n > r.max {
+			r.t.counters.drop(DropTooLarge)
+			continue
+		}
+		r.seen.touch()
+		pkt := buf.b[:off+n]
+		if err := r.send(pkt, off-1); err != nil {
+			if errors.Is(err, ErrDatagramTooLarge) {
+				r.t.counters.drop(DropTooLarge)
+				continue
+			}
+			return err
+		}
+		r.t.counters.datagramDown(n)
+	}
+}
+
+// send sends buf[off:] to the client on the datagram channel, or as a
+// DATAGRAM capsule on the stream. toClient is the stream's only writer.
+func (r *udpRelay) send(buf []byte, off int) error {
+	if r.dc != nil {
+		return r.dc.SendDatagram(buf, off)
+	}
+	start := capsule.PutDatagramHeader(buf, off)
+	_, err := r.client.Write(buf[start:])
+	return err
+}

@@ -1,0 +1,139 @@
+package tunnel
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Datagram drop reasons, the label values of masqued_datagrams_dropped_total.
+const (
+	DropTooLarge       = "too_large"       // larger than the QUIC path allows or the payload cap
+	DropUnknownContext = "unknown_context" // Context ID other than 0 (RFC 9298 §4)
+	DropMalformed      = "malformed"       // no Context ID
+	DropWriteError     = "write_error"     // the target socket refused it (e.g. ICMP unreachable)
+)
+
+var dropReasons = []string{DropTooLarge, DropUnknownContext, DropMalformed, DropWriteError}
+
+// Metrics are the tunnel core's Prometheus collectors. They carry no
+// per-client or per-target labels. Create one per proxy with NewMetrics and
+// pass it in Config; a nil *Metrics counts nothing.
+type Metrics struct {
+	active    *prometheus.GaugeVec     // front, kind
+	total     *prometheus.CounterVec   // front, kind
+	errors    *prometheus.CounterVec   // front, proxy_status
+	setup     *prometheus.HistogramVec // front, kind
+	bytes     *prometheus.CounterVec   // kind, direction
+	datagrams *prometheus.CounterVec   // direction
+	dropped   *prometheus.CounterVec   // reason
+}
+
+// NewMetrics creates the core's collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "masqued_tunnels_active", Help: "Tunnels open now.",
+		}, []string{"front", "kind"}),
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_tunnels_total", Help: "Tunnels opened.",
+		}, []string{"front", "kind"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_tunnel_errors_total", Help: "Tunnel requests refused or failed, by Proxy-Status error type.",
+		}, []string{"front", "proxy_status"}),
+		setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "masqued_tunnel_setup_seconds",
+			Help:    "Time from request to target connected.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"front", "kind"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_tunnel_bytes_total", Help: "Payload bytes relayed; up is client to target.",
+		}, []string{"kind", "direction"}),
+		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_datagrams_total", Help: "UDP datagrams relayed; up is client to target.",
+		}, []string{"direction"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_datagrams_dropped_total", Help: "UDP datagrams dropped, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.active, m.total, m.errors, m.setup, m.bytes, m.datagrams, m.dropped} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range dropReasons { // export zeros, so rates work from the start
+		m.dropped.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+// kindCounters are the collectors one front and one tunnel kind touch,
+// resolved once so the relay loops do no label lookups.
+type kindCounters struct {
+	active    prometheus.Gauge
+	total     prometheus.Counter
+	setup     prometheus.Observer
+	bytesUp   prometheus.Counter
+	bytesDown prometheus.Counter
+	dgUp      prometheus.Counter
+	dgDown    prometheus.Counter
+	dropped   map[string]prometheus.Counter
+}
+
+func (m *Metrics) forKind(front string, k Kind) *kindCounters {
+	if m == nil {
+		return nil
+	}
+	kc := &kindCounters{
+		active:    m.active.WithLabelValues(front, k.String()),
+		total:     m.total.WithLabelValues(front, k.String()),
+		setup:     m.setup.WithLabelValues(front, k.String()),
+		bytesUp:   m.bytes.WithLabelValues(k.String(), "up"),
+		bytesDown: m.bytes.WithLabelValues(k.String(), "down"),
+		dgUp:      m.datagrams.WithLabelValues("up"),
+		dgDown:    m.datagrams.WithLabelValues("down"),
+		dropped:   make(map[string]prometheus.Counter, len(dropReasons)),
+	}
+	for _, r := range dropReasons {
+		kc.dropped[r] = m.dropped.WithLabelValues(r)
+	}
+	return kc
+}
+
+func (m *Metrics) countError(front, status string) {
+	if m != nil {
+		m.errors.WithLabelValues(front, status).Inc()
+	}
+}
+
+// The methods below do nothing on a nil receiver, so relays need no checks.
+
+func (k *kindCounters) drop(reason string) {
+	if k != nil {
+		k.dropped[reason].Inc()
+	}
+}
+
+func (k *kindCounters) up(n int) {
+	if k != nil {
+		k.bytesUp.Add(float64(n))
+	}
+}
+
+func (k *kindCounters) down(n int) {
+	if k != nil {
+		k.bytesDown.Add(float64(n))
+	}
+}
+
+func (k *kindCounters) datagramUp(n int) {
+	if k != nil {
+		k.dgUp.Inc()
+		k.bytesUp.Add(float64(n))
+	}
+}
+
+func (k *kindCounters) datagramDown(n int) {
+	if k != nil {
+		k.dgDown.Inc()
+		k.bytesDown.Add(float64(n))
+	}
+}

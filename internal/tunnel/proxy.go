@@ -1,0 +1,321 @@
+// Package tunnel is masqued's tunnel core: everything a proxy front needs
+// between "a request arrived" and "bytes flow", independent of the HTTP
+// version that carried the request.
+//
+// A front (HTTP/3 in h3proxy, HTTP/2 and HTTP/1.1 in h2proxy) turns a request
+// into a call to Front.Open, answers with the status Open's error maps to (see
+// WriteError), and hands the established stream, plus a DatagramConn where the
+// transport has one, to Tunnel.RelayStream or Tunnel.RelayDatagrams. The core
+// parses targets and URI templates, authenticates, enforces limits and the
+// SSRF policy, resolves and dials, and relays, counting every drop. It never
+// listens on its own and does not import any front.
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Kind is the kind of a tunnel.
+type Kind uint8
+
+const (
+	KindTCP Kind = iota + 1 // CONNECT (RFC 9110 §9.3.6)
+	KindUDP                 // CONNECT-UDP (RFC 9298)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTCP:
+		return "tcp"
+	case KindUDP:
+		return "udp"
+	}
+	return "unknown"
+}
+
+// ProtocolConnectUDP is the :protocol (HTTP/2, HTTP/3) and Upgrade
+// (HTTP/1.1) token of CONNECT-UDP.
+const ProtocolConnectUDP = "connect-udp"
+
+// Limits bound what clients can make the proxy hold. Zero fields take the
+// defaults documented on each.
+type Limits struct {
+	MaxTunnels        int           // open tunnels in total; 0 = unlimited
+	MaxTunnelsPerConn int           // open tunnels per client connection; 0 = 10000
+	IdleTimeout       time.Duration // tunnel without traffic either way; 0 = 5 minutes
+	DialTimeout       time.Duration // resolve and connect to a target; 0 = 10 seconds
+	MaxUDPPayload     int           // largest UDP payload relayed; 0 = 16384, at most 65527
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxTunnelsPerConn == 0 {
+		l.MaxTunnelsPerConn = 10000
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = 5 * time.Minute
+	}
+	if l.DialTimeout == 0 {
+		l.DialTimeout = 10 * time.Second
+	}
+	if l.MaxUDPPayload == 0 {
+		l.MaxUDPPayload = 16384
+	}
+	l.MaxUDPPayload = min(l.MaxUDPPayload, 65527)
+	return l
+}
+
+// Config configures a Proxy. The zero Config is a safe proxy with the default
+// UDP template, the system resolver, no authentication and default limits.
+type Config struct {
+	Identity string        // proxy name in Proxy-Status; "" = "masqued"
+	Template *Template     // CONNECT-UDP template; nil = DefaultUDPTemplate
+	Policy   Policy        // which targets may be reached
+	Resolver Resolver      // nil = net.DefaultResolver
+	Dialer   Dialer        // nil = &NetDialer{}
+	Auth     Authenticator // nil = admit every request
+	Limits   Limits
+	Metrics  *Metrics     // nil = not counted
+	Logger   *slog.Logger // nil = silent
+}
+
+// Proxy is the tunnel core. It is safe for concurrent use.
+type Proxy struct {
+	cfg    Config
+	limits Limits
+	open   atomic.Int64 // tunnels open across all fronts
+}
+
+// New returns a Proxy for c.
+func New(c Config) (*Proxy, error) {
+	if c.Identity == "" {
+		c.Identity = "masqued"
+	}
+	if c.Template == nil {
+		t, err := ParseTemplate(DefaultUDPTemplate)
+		if err != nil {
+			return nil, err
+		}
+		c.Template = t
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
+	if c.Dialer == nil {
+		c.Dialer = &NetDialer{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{cfg: c, limits: c.Limits.withDefaults()}, nil
+}
+
+// Identity is the name the proxy uses in Proxy-Status.
+func (p *Proxy) Identity() string { return p.cfg.Identity }
+
+// Template is the CONNECT-UDP URI template.
+func (p *Proxy) Template() *Template { return p.cfg.Template }
+
+// Limits returns the limits in force, defaults applied.
+func (p *Proxy) Limits() Limits { return p.limits }
+
+// Front returns the handle a front named name ("h3", "h2", "h1") uses.
+func (p *Proxy) Front(name string) *Front {
+	return &Front{
+		p:    p,
+		name: name,
+		tcp:  p.cfg.Metrics.forKind(name, KindTCP),
+		udp:  p.cfg.Metrics.forKind(name, KindUDP),
+	}
+}
+
+// Front is one front's view of the core, with its metrics resolved.
+type Front struct {
+	p        *Proxy
+	name     string
+	tcp, udp *kindCounters
+}
+
+// ConnState tracks the tunnels of one client connection, for the
+// per-connection limit. The zero ConnState is ready to use.
+type ConnState struct{ open atomic.Int64 }
+
+// WriteError answers a failed tunnel request (see the package-level
+// WriteError) and counts it.
+func (f *Front) WriteError(w http.ResponseWriter, err error) {
+	e := WriteError(w, f.p.cfg.Identity, err)
+	f.p.cfg.Metrics.countError(f.name, e.Kind)
+	f.p.cfg.Logger.Debug("tunnel refused", "front", f.name, "status", e.Kind, "details", e.Details)
+}
+
+// ParseRequest classifies r and extracts its target. protocol is the
+// extended-CONNECT :protocol, or the Upgrade token of an HTTP/1.1 request,
+// and "" for neither.
+func (f *Front) ParseRequest(r *http.Request, protocol string) (Kind, Target, error) {
+	switch {
+	case protocol == ProtocolConnectUDP:
+		if r.Method != http.MethodConnect && !(r.Method == http.MethodGet && r.ProtoMajor == 1) {
+			return 0, Target{}, badRequest("connect-udp needs extended CONNECT, or GET with Upgrade on HTTP/1.1", nil)
+		}
+		if r.URL.Scheme != "" && r.URL.Scheme != "https" {
+			return 0, Target{}, badRequest("connect-udp needs the https scheme", nil)
+		}
+		t, err := f.p.cfg.Template.Match(r.URL.RequestURI())
+		return KindUDP, t, err
+	case protocol != "":
+		return 0, Target{}, badRequest("unsupported protocol "+protocolName(protocol), nil)
+	case r.Method == http.MethodConnect:
+		t, err := ParseAuthority(r.Host)
+		return KindTCP, t, err
+	}
+	if _, err := f.p.cfg.Template.Match(r.URL.RequestURI()); err == nil {
+		return 0, Target{}, badRequest("connect-udp needs extended CONNECT with :protocol connect-udp", nil)
+	}
+	return 0, Target{}, &Error{HTTPStatus: http.StatusMethodNotAllowed, Kind: StatusHTTPRequestError,
+		Details: "this proxy serves CONNECT and CONNECT-UDP only"}
+}
+
+// protocolName keeps a client-chosen token printable and short for details.
+func protocolName(s string) string {
+	if len(s) > 32 {
+		s = s[:32]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// Open authenticates r, enforces limits, resolves the target, applies the
+// policy and dials. On success the caller answers 2xx (101 on HTTP/1.1),
+// relays with the returned Tunnel and closes it. On failure it answers
+// WriteError(err). conn is the client connection's state.
+func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (*Tunnel, error) {
+	start := time.Now()
+	if f.p.cfg.Auth != nil {
+		if err := f.p.cfg.Auth.Authenticate(r); err != nil {
+			return nil, err
+		}
+	}
+	t := &Tunnel{f: f, kind: kind, conn: conn, counters: f.tcp}
+	if kind == KindUDP {
+		t.counters = f.udp
+	}
+	if err := t.acquire(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.p.limits.DialTimeout)
+	defer cancel()
+	addrs, err := f.p.resolve(ctx, target)
+	if err == nil {
+		network := "tcp"
+		if kind == KindUDP {
+			network = "udp"
+		}
+		t.target, err = f.p.cfg.Dialer.Dial(ctx, network, addrs, r)
+	}
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	if c := t.counters; c != nil {
+		c.setup.Observe(time.Since(start).Seconds())
+		c.total.Inc()
+		c.active.Inc()
+	}
+	return t, nil
+}
+
+// resolve returns target's addresses that the policy allows.
+func (p *Proxy) resolve(ctx context.Context, target Target) ([]netip.AddrPort, error) {
+	var ips []netip.Addr
+	if a, ok := target.Addr(); ok {
+		ips = []netip.Addr{a}
+	} else {
+		var err error
+		ips, err = p.cfg.Resolver.LookupNetIP(ctx, "ip", target.Host)
+		if err != nil {
+			return nil, err
+		}
+	}
+	var allowed []netip.AddrPort
+	var refusal error
+	for _, ip := range ips {
+		ap := netip.AddrPortFrom(ip.Unmap(), target.Port)
+		if err := p.cfg.Policy.Check(netip.AddrPortFrom(ip, target.Port)); err != nil {
+			refusal = err
+			continue
+		}
+		allowed = append(allowed, ap)
+	}
+	if len(allowed) == 0 {
+		if refusal == nil {
+			refusal = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusDestinationNotFound, Details: "name has no addresses"}
+		}
+		return nil, refusal
+	}
+	return allowed, nil
+}
+
+// Tunnel is an established tunnel: an admitted request and its connected
+// target socket. Its Relay method owns it until it returns; Close releases it.
+type Tunnel struct {
+	f        *Front
+	kind     Kind
+	conn     *ConnState
+	counters *kindCounters
+	target   net.Conn
+	closed   atomic.Bool
+}
+
+var errTooManyTunnels = errors.New("tunnel limit reached")
+
+func (t *Tunnel) acquire() error {
+	p := t.f.p
+	if n := p.open.Add(1); p.limits.MaxTunnels > 0 && n > int64(p.limits.MaxTunnels) {
+		p.open.Add(-1)
+		return &Error{HTTPStatus: http.StatusServiceUnavailable, Kind: StatusConnectionLimit,
+			Details: "the proxy's tunnel limit is reached", Err: errTooManyTunnels}
+	}
+	if t.conn != nil {
+		if n := t.conn.open.Add(1); n > int64(p.limits.MaxTunnelsPerConn) {
+			t.conn.open.Add(-1)
+			p.open.Add(-1)
+			return &Error{HTTPStatus: http.StatusTooManyRequests, Kind: StatusConnectionLimit,
+				Details: "too many tunnels on this connection", Err: errTooManyTunnels}
+		}
+	}
+	return nil
+}
+
+func (t *Tunnel) release() {
+	t.f.p.open.Add(-1)
+	if t.conn != nil {
+		t.conn.open.Add(-1)
+	}
+}
+
+// Kind is the tunnel's kind.
+func (t *Tunnel) Kind() Kind { return t.kind }
+
+// Close closes the target socket and releases the tunnel's limit slots. It is
+// safe to call more than once.
+func (t *Tunnel) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	t.release()
+	if c := t.counters; c != nil {
+		c.active.Dec()
+	}
+	return t.target.Close()
+}

@@ -1,0 +1,137 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stream is the client side of a tunnel as a front hands it over: an HTTP/3
+// or HTTP/2 request stream after the 2xx response, or a hijacked HTTP/1.1
+// connection after the 101.
+type Stream interface {
+	io.ReadWriter
+	// CloseWrite ends the sending direction cleanly (FIN, END_STREAM).
+	CloseWrite() error
+	// Abort resets both directions and unblocks pending Read and Write calls.
+	Abort() error
+}
+
+// closeWriter is implemented by *net.TCPConn.
+type closeWriter interface{ CloseWrite() error }
+
+// streamBufSize is the copy buffer size: large enough for full-size QUIC
+// stream writes, small enough to pool per direction.
+const streamBufSize = 32 << 10
+
+var streamBufs = sync.Pool{New: func() any { return new([streamBufSize]byte) }}
+
+// activity is the time of the last byte seen in either direction, for idle
+// timeouts. Stored as Unix nanoseconds.
+type activity struct{ last atomic.Int64 }
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+// idleSince reports how long the tunnel has been quiet.
+func (a *activity) idleSince() time.Duration {
+	return time.Since(time.Unix(0, a.last.Load()))
+}
+
+// watchIdle calls abort once the tunnel has seen no traffic for idle. The
+// returned stop function cancels the watch.
+func (a *activity) watchIdle(idle time.Duration, abort func()) (stop func() bool) {
+	a.touch()
+	var timer *time.Timer
+	var mu sync.Mutex // guards timer against the callback re-arming it
+	mu.Lock()
+	defer mu.Unlock()
+	timer = time.AfterFunc(idle, func() {
+		if quiet := a.idleSince(); quiet < idle {
+			mu.Lock()
+			timer.Reset(idle - quiet)
+			mu.Unlock()
+			return
+		}
+		abort()
+	})
+	return func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return timer.Stop()
+	}
+}
+
+// errIdle is the cause when a tunnel is closed for inactivity.
+var errIdle = errors.New("tunnel idle timeout")
+
+// streamCopier copies one direction of a TCP tunnel. It is a named type so
+// stack traces say which goroutine is which.
+type streamCopier struct {
+	dst     io.Writer
+	src     io.Reader
+	fin     func() error // half-closes dst after src's EOF
+	count   func(int)
+	seen    *activity
+	written int64
+}
+
+func (c *streamCopier) run() error {
+	buf := streamBufs.Get().(*[streamBufSize]byte)
+	defer streamBufs.Put(buf)
+	for {
+		n, rerr := c.src.Read(buf[:])
+		if n > 0 {
+			c.seen.touch()
+			if _, err := c.dst.Write(buf[:n]); err != nil {
+				return err
+			}
+			c.written += int64(n)
+			c.count(n)
+		}
+		if rerr == io.EOF {
+			return c.fin()
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// RelayStream relays a TCP tunnel between client and the target until both
+// directions have ended (each side's FIN is passed on as a half-close), either
+// side fails, or the tunnel is idle for Limits.IdleTimeout. On failure both
+// sides are aborted, so no copy stays blocked. It closes the tunnel.
+func (t *Tunnel) RelayStream(client Stream) error {
+	defer t.Close()
+	var seen activity
+	var idled atomic.Bool
+	abort := func() { client.Abort(); t.target.Close() }
+	stop := seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); abort() })
+	defer stop()
+
+	targetFIN := func() error {
+		if cw, ok := t.target.(closeWriter); ok {
+			return cw.CloseWrite()
+		}
+		return nil
+	}
+	up := &streamCopier{dst: t.target, src: client, fin: targetFIN, count: t.counters.up, seen: &seen}
+	down := &streamCopier{dst: client, src: t.target, fin: client.CloseWrite, count: t.counters.down, seen: &seen}
+	errc := make(chan error, 2) // room for both: neither copier may block on it
+	go func() { errc <- up.run() }()
+	go func() { errc <- down.run() }()
+
+	var first error
+	for range 2 {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			abort() // unblock the other direction
+		}
+	}
+	if idled.Load() {
+		return errIdle
+	}
+	return first
+}
