@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -29,8 +30,14 @@ type proxyOption func(*tunnel.Config)
 
 func withLimits(l tunnel.Limits) proxyOption { return func(c *tunnel.Config) { c.Limits = l } }
 
-// safeByDefault leaves the SSRF policy as it is in production.
-func safeByDefault() proxyOption { return func(c *tunnel.Config) { c.Policy.AllowPrivate = false } }
+// safeByDefault leaves the SSRF policy as it is in production; the dialer
+// still refuses anything off loopback, in case the policy is broken.
+func safeByDefault(t testing.TB) proxyOption {
+	return func(c *tunnel.Config) {
+		c.Policy.AllowPrivate = false
+		c.Dialer = &loopbackOnly{t: t}
+	}
+}
 
 // startProxy runs an HTTP/3 proxy on host that may reach loopback targets
 // (tests opt in, as -allow-private-targets does), stopped at cleanup.
@@ -84,4 +91,71 @@ func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// metric returns the value of the counter or gauge name whose labels include
+// all of labels ("key", "value", …), summed over the series that match.
+func (p *testProxy) metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := p.Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// eventually polls cond until it holds or 10 seconds pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// loopbackOnly is a Dialer for tests that exercise the default policy: if the
+// policy ever let a non-loopback address through, the test fails instead of
+// sending traffic off this machine.
+type loopbackOnly struct {
+	t testing.TB
+	tunnel.NetDialer
+}
+
+func (d *loopbackOnly) Dial(ctx context.Context, network string, addrs []netip.AddrPort, r *http.Request) (net.Conn, error) {
+	for _, a := range addrs {
+		if !a.Addr().Unmap().IsLoopback() {
+			d.t.Errorf("policy let %v through to the dialer", a)
+			return nil, errors.New("test dialer: non-loopback target")
+		}
+	}
+	return d.NetDialer.Dial(ctx, network, addrs, r)
 }

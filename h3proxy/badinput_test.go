@@ -1,0 +1,129 @@
+package h3proxy
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+// udpRequest is a CONNECT-UDP request for a raw (already escaped) path.
+func udpRequest(authority, rawPath string) *http.Request {
+	path, _ := url.PathUnescape(rawPath)
+	return &http.Request{
+		Method: http.MethodConnect,
+		Proto:  tunnel.ProtocolConnectUDP,
+		Host:   authority,
+		URL:    &url.URL{Scheme: "https", Host: authority, Path: path, RawPath: rawPath},
+		Header: http.Header{"Capsule-Protocol": {"?1"}},
+	}
+}
+
+func connectRequest(target string) *http.Request {
+	return &http.Request{Method: http.MethodConnect, Host: target, URL: &url.URL{Host: target}, Header: http.Header{}}
+}
+
+// TestBadInput sends malformed and forbidden tunnel requests over real
+// HTTP/3 and checks each gets its status and Proxy-Status, and that the
+// connection keeps working afterwards.
+func TestBadInput(t *testing.T) {
+	echoTCP := testnet.TCPEcho(t, testnet.IPv4)
+	echoUDP := testnet.UDPEcho(t, testnet.IPv4)
+	p := startProxy(t, testnet.IPv4, safeByDefault(t))
+	c := p.dial(t, ClientConfig{})
+	self := p.Addr.String()
+	tcpPort := strconv.Itoa(echoTCP.Port)
+	udpPort := strconv.Itoa(echoUDP.Port)
+	wk := "/.well-known/masque/udp/"
+
+	tests := []struct {
+		name   string
+		req    *http.Request
+		status int
+		kind   string
+	}{
+		{"udp host with slash", udpRequest(self, wk+"ex%2Fa/443/"), 400, "http_request_error"},
+		{"udp empty host", udpRequest(self, wk+"/443/"), 400, "http_request_error"},
+		{"udp port 0", udpRequest(self, wk+"example.com/0/"), 400, "http_request_error"},
+		{"udp port 65536", udpRequest(self, wk+"example.com/65536/"), 400, "http_request_error"},
+		{"udp port not a number", udpRequest(self, wk+"example.com/dns/"), 400, "http_request_error"},
+		{"udp path off template", udpRequest(self, "/masque/udp/example.com/443/"), 400, "http_request_error"},
+		{"udp unknown protocol", func() *http.Request {
+			r := udpRequest(self, wk+"example.com/443/")
+			r.Proto = "connect-ip"
+			return r
+		}(), 400, "http_request_error"},
+		{"missing :protocol (GET to template)", func() *http.Request {
+			r := udpRequest(self, wk+"example.com/443/")
+			r.Method, r.Proto = http.MethodGet, ""
+			return r
+		}(), 400, "http_request_error"},
+		{"wrong method to template", func() *http.Request {
+			r := udpRequest(self, wk+"example.com/443/")
+			r.Method, r.Proto = http.MethodPost, ""
+			return r
+		}(), 400, "http_request_error"},
+		{"wrong method elsewhere", func() *http.Request {
+			r := udpRequest(self, "/index.html")
+			r.Method, r.Proto = http.MethodPut, ""
+			return r
+		}(), 405, "http_request_error"},
+		{"tcp no port", connectRequest("example.com"), 400, "http_request_error"},
+		{"tcp port 0", connectRequest("example.com:0"), 400, "http_request_error"},
+		{"tcp bad host", connectRequest("exa_mple..com:80"), 400, "http_request_error"},
+		{"ssrf tcp 127.0.0.1", connectRequest("127.0.0.1:" + tcpPort), 403, "destination_ip_prohibited"},
+		{"ssrf tcp 10.0.0.1", connectRequest("10.0.0.1:80"), 403, "destination_ip_prohibited"},
+		{"ssrf tcp [::1]", connectRequest("[::1]:" + tcpPort), 403, "destination_ip_prohibited"},
+		{"ssrf tcp [::ffff:127.0.0.1]", connectRequest("[::ffff:127.0.0.1]:" + tcpPort), 403, "destination_ip_prohibited"},
+		{"ssrf tcp 169.254.169.254", connectRequest("169.254.169.254:80"), 403, "destination_ip_prohibited"},
+		{"ssrf tcp localhost (name resolving to loopback)", connectRequest("localhost:" + tcpPort), 403, "destination_ip_prohibited"},
+		{"ssrf tcp the proxy itself", connectRequest(self), 403, "destination_ip_prohibited"},
+		{"ssrf udp 127.0.0.1", udpRequest(self, wk+"127.0.0.1/"+udpPort+"/"), 403, "destination_ip_prohibited"},
+		{"ssrf udp [::1]", udpRequest(self, wk+"%3A%3A1/"+udpPort+"/"), 403, "destination_ip_prohibited"},
+		{"ssrf udp ::ffff:10.0.0.1", udpRequest(self, wk+"%3A%3Affff%3A10.0.0.1/53/"), 403, "destination_ip_prohibited"},
+		{"ssrf udp localhost", udpRequest(self, wk+"localhost/"+udpPort+"/"), 403, "destination_ip_prohibited"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.roundTrip(testContext(t), tt.req)
+			var pe *ProxyError
+			if !errors.As(err, &pe) {
+				t.Fatalf("got %v, want a %d refusal", err, tt.status)
+			}
+			if pe.StatusCode != tt.status {
+				t.Errorf("status %d, want %d (%s)", pe.StatusCode, tt.status, pe.ProxyStatus)
+			}
+			if !strings.HasPrefix(pe.ProxyStatus, "masqued; error="+tt.kind) {
+				t.Errorf("Proxy-Status %q, want error=%s", pe.ProxyStatus, tt.kind)
+			}
+		})
+	}
+	if got := p.metric(t, "masqued_tunnel_errors_total"); got != float64(len(tests)) {
+		t.Errorf("masqued_tunnel_errors_total = %v, want %d", got, len(tests))
+	}
+	// The connection survived all of that.
+	if p.metric(t, "masqued_tunnels_active") != 0 {
+		t.Error("refused requests left tunnels open")
+	}
+}
+
+// TestUnreachableTargets checks the statuses for targets that exist in
+// policy but not on the network.
+func TestUnreachableTargets(t *testing.T) {
+	p := startProxy(t, testnet.IPv4)
+	c := p.dial(t, ClientConfig{})
+	closed := testnet.TCP(t, testnet.IPv4)
+	addr := closed.Addr().String()
+	closed.Close() // nothing listens there now
+
+	_, err := c.DialTCP(testContext(t), addr)
+	var pe *ProxyError
+	if !errors.As(err, &pe) || pe.StatusCode != http.StatusBadGateway || !strings.Contains(pe.ProxyStatus, "error=connection_refused") {
+		t.Fatalf("closed port: got %v, want 502 connection_refused", err)
+	}
+}
