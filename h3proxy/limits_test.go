@@ -1,0 +1,119 @@
+package h3proxy
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+func TestTunnelLimits(t *testing.T) {
+	echo := testnet.TCPEcho(t, testnet.IPv4)
+	tests := []struct {
+		name   string
+		limits tunnel.Limits
+		status int
+	}{
+		{"per connection", tunnel.Limits{MaxTunnelsPerConn: 2}, http.StatusTooManyRequests},
+		{"total", tunnel.Limits{MaxTunnels: 2}, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startProxy(t, testnet.IPv4, withLimits(tt.limits))
+			c := p.dial(t, ClientConfig{})
+			ctx := testContext(t)
+			a, err := c.DialTCP(ctx, echo.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := c.DialTCP(ctx, echo.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			_, err = c.DialTCP(ctx, echo.String())
+			var pe *ProxyError
+			if !errors.As(err, &pe) || pe.StatusCode != tt.status || !strings.Contains(pe.ProxyStatus, "error=connection_limit_reached") {
+				t.Fatalf("third tunnel: got %v, want %d connection_limit_reached", err, tt.status)
+			}
+			a.Close()
+			eventually(t, "a slot to free up", func() bool { return p.metric(t, "masqued_tunnels_active") == 1 })
+			d, err := c.DialTCP(ctx, echo.String())
+			if err != nil {
+				t.Fatalf("after closing one: %v", err)
+			}
+			d.Close()
+		})
+	}
+}
+
+// TestIdleTimeout: a tunnel with no traffic either way is closed, and the
+// client sees its stream end.
+func TestIdleTimeout(t *testing.T) {
+	echo := testnet.TCPEcho(t, testnet.IPv4)
+	p := startProxy(t, testnet.IPv4, withLimits(tunnel.Limits{IdleTimeout: 300 * time.Millisecond}))
+	c := p.dial(t, ClientConfig{})
+	conn, err := c.DialTCP(testContext(t), echo.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := io.ReadAll(conn); err == nil {
+		t.Fatal("idle tunnel ended cleanly, want a reset")
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 4*time.Second {
+		t.Errorf("tunnel ended after %v, want about 300ms", d)
+	}
+	eventually(t, "the tunnel to close", func() bool { return p.metric(t, "masqued_tunnels_active") == 0 })
+}
+
+// TestHalfClose: the client's FIN reaches the target, which can still answer
+// before its own FIN comes back.
+func TestHalfClose(t *testing.T) {
+	l := testnet.TCP(t, testnet.IPv4)
+	served := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		req, err := io.ReadAll(c) // until the client's FIN
+		if err != nil {
+			served <- err
+			return
+		}
+		_, err = c.Write([]byte("got " + string(req)))
+		served <- err
+	}()
+	p := startProxy(t, testnet.IPv4)
+	c := p.dial(t, ClientConfig{})
+	conn, err := c.DialTCP(testContext(t), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("hello"))
+	if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "got hello" {
+		t.Errorf("got %q", got)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
