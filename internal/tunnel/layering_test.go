@@ -1,0 +1,49 @@
+package tunnel
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestLayering keeps imports pointing one way (cmd → fronts → core): the core
+// must not know its transport, and nothing the proxy runs may import the
+// interop suite.
+func TestLayering(t *testing.T) {
+	rules := []struct {
+		pkg       string
+		forbidden []string
+	}{
+		{"github.com/masqued/masqued/internal/tunnel", []string{
+			"github.com/masqued/masqued/h3proxy",
+			"github.com/masqued/masqued/h2proxy",
+			"github.com/quic-go/quic-go/http3",
+			"golang.org/x/net/http2",
+		}},
+		{"github.com/masqued/masqued/internal/capsule", []string{
+			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/quic-go/quic-go/http3",
+		}},
+		{"github.com/masqued/masqued/h3proxy", []string{
+			"github.com/masqued/masqued/interop",
+			"github.com/masqued/masqued/h2proxy",
+		}},
+		{"github.com/masqued/masqued/cmd/masqued", []string{
+			"github.com/masqued/masqued/interop",
+		}},
+	}
+	for _, r := range rules {
+		out, err := exec.Command("go", "list", "-e", "-deps", r.pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", r.pkg, err)
+		}
+		deps := strings.Fields(string(out))
+		for _, d := range deps {
+			for _, f := range r.forbidden {
+				if d == f || strings.HasPrefix(d, f+"/") {
+					t.Errorf("%s imports %s", r.pkg, d)
+				}
+			}
+		}
+	}
+}
