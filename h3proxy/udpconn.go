@@ -36,16 +36,26 @@ type UDPConn struct {
 	closeConn context.CancelCauseFunc
 	deadline  readDeadline
 
-	readMu sync.Mutex // guards cr, rbuf
+	// Datagram mode: received HTTP Datagrams, Context ID first. The pump
+	// drains quic-go's per-stream queue, which holds only 32 and drops the
+	// rest, into this deeper one, so that a burst from the proxy is not lost
+	// while the reader (typically a quic.Transport) is busy.
+	in      chan []byte
+	readers sync.WaitGroup // the pump and the stream watcher
+
+	readMu sync.Mutex // guards cr, rbuf (capsule mode)
 	cr     *capsule.Reader
 	rbuf   []byte
 
 	writeMu sync.Mutex // guards wbuf
 	wbuf    []byte
 
-	dropped   atomic.Uint64
-	readerEnd chan struct{} // closed when the stream reader exits (datagram mode)
+	dropped atomic.Uint64
 }
+
+// inQueueLen bounds the received datagrams a UDPConn holds: a bandwidth-delay
+// product's worth of full-size packets at a few Gbit/s and a millisecond.
+const inQueueLen = 1024
 
 func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 	u := &UDPConn{
@@ -61,8 +71,10 @@ func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 	br := bufio.NewReaderSize(rs, 16<<10)
 	if u.datagrams {
 		// The stream still carries capsules and, above all, its end: watch it
-		// so the tunnel's end unblocks ReadFrom.
-		u.readerEnd = make(chan struct{})
+		// so that the tunnel's end unblocks ReadFrom.
+		u.in = make(chan []byte, inQueueLen)
+		u.readers.Add(2)
+		go u.pump()
 		go u.watchStream(capsule.NewReader(br))
 	} else {
 		u.cr = capsule.NewReader(br)
@@ -71,20 +83,46 @@ func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 	return u
 }
 
-// watchStream reads the stream until it ends. DATAGRAM capsules that arrive
-// while QUIC datagrams are in use are counted as dropped: this client reads
-// one channel at a time.
-func (u *UDPConn) watchStream(cr *capsule.Reader) {
-	defer close(u.readerEnd)
-	buf := make([]byte, 2048)
+// pump moves datagrams from quic-go's per-stream queue into u.in until the
+// tunnel ends.
+func (u *UDPConn) pump() {
+	defer u.readers.Done()
 	for {
-		_, err := cr.ReadDatagram(buf)
-		if err == nil || errors.Is(err, capsule.ErrTooLarge) {
-			u.dropped.Add(1)
-			continue
+		b, err := u.rs.ReceiveDatagram(u.closeCtx)
+		if err != nil {
+			u.closeConn(net.ErrClosed)
+			return
 		}
-		u.closeConn(net.ErrClosed)
-		return
+		u.deliver(b)
+	}
+}
+
+// deliver queues one received HTTP Datagram for ReadFrom, or drops it if the
+// queue is full.
+func (u *UDPConn) deliver(b []byte) {
+	select {
+	case u.in <- b:
+	default:
+		u.dropped.Add(1)
+	}
+}
+
+// watchStream reads the stream until it ends, delivering DATAGRAM capsules
+// like QUIC datagrams (a rare path: each is copied).
+func (u *UDPConn) watchStream(cr *capsule.Reader) {
+	defer u.readers.Done()
+	buf := make([]byte, 8+maxUDPPayload)
+	for {
+		n, err := cr.ReadDatagram(buf)
+		switch {
+		case err == nil:
+			u.deliver(append([]byte(nil), buf[:n]...))
+		case errors.Is(err, capsule.ErrTooLarge):
+			u.dropped.Add(1)
+		default:
+			u.closeConn(net.ErrClosed)
+			return
+		}
 	}
 }
 
@@ -100,11 +138,11 @@ func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		var b []byte
 		if u.datagrams {
 			ctx := u.deadline.context()
-			d, err := u.rs.ReceiveDatagram(ctx)
-			if err != nil {
-				return 0, nil, u.readError(ctx, err)
+			select {
+			case b = <-u.in:
+			case <-ctx.Done():
+				return 0, nil, u.readError(ctx, ctx.Err())
 			}
-			b = d
 		} else {
 			n, err := u.cr.ReadDatagram(u.rbuf)
 			if errors.Is(err, capsule.ErrTooLarge) {
@@ -177,9 +215,7 @@ func (u *UDPConn) Close() error {
 	u.closeConn(net.ErrClosed)
 	u.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	err := u.rs.Close()
-	if u.readerEnd != nil {
-		<-u.readerEnd
-	}
+	u.readers.Wait()
 	return err
 }
 
