@@ -57,7 +57,8 @@ func DefaultClientQUICConfig() *quic.Config {
 // connection. It is safe for concurrent use.
 type Client struct {
 	conn      *quic.Conn
-	cc        *http3.ClientConn
+	cc        *http3.RawClientConn
+	ctl       *control
 	tr        *http3.Transport
 	authority string // the proxy's host:port
 	template  *tunnel.Template
@@ -116,23 +117,24 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 		return nil, fmt.Errorf("connecting to proxy: %w", err)
 	}
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
-	cc := tr.NewClientConn(conn)
+	cc := tr.NewRawClientConn(conn)
+	ctl := newControl(conn, cc)
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: authority, template: tmpl}
 	select {
-	case <-cc.ReceivedSettings():
+	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
-		conn.CloseWithError(0, "")
+		cl.Close()
 		return nil, fmt.Errorf("waiting for proxy SETTINGS: %w", ctx.Err())
 	case <-conn.Context().Done():
+		cl.Close()
 		return nil, fmt.Errorf("waiting for proxy SETTINGS: %w", context.Cause(conn.Context()))
 	}
-	return &Client{
-		conn:      conn,
-		cc:        cc,
-		tr:        tr,
-		authority: authority,
-		template:  tmpl,
-		datagrams: !c.DisableDatagrams && cc.Settings().EnableDatagrams && conn.ConnectionState().SupportsDatagrams.Remote,
-	}, nil
+	cl.datagrams = !c.DisableDatagrams && ctl.settings.datagrams && conn.ConnectionState().SupportsDatagrams.Remote
+	if cl.datagrams {
+		ctl.wg.Add(1)
+		go ctl.dispatchDatagrams()
+	}
+	return cl, nil
 }
 
 // Datagrams reports whether UDP tunnels use QUIC DATAGRAM frames (true) or
@@ -141,20 +143,44 @@ func (c *Client) Datagrams() bool { return c.datagrams }
 
 // Close closes the connection to the proxy and with it every tunnel.
 func (c *Client) Close() error {
-	return errors.Join(c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), ""), c.tr.Close())
+	err := errors.Join(c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), ""), c.tr.Close())
+	c.ctl.wg.Wait()
+	return err
 }
+
+// errGoAway reports a tunnel not opened because the proxy is shutting down.
+var errGoAway = errors.New("proxy sent GOAWAY: open a new connection")
 
 // roundTrip opens a request stream, sends req and reads the response; a non-2xx
 // answer becomes a *ProxyError.
 func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http3.RequestStream, error) {
+	rs, err := c.openStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.exchange(ctx, rs, req); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+func (c *Client) openStream(ctx context.Context) (*http3.RequestStream, error) {
+	if c.ctl.goAway.Load() {
+		return nil, errGoAway
+	}
 	rs, err := c.cc.OpenRequestStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("opening request stream: %w", err)
 	}
-	fail := func(err error) (*http3.RequestStream, error) {
+	return rs, nil
+}
+
+// exchange sends req on rs and reads the response; on failure it resets rs.
+func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *http.Request) error {
+	fail := func(err error) error {
 		rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
 		rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
-		return nil, err
+		return err
 	}
 	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
 		return fail(fmt.Errorf("sending request: %w", err))
@@ -171,7 +197,7 @@ func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http3.Reque
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fail(&ProxyError{StatusCode: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")})
 	}
-	return rs, nil
+	return nil
 }
 
 // DialTCP opens a TCP tunnel to target ("host:port") with CONNECT.
@@ -202,22 +228,30 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	if err != nil {
 		return nil, fmt.Errorf("udp target: %w", err)
 	}
-	u, err := c.template.Expand(c.authority, t)
+	reqURL, err := c.template.Expand(c.authority, t)
 	if err != nil {
 		return nil, err
 	}
 	req := &http.Request{
 		Method: http.MethodConnect,
 		Proto:  tunnel.ProtocolConnectUDP,
-		Host:   u.Host,
-		URL:    u,
+		Host:   reqURL.Host,
+		URL:    reqURL,
 		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
 	}
-	rs, err := c.roundTrip(ctx, req)
+	rs, err := c.openStream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return newUDPConn(c, rs, addrOf(target, "udp")), nil
+	// Registered before the request goes out: datagrams may follow the
+	// response faster than ReadResponse returns.
+	u := newUDPConn(c, rs, addrOf(target, "udp"))
+	if err := c.exchange(ctx, rs, req); err != nil {
+		u.closeQueues()
+		return nil, err
+	}
+	u.start()
+	return u, nil
 }
 
 // addrOf returns target as a net.Addr: a *net.TCPAddr or *net.UDPAddr for IP

@@ -28,6 +28,7 @@ const maxUDPPayload = 65527
 type UDPConn struct {
 	rs        *http3.RequestStream
 	conn      *quic.Conn
+	ctl       *control
 	qsid      uint64 // quarter stream ID
 	datagrams bool
 	target    net.Addr
@@ -36,12 +37,10 @@ type UDPConn struct {
 	closeConn context.CancelCauseFunc
 	deadline  readDeadline
 
-	// Datagram mode: received HTTP Datagrams, Context ID first. The pump
-	// drains quic-go's per-stream queue, which holds only 32 and drops the
-	// rest, into this deeper one, so that a burst from the proxy is not lost
-	// while the reader (typically a quic.Transport) is busy.
+	// Datagram mode: received HTTP Datagrams, Context ID first, queued by
+	// the connection's dispatcher (and by watchStream for DATAGRAM capsules).
 	in      chan []byte
-	readers sync.WaitGroup // the pump and the stream watcher
+	watcher sync.WaitGroup
 
 	readMu sync.Mutex // guards cr, rbuf (capsule mode)
 	cr     *capsule.Reader
@@ -57,10 +56,14 @@ type UDPConn struct {
 // product's worth of full-size packets at a few Gbit/s and a millisecond.
 const inQueueLen = 1024
 
+// newUDPConn prepares the tunnel on rs, whose request is not sent yet: in
+// datagram mode it is registered for dispatch at once. start runs it once the
+// proxy has accepted; closeQueues undoes it if not.
 func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 	u := &UDPConn{
 		rs:        rs,
 		conn:      c.conn,
+		ctl:       c.ctl,
 		qsid:      uint64(rs.StreamID() / 4),
 		datagrams: c.datagrams,
 		target:    target,
@@ -68,37 +71,36 @@ func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 	}
 	u.closeCtx, u.closeConn = context.WithCancelCause(context.Background())
 	u.deadline.init(u.closeCtx)
-	br := bufio.NewReaderSize(rs, 16<<10)
 	if u.datagrams {
-		// The stream still carries capsules and, above all, its end: watch it
-		// so that the tunnel's end unblocks ReadFrom.
 		u.in = make(chan []byte, inQueueLen)
-		u.readers.Add(2)
-		go u.pump()
-		go u.watchStream(capsule.NewReader(br))
-	} else {
-		u.cr = capsule.NewReader(br)
-		u.rbuf = make([]byte, 8+maxUDPPayload)
+		u.ctl.register(u.qsid, u)
 	}
 	return u
 }
 
-// pump moves datagrams from quic-go's per-stream queue into u.in until the
-// tunnel ends.
-func (u *UDPConn) pump() {
-	defer u.readers.Done()
-	for {
-		b, err := u.rs.ReceiveDatagram(u.closeCtx)
-		if err != nil {
-			u.closeConn(net.ErrClosed)
-			return
-		}
-		u.deliver(b)
+func (u *UDPConn) start() {
+	br := bufio.NewReaderSize(u.rs, 16<<10)
+	if !u.datagrams {
+		u.cr = capsule.NewReader(br)
+		u.rbuf = make([]byte, 8+maxUDPPayload)
+		return
 	}
+	// The stream still carries capsules and, above all, its end: watch it
+	// so that the tunnel's end unblocks ReadFrom.
+	u.watcher.Add(1)
+	go u.watchStream(capsule.NewReader(br))
+}
+
+// closeQueues stops dispatch to u and ends its reads.
+func (u *UDPConn) closeQueues() {
+	if u.datagrams {
+		u.ctl.unregister(u.qsid)
+	}
+	u.closeConn(net.ErrClosed)
 }
 
 // deliver queues one received HTTP Datagram for ReadFrom, or drops it if the
-// queue is full.
+// queue is full. The dispatcher calls it; it never blocks.
 func (u *UDPConn) deliver(b []byte) {
 	select {
 	case u.in <- b:
@@ -110,7 +112,7 @@ func (u *UDPConn) deliver(b []byte) {
 // watchStream reads the stream until it ends, delivering DATAGRAM capsules
 // like QUIC datagrams (a rare path: each is copied).
 func (u *UDPConn) watchStream(cr *capsule.Reader) {
-	defer u.readers.Done()
+	defer u.watcher.Done()
 	buf := make([]byte, 8+maxUDPPayload)
 	for {
 		n, err := cr.ReadDatagram(buf)
@@ -120,7 +122,7 @@ func (u *UDPConn) watchStream(cr *capsule.Reader) {
 		case errors.Is(err, capsule.ErrTooLarge):
 			u.dropped.Add(1)
 		default:
-			u.closeConn(net.ErrClosed)
+			u.closeQueues()
 			return
 		}
 	}
@@ -212,10 +214,10 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 
 // Close ends the tunnel.
 func (u *UDPConn) Close() error {
-	u.closeConn(net.ErrClosed)
+	u.closeQueues()
 	u.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	err := u.rs.Close()
-	u.readers.Wait()
+	u.watcher.Wait()
 	return err
 }
 

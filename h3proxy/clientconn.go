@@ -1,0 +1,219 @@
+package h3proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
+)
+
+// The client reads the proxy's control stream itself instead of letting
+// http3.ClientConn do it. Only this keeps http3 from starting its own datagram
+// dispatch, which feeds each stream through a 32-entry queue that overflows
+// under bursts (quic-go#5799): measured, that loss held tunnelled downloads
+// to a third of what they reach when this client drains the connection's
+// datagram queue itself and hands each datagram straight to its tunnel.
+// Everything else (request streams, QPACK) stays with quic-go's http3.
+
+// HTTP/3 identifiers (RFC 9114 §6.2, §7.2, §11.2; RFC 9297; RFC 9220).
+const (
+	streamTypeControl     = 0x00
+	frameTypeSettings     = 0x04
+	frameTypeGoAway       = 0x07
+	settingExtendedConnct = 0x08
+	settingH3Datagram     = 0x33
+	maxControlFrame       = 16 << 10 // larger frames on the control stream are a protocol error here
+)
+
+// peerSettings are the proxy's HTTP/3 SETTINGS that matter to tunnels.
+type peerSettings struct {
+	datagrams       bool // SETTINGS_H3_DATAGRAM = 1
+	extendedConnect bool // SETTINGS_ENABLE_CONNECT_PROTOCOL = 1
+}
+
+// control owns the server-initiated streams of a client connection and the
+// connection's datagram dispatch. Its goroutines end when the connection
+// closes; wait waits for them.
+type control struct {
+	conn *quic.Conn
+	raw  *http3.RawClientConn
+
+	settingsOnce sync.Once
+	settingsRcvd chan struct{} // closed once settings is set
+	settings     peerSettings
+	goAway       atomic.Bool
+
+	mu      sync.Mutex // guards tunnels
+	tunnels map[uint64]*UDPConn
+
+	unknownStream atomic.Uint64 // datagrams for no open tunnel
+	wg            sync.WaitGroup
+}
+
+func newControl(conn *quic.Conn, raw *http3.RawClientConn) *control {
+	c := &control{conn: conn, raw: raw, settingsRcvd: make(chan struct{}), tunnels: map[uint64]*UDPConn{}}
+	c.wg.Add(2)
+	go c.acceptUni()
+	go c.acceptBidi()
+	return c
+}
+
+// acceptUni hands each stream the proxy opens to its reader: the control
+// stream to readControl, everything else (QPACK streams, greased types) to
+// quic-go's http3.
+func (c *control) acceptUni() {
+	defer c.wg.Done()
+	for {
+		str, err := c.conn.AcceptUniStream(context.Background())
+		if err != nil {
+			return
+		}
+		var typ [1]byte
+		if _, err := str.Peek(typ[:]); err != nil {
+			continue
+		}
+		if typ[0] != streamTypeControl {
+			c.raw.HandleUnidirectionalStream(str)
+			continue
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			err := c.readControl(bufio.NewReader(str))
+			// The control stream is critical: its end ends the connection
+			// (RFC 9114 §6.2.1).
+			code, msg := http3.ErrCodeClosedCriticalStream, "control stream closed"
+			var fe *frameError
+			if errors.As(err, &fe) {
+				code, msg = fe.code, fe.msg
+			}
+			c.conn.CloseWithError(quic.ApplicationErrorCode(code), msg)
+		}()
+	}
+}
+
+// acceptBidi refuses bidirectional streams, which a server must not open.
+func (c *control) acceptBidi() {
+	defer c.wg.Done()
+	for {
+		str, err := c.conn.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		c.raw.HandleBidirectionalStream(str)
+	}
+}
+
+type frameError struct {
+	code http3.ErrCode
+	msg  string
+}
+
+func (e *frameError) Error() string { return e.msg }
+
+// readControl reads the control stream: SETTINGS first, then GOAWAY and
+// frames to ignore, until the stream or the connection ends.
+func (c *control) readControl(r *bufio.Reader) error {
+	if _, err := r.Discard(1); err != nil { // the stream type
+		return err
+	}
+	first := true
+	for {
+		typ, err := quicvarint.Read(r)
+		if err != nil {
+			return err
+		}
+		length, err := quicvarint.Read(r)
+		if err != nil {
+			return err
+		}
+		if first != (typ == frameTypeSettings) {
+			return &frameError{http3.ErrCodeMissingSettings, "first control frame must be SETTINGS, and only it"}
+		}
+		first = false
+		if length > maxControlFrame {
+			return &frameError{http3.ErrCodeFrameError, "control frame too large"}
+		}
+		payload := make([]byte, length)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return err
+		}
+		switch typ {
+		case frameTypeSettings:
+			s, err := parseSettings(payload)
+			if err != nil {
+				return &frameError{http3.ErrCodeSettingsError, err.Error()}
+			}
+			c.settingsOnce.Do(func() { c.settings = s; close(c.settingsRcvd) })
+		case frameTypeGoAway:
+			c.goAway.Store(true)
+		}
+	}
+}
+
+func parseSettings(b []byte) (peerSettings, error) {
+	var s peerSettings
+	for len(b) > 0 {
+		id, n, err := quicvarint.Parse(b)
+		if err != nil {
+			return s, fmt.Errorf("malformed SETTINGS: %w", err)
+		}
+		b = b[n:]
+		val, n, err := quicvarint.Parse(b)
+		if err != nil {
+			return s, fmt.Errorf("malformed SETTINGS: %w", err)
+		}
+		b = b[n:]
+		switch id {
+		case settingH3Datagram:
+			s.datagrams = val == 1
+		case settingExtendedConnct:
+			s.extendedConnect = val == 1
+		}
+	}
+	return s, nil
+}
+
+// dispatchDatagrams reads every HTTP Datagram of the connection and hands it
+// to the tunnel its quarter stream ID names, until the connection closes.
+func (c *control) dispatchDatagrams() {
+	defer c.wg.Done()
+	for {
+		b, err := c.conn.ReceiveDatagram(context.Background())
+		if err != nil {
+			return
+		}
+		qsid, n, err := quicvarint.Parse(b)
+		if err != nil {
+			c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeDatagramError), "datagram without quarter stream ID")
+			return
+		}
+		c.mu.Lock()
+		u := c.tunnels[qsid]
+		c.mu.Unlock()
+		if u == nil {
+			c.unknownStream.Add(1) // RFC 9297 §2.1: drop silently
+			continue
+		}
+		u.deliver(b[n:])
+	}
+}
+
+func (c *control) register(qsid uint64, u *UDPConn) {
+	c.mu.Lock()
+	c.tunnels[qsid] = u
+	c.mu.Unlock()
+}
+
+func (c *control) unregister(qsid uint64) {
+	c.mu.Lock()
+	delete(c.tunnels, qsid)
+	c.mu.Unlock()
+}
