@@ -59,9 +59,12 @@ func NewReader(br *bufio.Reader) *Reader { return &Reader{r: br} }
 // the Reader stays usable.
 func (c *Reader) ReadDatagram(buf []byte) (int, error) {
 	for {
+		if _, err := c.r.Peek(1); err != nil {
+			return 0, err // io.EOF at a capsule boundary
+		}
 		typ, err := quicvarint.Read(c.r)
 		if err != nil {
-			return 0, err // io.EOF at a capsule boundary
+			return 0, unexpected(err) // the stream ended inside the type
 		}
 		length, err := quicvarint.Read(c.r)
 		if err != nil {

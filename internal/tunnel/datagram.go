@@ -89,14 +89,17 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	first := <-errc
 	end()
 	clean := errors.Is(first, io.EOF) // the client closed its side
-	if clean {
-		first = nil
-		_ = client.CloseWrite()
-	} else {
+	if !clean {
 		_ = client.Abort()
 	}
 	for range loops - 1 {
 		<-errc
+	}
+	if clean {
+		// Only now: toClient writes the stream until it returns, and a
+		// stream's CloseWrite must not run concurrently with its Write.
+		first = nil
+		_ = client.CloseWrite()
 	}
 	if idled.Load() {
 		return errIdle

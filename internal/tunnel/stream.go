@@ -40,18 +40,23 @@ func (a *activity) idleSince() time.Duration {
 }
 
 // watchIdle calls abort once the tunnel has seen no traffic for idle. The
-// returned stop function cancels the watch.
+// returned stop function cancels the watch; once it returns, abort is not
+// running and will not be called.
 func (a *activity) watchIdle(idle time.Duration, abort func()) (stop func() bool) {
 	a.touch()
 	var timer *time.Timer
-	var mu sync.Mutex // guards timer against the callback re-arming it
+	var stopped bool
+	var mu sync.Mutex // guards timer and stopped against the callback re-arming it
 	mu.Lock()
 	defer mu.Unlock()
 	timer = time.AfterFunc(idle, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
 		if quiet := a.idleSince(); quiet < idle {
-			mu.Lock()
 			timer.Reset(idle - quiet)
-			mu.Unlock()
 			return
 		}
 		abort()
@@ -59,6 +64,7 @@ func (a *activity) watchIdle(idle time.Duration, abort func()) (stop func() bool
 	return func() bool {
 		mu.Lock()
 		defer mu.Unlock()
+		stopped = true
 		return timer.Stop()
 	}
 }

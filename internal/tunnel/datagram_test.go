@@ -1,0 +1,244 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+// capsuleRelay is a UDP tunnel in capsule mode: DATAGRAM capsules on a real
+// loopback TCP connection standing in for the request stream, and a
+// connected UDP socket to the target.
+type capsuleRelay struct {
+	p      *testProxy
+	client *net.TCPConn    // the client application's end of the stream
+	r      *capsule.Reader // reads client
+	done   chan error      // RelayDatagrams' result
+}
+
+func startCapsuleRelay(t *testing.T, host, target string, limits tunnel.Limits) *capsuleRelay {
+	t.Helper()
+	p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true}, Limits: limits})
+	tun := p.open(t, tunnel.KindUDP, target)
+	client, proxySide := tcpPair(t, host)
+	r := &capsuleRelay{p: p, client: client, r: capsule.NewReader(bufio.NewReader(client)), done: make(chan error, 1)}
+	go func() { r.done <- tun.RelayDatagrams(tcpStream{proxySide}, nil) }()
+	t.Cleanup(func() {
+		client.Close()
+		<-r.done
+	})
+	return r
+}
+
+// send writes raw capsule bytes to the relay.
+func (r *capsuleRelay) send(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := r.client.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expect reads the next datagram from the relay and checks it carries
+// Context ID 0 and payload.
+func (r *capsuleRelay) expect(t *testing.T, payload []byte) {
+	t.Helper()
+	buf := make([]byte, 70000)
+	r.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := r.r.ReadDatagram(buf)
+	if err != nil {
+		t.Fatalf("reading a datagram: %v", err)
+	}
+	got, err := capsule.SplitContext(buf[:n])
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("got %q (%v), want %q", truncate(got), err, truncate(payload))
+	}
+}
+
+// ping sends payload with Context ID 0 and expects it echoed back.
+func (r *capsuleRelay) ping(t *testing.T, payload []byte) {
+	t.Helper()
+	r.send(t, udpCapsule(0, payload))
+	r.expect(t, payload)
+}
+
+func (r *capsuleRelay) dropped(t *testing.T, reason string) float64 {
+	t.Helper()
+	return r.p.metric(t, "masqued_datagrams_dropped_total", map[string]string{"reason": reason})
+}
+
+func truncate(b []byte) []byte { return b[:min(len(b), 40)] }
+
+// rawCapsule frames value as a capsule of type typ.
+func rawCapsule(typ uint64, value []byte) []byte {
+	b := quicvarint.Append(nil, typ)
+	b = quicvarint.Append(b, uint64(len(value)))
+	return append(b, value...)
+}
+
+// udpCapsule is a DATAGRAM capsule holding payload under Context ID ctx.
+func udpCapsule(ctx uint64, payload []byte) []byte {
+	return rawCapsule(capsule.TypeDatagram, append(quicvarint.Append(nil, ctx), payload...))
+}
+
+func TestRelayDatagramsCapsules(t *testing.T) {
+	const max = 1200
+	for _, host := range []string{testnet.IPv4, testnet.IPv6} {
+		t.Run(host, func(t *testing.T) {
+			echo := testnet.UDPEcho(t, host)
+			r := startCapsuleRelay(t, host, echo.String(), tunnel.Limits{MaxUDPPayload: max})
+			r.ping(t, []byte("ping 1"))
+			r.ping(t, nil) // an empty UDP payload is a datagram too
+			r.ping(t, bytes.Repeat([]byte{0xab}, max))
+
+			// Datagrams before each ping are dropped; the ping still passes,
+			// and its echo proves the drop has been counted.
+			steps := []struct {
+				name   string
+				bad    []byte
+				reason string
+			}{
+				{"unknown context", udpCapsule(2, []byte("compressed")), tunnel.DropUnknownContext},
+				{"unknown context, long varint", rawCapsule(capsule.TypeDatagram, append(quicvarint.AppendWithLen(nil, 4, 8), 'x')), tunnel.DropUnknownContext},
+				{"no context ID", rawCapsule(capsule.TypeDatagram, nil), tunnel.DropMalformed},
+				{"payload one byte over", udpCapsule(0, make([]byte, max+1)), tunnel.DropTooLarge},
+				{"capsule over the buffer", udpCapsule(0, make([]byte, 3*max)), tunnel.DropTooLarge},
+				{"capsule of 64 KiB", udpCapsule(0, make([]byte, 65535)), tunnel.DropTooLarge},
+			}
+			for i, s := range steps {
+				before := r.dropped(t, s.reason)
+				r.send(t, s.bad)
+				r.ping(t, []byte("after "+s.name))
+				if got := r.dropped(t, s.reason); got != before+1 {
+					t.Fatalf("step %d (%s): %s drops %v, want %v", i, s.name, s.reason, got, before+1)
+				}
+			}
+
+			// Unknown capsule types are skipped without a count.
+			r.send(t, rawCapsule(0x17, []byte("unknown")))
+			r.send(t, append(quicvarint.AppendWithLen(nil, 0x29*3+0x17, 8), append(quicvarint.AppendWithLen(nil, 5, 8), "GREASE"[:5]...)...))
+			r.send(t, rawCapsule(0x3fff, bytes.Repeat([]byte("z"), 20000)))
+			r.ping(t, []byte("after unknown types"))
+
+			// Several datagrams in one write, and one capsule over many.
+			r.send(t, bytes.Join([][]byte{udpCapsule(0, []byte("a")), udpCapsule(0, []byte("b")), udpCapsule(0, []byte("c"))}, nil))
+			for _, want := range []string{"a", "b", "c"} {
+				r.expect(t, []byte(want))
+			}
+			split := udpCapsule(0, []byte("split across writes"))
+			for _, b := range split {
+				r.send(t, []byte{b})
+			}
+			r.expect(t, []byte("split across writes"))
+
+			// The client's FIN ends the tunnel cleanly, and the relay's FIN
+			// follows.
+			if err := r.client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-r.done:
+				r.done <- err
+				if err != nil {
+					t.Fatalf("RelayDatagrams = %v, want nil after the client's FIN", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("RelayDatagrams did not return after the client's FIN")
+			}
+			if _, err := r.r.ReadDatagram(make([]byte, 100)); err != io.EOF {
+				t.Fatalf("client read %v after the relay ended, want io.EOF", err)
+			}
+			pings := 3 + len(steps) + 1 + 3 + 1
+			for dir, want := range map[string]float64{"up": float64(pings), "down": float64(pings)} {
+				if got := r.p.metric(t, "masqued_datagrams_total", map[string]string{"direction": dir}); got != want {
+					t.Errorf("datagrams %s: %v, want %v", dir, got, want)
+				}
+			}
+			if got := r.dropped(t, tunnel.DropWriteError); got != 0 {
+				t.Errorf("write errors %v, want 0", got)
+			}
+		})
+	}
+}
+
+func TestRelayDatagramsTruncatedCapsule(t *testing.T) {
+	echo := testnet.UDPEcho(t, testnet.IPv4)
+	r := startCapsuleRelay(t, testnet.IPv4, echo.String(), tunnel.Limits{})
+	r.ping(t, []byte("ping"))
+	r.send(t, udpCapsule(0, []byte("cut short"))[:4])
+	if err := r.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err == nil {
+			t.Fatal("RelayDatagrams = nil for a stream that ended inside a capsule")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RelayDatagrams did not return")
+	}
+}
+
+func TestRelayDatagramsIdleTimeout(t *testing.T) {
+	echo := testnet.UDPEcho(t, testnet.IPv4)
+	const idle = 200 * time.Millisecond
+	r := startCapsuleRelay(t, testnet.IPv4, echo.String(), tunnel.Limits{IdleTimeout: idle})
+	for i := range 5 { // traffic keeps it open past the timeout
+		r.ping(t, []byte("ping "+strconv.Itoa(i)))
+		time.Sleep(idle / 4)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err == nil || !strings.Contains(err.Error(), "idle") {
+			t.Fatalf("RelayDatagrams = %v, want the idle timeout", err)
+		}
+	case <-time.After(10 * idle):
+		t.Fatal("RelayDatagrams did not time out")
+	}
+}
+
+// TestRelayDatagramsTargetUnreachable: ICMP port-unreachable errors from the
+// target are counted and do not end the tunnel.
+func TestRelayDatagramsTargetUnreachable(t *testing.T) {
+	closed := testnet.UDP(t, testnet.IPv4)
+	target := closed.LocalAddr().String()
+	closed.Close() // nothing listens there now
+	r := startCapsuleRelay(t, testnet.IPv4, target, tunnel.Limits{})
+	deadline := time.Now().Add(3 * time.Second)
+	for r.dropped(t, tunnel.DropWriteError) == 0 {
+		if time.Now().After(deadline) {
+			t.Skip("no ICMP port-unreachable reported on this host's loopback")
+		}
+		r.send(t, udpCapsule(0, []byte("anyone?")))
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-r.done:
+		t.Fatalf("RelayDatagrams ended with %v on an unreachable target", err)
+	default:
+	}
+	if err := r.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("RelayDatagrams = %v, want nil after the client's FIN", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RelayDatagrams did not return after the client's FIN")
+	}
+}
