@@ -1,0 +1,161 @@
+// Command masque-bench measures how fast masqued tunnels bulk downloads,
+// against the same download done directly and through masque-go's proxy, and
+// prints one table measured in one run on this machine (`make bench`).
+//
+// Origins and clients run inside the bench; masqued and masque-go's proxy
+// run as their own processes, built from ./cmd/masqued and
+// interop/peers/masquego (-inprocess runs masqued's proxy inside the bench
+// instead, so that -cpuprofile covers it). Everything talks over 127.0.0.1.
+// Every download's length and CRC-32C are checked, so a broken tunnel cannot
+// produce a fast number.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options is the command line.
+type options struct {
+	size       int64
+	runs       int
+	cases      []string
+	inProcess  bool
+	markdown   bool
+	timeout    time.Duration
+	cpuProfile string
+	memProfile string
+}
+
+func main() {
+	o := options{size: 200e6}
+	flag.Func("size", "bytes per download, with a unit: KB, MB or GB (powers of 10) (default 200MB)", func(s string) (err error) {
+		o.size, err = parseSize(s)
+		return err
+	})
+	flag.IntVar(&o.runs, "runs", 3, "downloads per case; the table shows the median")
+	caseList := flag.String("case", "", "comma-separated cases to run (default all: "+strings.Join(caseNames(), ", ")+")")
+	flag.BoolVar(&o.inProcess, "inprocess", false, "run masqued's proxy inside the bench instead of as its own process")
+	flag.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on a download after this long")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench process's CPU profile of the measurements to `file`")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write the bench process's heap profile after the measurements to `file`")
+	flag.Parse()
+	if *caseList != "" {
+		o.cases = strings.Split(*caseList, ",")
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "masque-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	cs, err := selectCases(o.cases)
+	if err != nil {
+		return err
+	}
+	if o.runs < 1 || o.size < 1 {
+		return fmt.Errorf("-runs and -size must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e, err := setUp(ctx, o, cs)
+	if err != nil {
+		return err
+	}
+	res, err := profile(o, func() ([]result, error) { return measure(ctx, e, cs, o) })
+	if err = errors.Join(err, e.close()); err != nil {
+		return err
+	}
+	printTable(os.Stdout, res, o)
+	return nil
+}
+
+// profile runs fn under the CPU profile, then writes the heap profile, as
+// the options ask.
+func profile(o options, fn func() ([]result, error)) ([]result, error) {
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := fn()
+	if err != nil || o.memProfile == "" {
+		return res, err
+	}
+	return res, writeHeapProfile(o.memProfile)
+}
+
+// measure runs every case o.runs times, in rounds so that slow drifts of
+// the machine spread over all cases, and returns the median of each.
+func measure(ctx context.Context, e *env, cs []benchCase, o options) ([]result, error) {
+	secs := make([][]float64, len(cs))
+	for r := range o.runs {
+		for i, c := range cs {
+			d, err := e.download(ctx, c, o.timeout)
+			if err != nil {
+				return nil, fmt.Errorf("%s, run %d: %w", c.name, r+1, err)
+			}
+			secs[i] = append(secs[i], d.Seconds())
+			fmt.Fprintf(os.Stderr, "%-17s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
+		}
+	}
+	res := make([]result, len(cs))
+	for i, c := range cs {
+		slices.Sort(secs[i])
+		res[i] = result{benchCase: c, seconds: secs[i][len(secs[i])/2], mbits: mbits(o.size, secs[i][len(secs[i])/2])}
+	}
+	return res, nil
+}
+
+func mbits(size int64, secs float64) float64 { return float64(size) * 8 / secs / 1e6 }
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// parseSize parses "200MB", "5MB", "1GB", "64KB" or a plain byte count.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}} {
+		if n, ok := strings.CutSuffix(strings.ToUpper(s), u.suffix); ok {
+			s, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional KB, MB or GB", s)
+	}
+	return n * mult, nil
+}
