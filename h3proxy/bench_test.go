@@ -2,14 +2,12 @@ package h3proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"testing"
 
-	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/internal/testnet"
@@ -31,18 +29,19 @@ func (zeros) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// fetch GETs n bytes from origin over HTTP/3, through pc if it is not nil.
-func fetch(b *testing.B, origin *net.UDPAddr, pc net.PacketConn, n int) {
-	h3 := &http3.Transport{TLSClientConfig: testnet.NewCert(b).ClientTLS()}
-	if pc != nil {
-		tr := &quic.Transport{Conn: pc}
-		defer tr.Close()
-		h3.Dial = func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return tr.DialEarly(ctx, origin, tlsConf, qc)
-		}
+// fetch GETs n bytes from origin over HTTP/3, through u if it is not nil.
+func fetch(b *testing.B, origin *net.UDPAddr, u *UDPConn, n int) {
+	var rt http.RoundTripper
+	if u != nil {
+		h3 := u.HTTP3(testnet.NewCert(b).ClientTLS(), nil)
+		defer h3.Close()
+		rt = h3
+	} else {
+		h3 := &http3.Transport{TLSClientConfig: testnet.NewCert(b).ClientTLS()}
+		defer h3.Close()
+		rt = h3
 	}
-	defer h3.Close()
-	resp, err := (&http.Client{Transport: h3}).Get("https://" + origin.String() + "/?n=" + strconv.Itoa(n))
+	resp, err := (&http.Client{Transport: rt}).Get("https://" + origin.String() + "/?n=" + strconv.Itoa(n))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,17 +2,12 @@ package h3proxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"io"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/internal/testnet"
 )
@@ -95,14 +90,7 @@ func TestHTTP3InsideConnectUDP(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr := &quic.Transport{Conn: u}
-			defer tr.Close()
-			h3 := &http3.Transport{
-				TLSClientConfig: testnet.NewCert(t).ClientTLS(),
-				Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-					return tr.DialEarly(ctx, origin, tlsConf, qc)
-				},
-			}
+			h3 := u.HTTP3(testnet.NewCert(t).ClientTLS(), nil)
 			defer h3.Close()
 			resp, err := (&http.Client{Transport: h3}).Get("https://" + origin.String() + "/")
 			if err != nil {
