@@ -117,3 +117,26 @@ func TestHalfClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloseBeforeServe: a Server closed before Serve runs must make Serve
+// return at once, so a signal that arrives early cannot hang the daemon.
+func TestCloseBeforeServe(t *testing.T) {
+	p, err := tunnel.New(tunnel.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Proxy: p, TLSConfig: testnet.NewCert(t).ServerTLS()}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(testnet.UDP(t, testnet.IPv4)) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve after Close: %v, want http.ErrServerClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve after Close did not return")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -38,8 +39,10 @@ type Server struct {
 	// Logger logs connection-level events; nil is silent.
 	Logger *slog.Logger
 
-	h3    *http3.Server
-	front *tunnel.Front
+	initOnce sync.Once // builds h3 and front, from whichever method runs first
+	initErr  error
+	h3       *http3.Server
+	front    *tunnel.Front
 }
 
 // DefaultQUICConfig is the server's QUIC configuration unless one is given:
@@ -47,7 +50,11 @@ type Server struct {
 // transfers.
 func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
-		EnableDatagrams:                true,
+		EnableDatagrams: true,
+		// Large enough from the first packet for a tunnelled QUIC
+		// connection's 1280-byte packets to fit into DATAGRAM frames;
+		// otherwise its handshake waits for path MTU discovery (~200 ms).
+		InitialPacketSize:              1350,
 		MaxIncomingStreams:             10000,
 		MaxIdleTimeout:                 60 * time.Second,
 		InitialStreamReceiveWindow:     1 << 20,
@@ -65,12 +72,16 @@ type connInfo struct {
 	state tunnel.ConnState
 }
 
+// init builds the HTTP/3 server once. Close and Shutdown call it too, so that
+// a Serve that starts after them returns http.ErrServerClosed at once.
 func (s *Server) init() error {
+	s.initOnce.Do(func() { s.initErr = s.build() })
+	return s.initErr
+}
+
+func (s *Server) build() error {
 	if s.Proxy == nil {
 		return errors.New("h3proxy: Server.Proxy is nil")
-	}
-	if s.h3 != nil {
-		return nil
 	}
 	qc := s.QUICConfig
 	if qc == nil {
@@ -104,8 +115,8 @@ func (s *Server) Serve(pc net.PacketConn) error {
 
 // Close closes all connections at once.
 func (s *Server) Close() error {
-	if s.h3 == nil {
-		return nil
+	if err := s.init(); err != nil {
+		return err
 	}
 	return s.h3.Close()
 }
@@ -113,8 +124,8 @@ func (s *Server) Close() error {
 // Shutdown sends GOAWAY and waits for open tunnels to end until ctx is done,
 // then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.h3 == nil {
-		return nil
+	if err := s.init(); err != nil {
+		return err
 	}
 	return s.h3.Shutdown(ctx)
 }

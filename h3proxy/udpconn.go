@@ -143,7 +143,7 @@ func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			select {
 			case b = <-u.in:
 			case <-ctx.Done():
-				return 0, nil, u.readError(ctx, ctx.Err())
+				return 0, nil, u.readError(ctx.Err())
 			}
 		} else {
 			n, err := u.cr.ReadDatagram(u.rbuf)
@@ -152,7 +152,7 @@ func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				continue
 			}
 			if err != nil {
-				return 0, nil, u.readError(nil, err)
+				return 0, nil, u.readError(err)
 			}
 			b = u.rbuf[:n]
 		}
@@ -165,11 +165,13 @@ func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-func (u *UDPConn) readError(ctx context.Context, err error) error {
+// readError maps why a read stopped: the tunnel's end, or the read deadline
+// (which cancels the datagram-mode wait, or times out the stream read).
+func (u *UDPConn) readError(err error) error {
 	switch {
 	case u.closeCtx.Err() != nil:
 		return net.ErrClosed
-	case ctx != nil && ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded):
 		return os.ErrDeadlineExceeded
 	}
 	return err

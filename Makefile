@@ -1,0 +1,53 @@
+# make test   what CI runs: gofmt, go vet, staticcheck, race tests, nested modules
+# make bench  the benchmark table (cmd/masque-bench)
+# make fuzz   every Fuzz target for FUZZTIME each
+# make build  binaries into bin/
+#
+# Needs only Go: staticcheck is installed into GOPATH/bin on first use.
+
+GO                  ?= go
+FUZZTIME            ?= 60s
+TEST_TIMEOUT        ?= 10m
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
+NESTED_MODULES      := interop/peers/masquego
+
+.PHONY: test fmt vet lint unit nested bench fuzz build
+
+test: fmt vet lint unit nested
+
+fmt:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+lint: $(STATICCHECK)
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+unit:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+nested:
+	@set -e; for m in $(NESTED_MODULES); do \
+		echo "== $$m"; \
+		(cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...); \
+	done
+
+bench:
+	$(GO) run ./cmd/masque-bench
+
+# go test -fuzz takes one target at a time, so run each one found.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$target"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+build:
+	$(GO) build -o bin/ ./...

@@ -1,0 +1,253 @@
+// Command masque-client fetches a URL through a MASQUE proxy, like curl with
+// a proxy: HTTP/3 inside a CONNECT-UDP tunnel (-via udp), or HTTP/2 or
+// HTTP/1.1 over TLS inside a CONNECT tunnel (-via tcp).
+//
+//	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem fetch https://example.com/
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+func main() { cli.Main("masque-client", run) }
+
+// options is masque-client's command line.
+type options struct {
+	proxy, ca, originCA, via, template, out string
+	disableDatagrams, verbose               bool
+	timeout                                 time.Duration
+	url                                     *url.URL // fetch's argument
+}
+
+const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
+
+Fetches URL through the MASQUE proxy and writes the body to stdout (or -o).
+Flags may come before or after the command word.
+
+`
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("masque-client", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required)")
+	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
+	fs.StringVar(&o.originCA, "origin-ca", "", "PEM `file` to trust for the origin (default: system roots and -ca)")
+	fs.StringVar(&o.via, "via", "udp", "`udp` for HTTP/3 inside CONNECT-UDP, tcp for HTTP/2 or HTTP/1.1 inside CONNECT")
+	fs.StringVar(&o.template, "udp-template", tunnel.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
+	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules on the stream, not QUIC datagrams")
+	fs.StringVar(&o.out, "o", "", "write the body to `file` instead of stdout")
+	fs.BoolVar(&o.verbose, "v", false, "report the tunnel, timings and throughput on stderr")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() == 0:
+		return nil, cli.Usagef(fs, "missing command")
+	case fs.Arg(0) != "fetch":
+		return nil, cli.Usagef(fs, "unknown command %q", fs.Arg(0))
+	}
+	if err := cli.Parse(fs, fs.Args()[1:]); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 1 {
+		return nil, cli.Usagef(fs, "fetch takes one URL")
+	}
+	u, err := url.Parse(fs.Arg(0))
+	switch {
+	case o.proxy == "":
+		return nil, cli.Usagef(fs, "-proxy is required")
+	case o.via != "udp" && o.via != "tcp":
+		return nil, cli.Usagef(fs, "-via must be udp or tcp, not %q", o.via)
+	case err != nil || u.Host == "":
+		return nil, cli.Usagef(fs, "fetch needs an absolute URL, not %q", fs.Arg(0))
+	case u.Scheme != "https" && !(u.Scheme == "http" && o.via == "tcp"):
+		return nil, cli.Usagef(fs, "-via %s fetches https URLs only (http needs -via tcp)", o.via)
+	}
+	o.url = u
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	proxyTLS, originTLS, err := o.tlsConfigs()
+	if err != nil {
+		return err
+	}
+	logf := func(format string, a ...any) {
+		if o.verbose {
+			fmt.Fprintf(stderr, "* "+format+"\n", a...)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	start := time.Now()
+	client, err := h3proxy.Dial(ctx, o.proxy, h3proxy.ClientConfig{
+		TLSConfig:        proxyTLS,
+		Template:         o.template,
+		DisableDatagrams: o.disableDatagrams,
+	})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	logf("connected to proxy %s in %s", o.proxy, since(start))
+
+	target := o.url.Host
+	if o.url.Port() == "" {
+		target = net.JoinHostPort(o.url.Hostname(), map[string]string{"https": "443", "http": "80"}[o.url.Scheme])
+	}
+	tunnelStart := time.Now()
+	open, kind := viaTCP, "connect"
+	if o.via == "udp" {
+		open, kind = viaUDP, "connect-udp over capsules"
+		if client.Datagrams() {
+			kind = "connect-udp over QUIC datagrams"
+		}
+	}
+	rt, closeTunnel, err := open(ctx, client, target, originTLS)
+	if err != nil {
+		return fmt.Errorf("opening a tunnel to %s: %w", target, err)
+	}
+	defer closeTunnel()
+	logf("tunnel to %s: %s, set up in %s", target, kind, since(tunnelStart))
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.url.String(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "masque-client")
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	logf("%s %s, first byte after %s", resp.Proto, resp.Status, since(start))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("%s answered %s", o.url.Redacted(), resp.Status)
+	}
+	n, err := o.save(stdout, resp.Body)
+	if err != nil {
+		return err
+	}
+	total := time.Since(start)
+	logf("%d bytes in %s total, %.1f Mbit/s", n, total.Round(time.Microsecond), float64(n)*8/total.Seconds()/1e6)
+	return nil
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Microsecond) }
+
+// viaUDP opens a CONNECT-UDP tunnel to target and returns an HTTP/3
+// transport whose QUIC connection runs inside it, and a function that closes
+// both.
+func viaUDP(ctx context.Context, c *h3proxy.Client, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
+	pc, err := c.ListenUDP(ctx, target)
+	if err != nil {
+		return nil, nil, err
+	}
+	h3 := pc.HTTP3(originTLS, nil)
+	return h3, func() error { return errors.Join(h3.Close(), pc.Close()) }, nil
+}
+
+// viaTCP opens a CONNECT tunnel to target and returns a transport that runs
+// HTTP/2 or HTTP/1.1 (by ALPN; TLS for https) over it, and a function that
+// closes both. The transport has one connection: the tunnel.
+func viaTCP(ctx context.Context, c *h3proxy.Client, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
+	conn, err := c.DialTCP(ctx, target)
+	if err != nil {
+		return nil, nil, err
+	}
+	conns := make(chan net.Conn, 1)
+	conns <- conn
+	tr := &http.Transport{
+		TLSClientConfig:   originTLS,
+		ForceAttemptHTTP2: true,
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			select {
+			case c := <-conns:
+				return c, nil
+			default:
+				return nil, errors.New("the tunnel is already in use")
+			}
+		},
+	}
+	return tr, func() error { tr.CloseIdleConnections(); return conn.Close() }, nil
+}
+
+// tlsConfigs returns the TLS configurations for the proxy (-ca, or the system
+// roots) and for the origin (-origin-ca, or the system roots plus -ca).
+func (o *options) tlsConfigs() (proxy, origin *tls.Config, err error) {
+	proxy, origin = &tls.Config{}, &tls.Config{}
+	if o.ca != "" {
+		if proxy.RootCAs, err = loadPool(o.ca, x509.NewCertPool()); err != nil {
+			return nil, nil, fmt.Errorf("-ca: %w", err)
+		}
+		if origin.RootCAs, err = x509.SystemCertPool(); err != nil {
+			origin.RootCAs = x509.NewCertPool()
+		}
+		if origin.RootCAs, err = loadPool(o.ca, origin.RootCAs); err != nil {
+			return nil, nil, fmt.Errorf("-ca: %w", err)
+		}
+	}
+	if o.originCA != "" {
+		if origin.RootCAs, err = loadPool(o.originCA, x509.NewCertPool()); err != nil {
+			return nil, nil, fmt.Errorf("-origin-ca: %w", err)
+		}
+	}
+	return proxy, origin, nil
+}
+
+// loadPool adds the certificates of a PEM file to pool.
+func loadPool(file string, pool *x509.CertPool) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("no certificate in %s", file)
+	}
+	return pool, nil
+}
+
+// save copies the body to -o's file, or to stdout. A file left incomplete by
+// an error is removed.
+func (o *options) save(stdout io.Writer, body io.Reader) (int64, error) {
+	if o.out == "" {
+		n, err := io.Copy(stdout, body)
+		if err != nil {
+			return n, fmt.Errorf("reading the body: %w", err)
+		}
+		return n, nil
+	}
+	f, err := os.Create(o.out)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, body)
+	if err = errors.Join(err, f.Close()); err != nil {
+		os.Remove(o.out)
+		return n, fmt.Errorf("saving the body: %w", err)
+	}
+	return n, nil
+}

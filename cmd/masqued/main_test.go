@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/certs"
+	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/testnet"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// daemon is masqued running in-process for one test.
+type daemon struct {
+	addr     string // from "listening on"
+	certPath string // from "certificate"
+	stop     func() error
+}
+
+// start runs masqued with args and reads its two start-up lines.
+func start(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = run(ctx, args, pw, testWriter{t})
+		pw.CloseWithError(runErr)
+	}()
+	stop := func() error {
+		cancel()
+		select {
+		case <-done:
+			return runErr
+		case <-time.After(20 * time.Second):
+			t.Fatal("masqued did not stop")
+			return nil
+		}
+	}
+	t.Cleanup(func() { cancel(); pr.Close(); <-done })
+
+	d := &daemon{stop: stop}
+	sc := bufio.NewScanner(pr)
+	for _, f := range []struct {
+		prefix string
+		dst    *string
+	}{{"listening on ", &d.addr}, {"certificate ", &d.certPath}} {
+		if !sc.Scan() {
+			t.Fatalf("masqued stopped before printing %q: %v", f.prefix, stop())
+		}
+		v, ok := strings.CutPrefix(sc.Text(), f.prefix)
+		if !ok {
+			t.Fatalf("line %q, want prefix %q", sc.Text(), f.prefix)
+		}
+		*f.dst = v
+	}
+	return d
+}
+
+// testWriter sends masqued's log to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// fetch gets a page from an HTTP/3 origin through the proxy at d with
+// CONNECT-UDP, trusting the certificate d printed.
+func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
+	t.Helper()
+	pemBytes, err := os.ReadFile(d.certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := certs.Pool(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: &tls.Config{RootCAs: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // before d stops, or the drain waits for it
+	u, err := c.ListenUDP(ctx, origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	h3 := u.HTTP3(testnet.NewCert(t).ClientTLS(), nil)
+	defer h3.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+origin.String()+"/hello", nil)
+	resp, err := h3.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// writeKeyPair writes the test certificate and its key as PEM files.
+func writeKeyPair(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	cert := testnet.NewCert(t)
+	der, err := x509.MarshalPKCS8PrivateKey(cert.TLS.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "chain.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, cert.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestServe starts masqued, checks the lines it prints and the certificate
+// file, fetches a page from an HTTP/3 origin through it with CONNECT-UDP, and
+// stops it as SIGINT would.
+func TestServe(t *testing.T) {
+	certFile, keyFile := writeKeyPair(t)
+	for _, host := range []string{testnet.IPv4, testnet.IPv6} {
+		for _, tc := range []struct {
+			name       string
+			args       func(dir string) []string
+			wantCert   func(dir string) string
+			selfSigned bool // masqued wrote wantCert
+		}{
+			{
+				name:       "default cert path", // $XDG_STATE_HOME is dir
+				args:       func(string) []string { return nil },
+				wantCert:   func(dir string) string { return filepath.Join(dir, "masqued", "cert.pem") },
+				selfSigned: true,
+			},
+			{
+				name:       "cert-out",
+				args:       func(dir string) []string { return []string{"-cert-out", filepath.Join(dir, "out", "cert.pem")} },
+				wantCert:   func(dir string) string { return filepath.Join(dir, "out", "cert.pem") },
+				selfSigned: true,
+			},
+			{
+				name:     "tls-cert",
+				args:     func(string) []string { return []string{"-tls-cert", certFile, "-tls-key", keyFile} },
+				wantCert: func(string) string { return certFile },
+			},
+		} {
+			t.Run(host+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				t.Setenv("XDG_STATE_HOME", dir)
+				origin := testnet.H3Origin(t, host, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.WriteString(w, "hello from "+r.URL.Path)
+				}))
+				args := append([]string{"-listen", net.JoinHostPort(host, "0"), "-allow-private-targets"}, tc.args(dir)...)
+				d := start(t, args...)
+				if ap, err := net.ResolveUDPAddr("udp", d.addr); err != nil || ap.Port == 0 || !ap.IP.Equal(net.ParseIP(host)) {
+					t.Fatalf("listening on %q: want %s and a real port", d.addr, host)
+				}
+				want := tc.wantCert(dir)
+				if d.certPath != want {
+					t.Fatalf("certificate %q, want %q", d.certPath, want)
+				}
+				if tc.selfSigned {
+					checkMode(t, filepath.Dir(want), 0o700|fs.ModeDir)
+					checkMode(t, want, 0o644)
+				}
+				if got := d.fetch(t, origin); got != "hello from /hello" {
+					t.Fatalf("body %q", got)
+				}
+				if err := d.stop(); err != nil {
+					t.Fatalf("run after stop: %v", err)
+				}
+			})
+		}
+	}
+}
+
+func checkMode(t *testing.T, path string, want fs.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != want {
+		t.Errorf("%s: mode %v, want %v", path, fi.Mode(), want)
+	}
+}
+
+// TestBadConfig checks that a wrong command line fails at once with an error
+// that names what is wrong.
+func TestBadConfig(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	certFile, keyFile := writeKeyPair(t)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		want  string // in the error
+		usage bool   // a *cli.UsageError
+	}{
+		{"bad template", []string{"-udp-template", "https://{proxy}/masque/{target_host}/"}, "-udp-template", false},
+		{"not a template", []string{"-udp-template", "no braces here"}, "-udp-template", false},
+		{"cert without key", []string{"-tls-cert", certFile}, "-tls-key", false},
+		{"key without cert", []string{"-tls-key", keyFile}, "-tls-cert", false},
+		{"cert-out with cert", []string{"-tls-cert", certFile, "-tls-key", keyFile, "-cert-out", "x.pem"}, "-cert-out", false},
+		{"unreadable key", []string{"-tls-cert", certFile, "-tls-key", certFile}, "-tls-key", false},
+		{"log level", []string{"-log-level", "loud"}, "-log-level", false},
+		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag", true},
+		{"argument", []string{"serve"}, "serve", true},
+		{"negative limit", []string{"-max-tunnels", "-1"}, "negative", true},
+		{"listen", []string{"-listen", "127.0.0.1:99999"}, "99999", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			args := append([]string{"-listen", "127.0.0.1:0"}, tc.args...)
+			err := run(t.Context(), args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+			var usage *cli.UsageError
+			if errors.As(err, &usage) != tc.usage {
+				t.Errorf("usage error: %v, want %v", !tc.usage, tc.usage)
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("printed %q to stdout", stdout.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,63 @@
+// Package cli is the process plumbing masqued's commands share, so that each
+// main stays wiring: a context cancelled by SIGINT or SIGTERM, flag parsing
+// that reports mistakes as usage errors, and one mapping from a run function's
+// error to an exit code and a one-line message.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// UsageError is a command-line mistake that has already been explained on the
+// flag set's output, followed by the usage. Main exits 2 for it.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Parse parses args into fs, which must use flag.ContinueOnError. A bad flag
+// becomes a *UsageError (the flag package has printed it and the usage); -h
+// returns flag.ErrHelp.
+func Parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return &UsageError{Err: err}
+}
+
+// Usagef prints "name: message" and the usage to fs's output and returns the
+// message as a *UsageError.
+func Usagef(fs *flag.FlagSet, format string, a ...any) error {
+	err := fmt.Errorf(format, a...)
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), err)
+	fs.Usage()
+	return &UsageError{Err: err}
+}
+
+// Main calls run with the process's arguments and standard streams, under a
+// context that the first SIGINT or SIGTERM cancels (a second one kills the
+// process), and exits: 0 on success or -h, 2 on a *UsageError, and 1 after
+// printing "name: error" to stderr otherwise.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var usage *UsageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.As(err, &usage):
+		os.Exit(2)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+	os.Exit(1)
+}
