@@ -33,16 +33,14 @@ type DatagramConn interface {
 // carry. It is a drop, not a failure of the tunnel.
 var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
 
-// datagramBuf holds one UDP payload with framing headroom in front of it.
-type datagramBuf struct {
-	b [capsule.MaxHeaderLen + 1 + 65535]byte
-}
-
-var datagramBufs = sync.Pool{New: func() any { return new(datagramBuf) }}
+// datagramBufLen is the size of a datagram buffer for payloads of up to max
+// bytes: framing headroom, a Context ID, the payload, and one byte more to
+// tell an oversized UDP packet from one that fits.
+func datagramBufLen(max int) int { return capsule.MaxHeaderLen + 8 + max + 1 }
 
 // bufioReaders are pooled so idle UDP tunnels hold no reader of their own
-// between tunnels.
-var bufioReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+// between tunnels. Small: capsules longer than the buffer still read through.
+var bufioReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 // udpRelay runs one UDP tunnel. Three loops share it: capsules from the
 // client stream, datagrams from the client's DatagramConn (if any), and
@@ -113,20 +111,24 @@ func (r *udpRelay) fromCapsules() error {
 	br := bufioReaders.Get().(*bufio.Reader)
 	br.Reset(r.client)
 	defer func() { br.Reset(nil); bufioReaders.Put(br) }()
-	buf := datagramBufs.Get().(*datagramBuf)
-	defer datagramBufs.Put(buf)
 	cr := capsule.NewReader(br)
-	limit := buf.b[:r.max+8] // room for the Context ID
 	for {
+		// Wait for a capsule before borrowing a buffer: in datagram mode
+		// capsules are rare, and an idle tunnel should hold none.
+		_, _ = br.Peek(1)
+		buf := r.t.f.p.dgBufs.Get().(*[]byte)
+		limit := (*buf)[:r.max+8] // room for the Context ID
 		n, err := cr.ReadDatagram(limit)
+		if err == nil {
+			r.forward(limit[:n])
+		}
+		r.t.f.p.dgBufs.Put(buf)
 		switch {
 		case errors.Is(err, capsule.ErrTooLarge):
 			r.t.counters.drop(DropTooLarge)
-			continue
 		case err != nil:
 			return err
 		}
-		r.forward(limit[:n])
 	}
 }
 
@@ -168,12 +170,13 @@ func (r *udpRelay) forward(b []byte) {
 // toClient reads packets from the target and sends each to the client as an
 // HTTP Datagram with Context ID 0, framed in place in one pooled buffer.
 func (r *udpRelay) toClient() error {
-	buf := datagramBufs.Get().(*datagramBuf)
-	defer datagramBufs.Put(buf)
+	bp := r.t.f.p.dgBufs.Get().(*[]byte)
+	defer r.t.f.p.dgBufs.Put(bp)
+	buf := *bp
 	const off = capsule.MaxHeaderLen + 1 // headroom, then Context ID 0
-	buf.b[off-1] = capsule.ContextUDP
+	buf[off-1] = capsule.ContextUDP
 	for {
-		n, err := r.t.target.Read(buf.b[off : off+r.max+1])
+		n, err := r.t.target.Read(buf[off : off+r.max+1])
 		if err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				r.t.counters.drop(DropWriteError) // ICMP for an earlier send
@@ -186,7 +189,7 @@ func (r *udpRelay) toClient() error {
 			continue
 		}
 		r.seen.touch()
-		pkt := buf.b[:off+n]
+		pkt := buf[:off+n]
 		if err := r.send(pkt, off-1); err != nil {
 			if errors.Is(err, ErrDatagramTooLarge) {
 				r.t.counters.drop(DropTooLarge)

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -91,6 +92,7 @@ type Proxy struct {
 	cfg    Config
 	limits Limits
 	open   atomic.Int64 // tunnels open across all fronts
+	dgBufs sync.Pool    // *[]byte of datagramBufLen(limits.MaxUDPPayload)
 }
 
 // New returns a Proxy for c.
@@ -114,7 +116,12 @@ func New(c Config) (*Proxy, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: c, limits: c.Limits.withDefaults()}, nil
+	p := &Proxy{cfg: c, limits: c.Limits.withDefaults()}
+	p.dgBufs.New = func() any {
+		b := make([]byte, datagramBufLen(p.limits.MaxUDPPayload))
+		return &b
+	}
+	return p, nil
 }
 
 // Identity is the name the proxy uses in Proxy-Status.
