@@ -20,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
@@ -46,8 +45,8 @@ func TestMasqueGoClientThroughOurProxy(t *testing.T) {
 	client := startProcess(t, 2*time.Minute, bin, "client",
 		"-template", p.url+"/.well-known/masque/udp/{target_host}/{target_port}/",
 		"-ca", p.certFile, "-o", out, "https://"+origin.String()+"/")
-	client.wait(t)
-	checkStats(t, client.stderr.String())
+	wait(t, client)
+	checkStats(t, client.Stderr())
 	got, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +59,7 @@ func TestOurClientThroughMasqueGoProxy(t *testing.T) {
 	origin := startOrigin(t, false)
 	certFile := filepath.Join(t.TempDir(), "proxy.pem")
 	proxy := startProcess(t, 2*time.Minute, bin, "proxy", "-listen", "127.0.0.1:0", "-cert-out", certFile)
-	addr := proxy.line(t, "listening on ")
+	addr := line(t, proxy, "listening on ")
 	pem, err := os.ReadFile(certFile)
 	if err != nil {
 		t.Fatal(err)
@@ -95,24 +94,7 @@ func TestOriginPMTUDThroughOurProxy(t *testing.T) {
 func startOrigin(t *testing.T, pmtud bool) *net.UDPAddr {
 	t.Helper()
 	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(body) })
-	if pmtud {
-		return testnet.H3Origin(t, testnet.IPv4, h)
-	}
-	c := testnet.UDP(t, testnet.IPv4)
-	srv := &http3.Server{
-		Handler:    h,
-		TLSConfig:  http3.ConfigureTLSConfig(testnet.NewCert(t).ServerTLS()),
-		QUICConfig: &quic.Config{DisablePathMTUDiscovery: true},
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(c) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			t.Errorf("origin: %v", err)
-		}
-	})
-	return c.LocalAddr().(*net.UDPAddr)
+	return testnet.H3OriginWith(t, testnet.IPv4, h, &quic.Config{DisablePathMTUDiscovery: !pmtud})
 }
 
 // ourProxy is an in-process h3proxy.Server on 127.0.0.1 that may reach
@@ -196,14 +178,7 @@ func fetchThrough(t *testing.T, proxyURL string, cfg h3proxy.ClientConfig, origi
 		t.Fatal(err)
 	}
 	defer u.Close()
-	tr := &quic.Transport{Conn: u}
-	defer tr.Close()
-	h3 := &http3.Transport{
-		TLSClientConfig: testnet.NewCert(t).ClientTLS(),
-		Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return tr.DialEarly(ctx, origin, tlsConf, qc)
-		},
-	}
+	h3 := u.HTTP3(testnet.NewCert(t).ClientTLS(), nil)
 	defer h3.Close()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+origin.String()+"/", nil)
 	if err != nil {

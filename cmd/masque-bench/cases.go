@@ -2,22 +2,20 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
-	"net"
-	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"time"
 
-	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
-
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/proc"
 )
 
-// Proxies a case can go through.
+// Proxies a case can go through; masqueGo is also a client it can use.
 const (
 	direct   = ""
 	masqueGo = "masque-go"
@@ -27,27 +25,35 @@ const (
 // benchCase is one row of the table: a download of the payload over HTTP/3
 // (h3) or plain TCP, directly or through a proxy.
 type benchCase struct {
-	name    string
-	h3      bool   // HTTP/3 GET from the HTTP/3 origin; else read the TCP origin
-	via     string // the proxy, or direct
-	baseVs  string // the case the "vs direct" column compares with
-	extraVs string // a second case to compare with, if any
-	targets []target
+	name   string
+	h3     bool   // HTTP/3 GET from the HTTP/3 origin; else read the TCP origin
+	client string // masqueGo: its client program; "": ours, inside the bench
+	via    string // the proxy, or direct
+	vs     []comparison
 }
 
-// target is a ratio a case must reach against another case.
-type target struct {
-	vs  string
-	min float64
+// comparison is another case that a case's speed is shown against, and the
+// ratio it must reach, if any.
+type comparison struct {
+	vs   string
+	note string  // what the other case is, where its name does not say it
+	min  float64 // the target; 0 = none
 }
 
 var allCases = []benchCase{
-	{name: "h3-direct", h3: true, via: direct},
-	{name: "h3-via-masque-go", h3: true, via: masqueGo, baseVs: "h3-direct"},
-	{name: "h3-via-masqued", h3: true, via: masqued, baseVs: "h3-direct", extraVs: "h3-via-masque-go",
-		targets: []target{{"h3-direct", 0.35}, {"h3-via-masque-go", 2.5}}},
-	{name: "tcp-direct", via: direct},
-	{name: "tcp-via-masqued", via: masqued, baseVs: "tcp-direct", targets: []target{{"tcp-direct", 0.6}}},
+	{name: "h3-direct", h3: true},
+	{name: "h3-via-masque-go", h3: true, via: masqueGo, vs: []comparison{{vs: "h3-direct"}}},
+	{name: "h3-masque-go-stack", h3: true, client: masqueGo, via: masqueGo, vs: []comparison{{vs: "h3-direct"}}},
+	{name: "h3-via-masqued", h3: true, via: masqued, vs: []comparison{
+		{vs: "h3-direct", min: 0.35},
+		{vs: "h3-via-masque-go", note: "our client, masque-go's proxy", min: 2.5},
+		{vs: "h3-masque-go-stack", note: "masque-go's client and proxy", min: 2.5},
+	}},
+	{name: "tcp-direct"},
+	{name: "tcp-via-masqued", via: masqued, vs: []comparison{
+		{vs: "tcp-direct", note: "kernel TCP on loopback", min: 0.6},
+		{vs: "h3-direct", note: "one QUIC hop, no tunnel"},
+	}},
 }
 
 func caseNames() []string {
@@ -78,122 +84,74 @@ func selectCases(names []string) ([]benchCase, error) {
 }
 
 // download runs one download of c and checks what arrived. Its time
-// includes setting up the connections and the tunnel.
+// includes setting up the connections and the tunnel, except with
+// masque-go's client, which times only its GET.
 func (e *env) download(ctx context.Context, c benchCase, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if c.client == masqueGo {
+		return e.downloadWithMasqueGo(ctx, c)
+	}
 	start := time.Now()
 	body, err := e.open(ctx, c)
 	if err != nil {
 		return 0, err
 	}
+	if err := errors.Join(e.check(body), body.Close()); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// check reads body to its end and checks that it is the payload.
+func (e *env) check(body io.Reader) error {
 	sum := crc32.New(castagnoli)
 	n, err := io.Copy(sum, body)
-	err = errors.Join(err, body.Close())
-	elapsed := time.Since(start)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("after %d bytes: %w", n, err)
+		return fmt.Errorf("after %d bytes: %w", n, err)
 	case n != e.payload.size || sum.Sum32() != e.payload.sum:
-		return 0, fmt.Errorf("got %d bytes with CRC-32C %08x, want %d bytes with %08x", n, sum.Sum32(), e.payload.size, e.payload.sum)
+		return fmt.Errorf("got %d bytes with CRC-32C %08x, want %d bytes with %08x", n, sum.Sum32(), e.payload.size, e.payload.sum)
 	}
-	return elapsed, nil
+	return nil
 }
 
-// open starts c's download and returns its body; closing the body closes
-// everything the download opened.
-func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
-	var client *h3proxy.Client
-	if c.via != direct {
-		p := e.proxies[c.via]
-		var err error
-		if client, err = h3proxy.Dial(ctx, p.url, h3proxy.ClientConfig{TLSConfig: p.tls, Template: p.template}); err != nil {
-			return nil, err
-		}
-	}
-	var body io.ReadCloser
-	var err error
-	switch {
-	case !c.h3 && client == nil:
-		body, err = (&net.Dialer{}).DialContext(ctx, "tcp", e.tcpOrigin.String())
-	case !c.h3:
-		body, err = client.DialTCP(ctx, e.tcpOrigin.String())
-	case client == nil:
-		var pc net.PacketConn
-		if pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: e.h3Origin.IP}); err == nil {
-			body, err = e.get(ctx, pc)
-		}
-	default:
-		var pc net.PacketConn
-		if pc, err = client.ListenUDP(ctx, e.h3Origin.String()); err == nil {
-			body, err = e.get(ctx, pc)
-		}
-	}
-	if client != nil {
-		body, err = withCloser(body, err, client.Close)
-	}
-	return body, err
-}
+// statsLine is what masque-go's client prints on stderr after a fetch.
+var statsLine = regexp.MustCompile(`(?m)^bytes=(\d+) seconds=([0-9.]+) `)
 
-// get GETs the payload from the HTTP/3 origin with QUIC over pc, a loopback
-// socket or a tunnel; the body owns pc.
-func (e *env) get(ctx context.Context, pc net.PacketConn) (io.ReadCloser, error) {
-	qt := &quic.Transport{Conn: pc}
-	tr := &http3.Transport{
-		TLSClientConfig: e.originTLS,
-		QUICConfig:      originQUICConfig(),
-		Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return qt.DialEarly(ctx, e.h3Origin, tlsConf, qc)
-		},
-	}
-	closeAll := func() error { return errors.Join(tr.Close(), qt.Close(), pc.Close()) }
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+e.h3Origin.String()+"/", nil)
+// downloadWithMasqueGo runs masque-go's client program, with its own QUIC
+// settings, through c's proxy. The client writes the body to a file, checked
+// afterwards; the time is the one the client reports, from its GET to the
+// body's end: its connection to the proxy and the tunnel's set-up are not in
+// it, unlike in the other cases (they take a few ms).
+func (e *env) downloadWithMasqueGo(ctx context.Context, c benchCase) (time.Duration, error) {
+	p := e.proxies[c.via]
+	out := filepath.Join(e.dir, "masquego-body")
+	defer os.Remove(out)
+	cl, err := proc.Start(ctx, e.program(masqueGoDir), "client", "-template", p.template, "-ca", p.certFile,
+		"-origin-ca", e.originCertFile, "-o", out, "https://"+e.h3Origin.String()+"/")
 	if err != nil {
-		return withCloser(nil, err, closeAll)
+		return 0, err
 	}
-	resp, err := tr.RoundTrip(req)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		err = fmt.Errorf("origin answered %s", resp.Status)
+	defer cl.Stop() // it has exited by then; this releases its context
+	if err := cl.Wait(); err != nil {
+		return 0, err
 	}
+	m := statsLine.FindAllStringSubmatch(cl.Stderr(), -1)
+	if len(m) != 1 {
+		return 0, fmt.Errorf("%s printed %d statistics lines, want 1; %s", cl.Name(), len(m), cl.Output())
+	}
+	secs, err := strconv.ParseFloat(m[0][2], 64)
 	if err != nil {
-		return withCloser(nil, err, closeAll)
+		return 0, err
 	}
-	return withCloser(resp.Body, nil, closeAll)
-}
-
-// originQUICConfig is the client's QUIC configuration towards the origin,
-// directly or inside a tunnel: the flow-control windows of the connection
-// to the proxy (h3proxy.DefaultClientQUICConfig), so that neither layer
-// limits the other. Its packets stay at 1280 bytes, which fit into the
-// proxy connection's DATAGRAM frames.
-func originQUICConfig() *quic.Config {
-	outer := h3proxy.DefaultClientQUICConfig()
-	return &quic.Config{
-		MaxIdleTimeout:                 outer.MaxIdleTimeout,
-		InitialStreamReceiveWindow:     outer.InitialStreamReceiveWindow,
-		MaxStreamReceiveWindow:         outer.MaxStreamReceiveWindow,
-		InitialConnectionReceiveWindow: outer.InitialConnectionReceiveWindow,
-		MaxConnectionReceiveWindow:     outer.MaxConnectionReceiveWindow,
-	}
-}
-
-// withCloser makes closing body also run closeFn; if err is set, it runs
-// closeFn (and closes body, if any) and returns err.
-func withCloser(body io.ReadCloser, err error, closeFn func() error) (io.ReadCloser, error) {
+	f, err := os.Open(out)
 	if err != nil {
-		if body != nil {
-			body.Close()
-		}
-		closeFn()
-		return nil, err
+		return 0, err
 	}
-	return &closingBody{ReadCloser: body, closeFn: closeFn}, nil
+	defer f.Close()
+	if err := e.check(f); err != nil {
+		return 0, fmt.Errorf("%s's body (it counted %s bytes): %w", cl.Name(), m[0][1], err)
+	}
+	return time.Duration(secs * float64(time.Second)), nil
 }
-
-type closingBody struct {
-	io.ReadCloser
-	closeFn func() error
-}
-
-func (b *closingBody) Close() error { return errors.Join(b.ReadCloser.Close(), b.closeFn()) }

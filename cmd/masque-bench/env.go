@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
+	"github.com/masqued/masqued/internal/proc"
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
@@ -64,10 +64,14 @@ func (p payload) WriteTo(w io.Writer) (int64, error) {
 // proxies they need.
 type env struct {
 	payload   payload
-	originTLS *tls.Config // trusts the origins' certificate
+	cert      tls.Certificate // the origins', and the in-process proxy's
+	originTLS *tls.Config     // trusts cert
 	h3Origin  *net.UDPAddr
 	tcpOrigin *net.TCPAddr
 	proxies   map[string]*proxy
+
+	dir            string // the bench's files: programs, certificates, downloads
+	originCertFile string // the origins' certificate, PEM
 
 	stops []func() error // in start order
 }
@@ -77,6 +81,7 @@ type proxy struct {
 	url      string      // https://127.0.0.1:PORT
 	template string      // its CONNECT-UDP template; "" = the default
 	tls      *tls.Config // trusts its certificate
+	certFile string      // its certificate, PEM
 }
 
 // setUp builds the proxies' programs, starts them, and starts the origins.
@@ -87,8 +92,8 @@ func setUp(ctx context.Context, o options, cs []benchCase) (e *env, err error) {
 			err = errors.Join(err, e.close())
 		}
 	}()
-	cert, certPEM, err := certs.SelfSigned()
-	if err != nil {
+	var certPEM []byte
+	if e.cert, certPEM, err = certs.SelfSigned(); err != nil {
 		return nil, err
 	}
 	pool, err := certs.Pool(certPEM)
@@ -96,17 +101,20 @@ func setUp(ctx context.Context, o options, cs []benchCase) (e *env, err error) {
 		return nil, err
 	}
 	e.originTLS = &tls.Config{RootCAs: pool}
-	if e.h3Origin, err = e.startH3Origin(cert); err != nil {
+	if e.dir, err = os.MkdirTemp("", "masque-bench-"); err != nil {
+		return nil, err
+	}
+	e.stops = append(e.stops, func() error { return os.RemoveAll(e.dir) })
+	e.originCertFile = filepath.Join(e.dir, "origin.pem")
+	if err := os.WriteFile(e.originCertFile, certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if e.h3Origin, err = e.startH3Origin(); err != nil {
 		return nil, err
 	}
 	if e.tcpOrigin, err = e.startTCPOrigin(); err != nil {
 		return nil, err
 	}
-	binDir, err := os.MkdirTemp("", "masque-bench-")
-	if err != nil {
-		return nil, err
-	}
-	e.stops = append(e.stops, func() error { return os.RemoveAll(binDir) })
 	for _, c := range cs {
 		if c.via == direct || e.proxies[c.via] != nil {
 			continue
@@ -114,11 +122,11 @@ func setUp(ctx context.Context, o options, cs []benchCase) (e *env, err error) {
 		var p *proxy
 		switch {
 		case c.via == masqueGo:
-			p, err = e.startMasqueGo(ctx, binDir)
+			p, err = e.startMasqueGo(ctx)
 		case o.inProcess:
 			p, err = e.startInProcess()
 		default:
-			p, err = e.startMasqued(ctx, binDir)
+			p, err = e.startMasqued(ctx)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("starting %s: %w", c.via, err)
@@ -143,13 +151,13 @@ func (e *env) close() error {
 // masque-go's proxy closes a whole tunnel when one datagram from the target
 // does not fit the client connection, and PMTU probes are such datagrams.
 // All HTTP/3 cases share this origin, so they compare like with like.
-func (e *env) startH3Origin(cert tls.Certificate) (*net.UDPAddr, error) {
+func (e *env) startH3Origin() (*net.UDPAddr, error) {
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: loopback})
 	if err != nil {
 		return nil, err
 	}
 	srv := &http3.Server{
-		TLSConfig:  http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		TLSConfig:  http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{e.cert}}),
 		QUICConfig: &quic.Config{DisablePathMTUDiscovery: true},
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { e.payload.WriteTo(w) }),
 	}
@@ -181,17 +189,10 @@ func (e *env) startTCPOrigin() (*net.TCPAddr, error) {
 }
 
 // startInProcess runs masqued's HTTP/3 proxy inside the bench, configured
-// as `masqued -allow-private-targets` would be, metrics included.
+// as `masqued -allow-private-targets` would be, metrics included, with the
+// origins' certificate.
 func (e *env) startInProcess() (*proxy, error) {
 	metrics, err := tunnel.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		return nil, err
-	}
-	cert, certPEM, err := certs.SelfSigned()
-	if err != nil {
-		return nil, err
-	}
-	pool, err := certs.Pool(certPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -208,9 +209,9 @@ func (e *env) startInProcess() (*proxy, error) {
 		pc.Close()
 		return nil, err
 	}
-	srv := &h3proxy.Server{Proxy: core, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	srv := &h3proxy.Server{Proxy: core, TLSConfig: &tls.Config{Certificates: []tls.Certificate{e.cert}}}
 	e.serve(func() error { return srv.Serve(pc) }, func() error { return errors.Join(srv.Close(), pc.Close()) })
-	return &proxy{url: "https://" + addr.String(), tls: &tls.Config{RootCAs: pool}}, nil
+	return &proxy{url: "https://" + addr.String(), tls: e.originTLS, certFile: e.originCertFile}, nil
 }
 
 // serve runs serveFn in a goroutine until stop; close then calls stop and
@@ -227,45 +228,55 @@ func (e *env) serve(serveFn, stop func() error) {
 	})
 }
 
-// startMasqueGo builds and starts masque-go's proxy, the peer program in
-// interop/peers/masquego.
-func (e *env) startMasqueGo(ctx context.Context, binDir string) (*proxy, error) {
-	bin, err := goBuild(ctx, filepath.Join("interop", "peers", "masquego"), binDir, "masquego")
-	if err != nil {
-		return nil, err
-	}
-	certFile := filepath.Join(binDir, "masquego.pem")
-	p, err := e.startProcess(bin, "proxy", "-listen", "127.0.0.1:0", "-cert-out", certFile)
-	if err != nil {
-		return nil, err
-	}
-	addr, err := p.line("listening on ")
+// Where the proxies' programs are, relative to the repository root.
+var (
+	masquedDir  = filepath.Join("cmd", "masqued")
+	masqueGoDir = filepath.Join("interop", "peers", "masquego")
+)
+
+// startMasqueGo starts masque-go's proxy. Its program has its client too.
+func (e *env) startMasqueGo(ctx context.Context) (*proxy, error) {
+	certFile := filepath.Join(e.dir, "masquego.pem")
+	_, addr, err := e.startProgram(ctx, masqueGoDir, "proxy", "-listen", "127.0.0.1:0", "-cert-out", certFile)
 	if err != nil {
 		return nil, err
 	}
 	return newProxy(addr, "/.well-known/masque/udp/{target_host}/{target_port}/", certFile)
 }
 
-// startMasqued builds and starts masqued.
-func (e *env) startMasqued(ctx context.Context, binDir string) (*proxy, error) {
-	bin, err := goBuild(ctx, filepath.Join("cmd", "masqued"), binDir, "masqued")
+// startMasqued starts masqued.
+func (e *env) startMasqued(ctx context.Context) (*proxy, error) {
+	p, addr, err := e.startProgram(ctx, masquedDir, "-listen", "127.0.0.1:0", "-allow-private-targets", "-cert-out", filepath.Join(e.dir, "masqued.pem"))
 	if err != nil {
 		return nil, err
 	}
-	p, err := e.startProcess(bin, "-listen", "127.0.0.1:0", "-allow-private-targets", "-cert-out", filepath.Join(binDir, "masqued.pem"))
-	if err != nil {
-		return nil, err
-	}
-	addr, err := p.line("listening on ")
-	if err != nil {
-		return nil, err
-	}
-	certFile, err := p.line("certificate ")
+	certFile, err := p.Line("certificate ")
 	if err != nil {
 		return nil, err
 	}
 	return newProxy(addr, "", certFile)
 }
+
+// startProgram builds the program in dir and starts it with args until
+// close, which stops it with SIGTERM and expects it to exit 0. It returns
+// the process and the address that its first line, "listening on ADDR",
+// gives.
+func (e *env) startProgram(ctx context.Context, dir string, args ...string) (*proc.Process, string, error) {
+	bin := e.program(dir)
+	if err := proc.GoBuild(ctx, dir, bin); err != nil {
+		return nil, "", err
+	}
+	p, err := proc.Start(context.Background(), bin, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	e.stops = append(e.stops, p.Stop)
+	addr, err := p.Line("listening on ")
+	return p, addr, err
+}
+
+// program is where the bench builds the program in dir.
+func (e *env) program(dir string) string { return filepath.Join(e.dir, filepath.Base(dir)) }
 
 // newProxy describes the proxy at addr whose certificate is in certFile.
 // A non-empty templatePath is its CONNECT-UDP template's path.
@@ -274,11 +285,11 @@ func newProxy(addr, templatePath, certFile string) (*proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no certificate in %s", certFile)
+	pool, err := certs.Pool(pem)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
-	p := &proxy{url: "https://" + addr, tls: &tls.Config{RootCAs: pool}}
+	p := &proxy{url: "https://" + addr, tls: &tls.Config{RootCAs: pool}, certFile: certFile}
 	if templatePath != "" {
 		p.template = p.url + templatePath
 	}

@@ -2,10 +2,11 @@
 // against the same download done directly and through masque-go's proxy, and
 // prints one table measured in one run on this machine (`make bench`).
 //
-// Origins and clients run inside the bench; masqued and masque-go's proxy
-// run as their own processes, built from ./cmd/masqued and
-// interop/peers/masquego (-inprocess runs masqued's proxy inside the bench
-// instead, so that -cpuprofile covers it). Everything talks over 127.0.0.1.
+// Origins and our client run inside the bench; masqued, masque-go's proxy
+// and, for one case, masque-go's client run as their own processes, built
+// from ./cmd/masqued and interop/peers/masquego (-inprocess runs masqued's
+// proxy inside the bench instead, so that -cpuprofile covers it). Everything
+// talks over 127.0.0.1.
 // Every download's length and CRC-32C are checked, so a broken tunnel cannot
 // produce a fast number.
 package main
@@ -115,7 +116,7 @@ func measure(ctx context.Context, e *env, cs []benchCase, o options) ([]result, 
 				return nil, fmt.Errorf("%s, run %d: %w", c.name, r+1, err)
 			}
 			secs[i] = append(secs[i], d.Seconds())
-			fmt.Fprintf(os.Stderr, "%-17s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
+			fmt.Fprintf(os.Stderr, "%-18s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
 		}
 	}
 	res := make([]result, len(cs))

@@ -153,11 +153,18 @@ func TCPEcho(t testing.TB, host string) *net.TCPAddr {
 // real origin's would: its probes are what a tunnel must survive.
 func H3Origin(t testing.TB, host string, h http.Handler) *net.UDPAddr {
 	t.Helper()
+	return H3OriginWith(t, host, h, &quic.Config{})
+}
+
+// H3OriginWith is H3Origin with the server's QUIC configuration qc, for
+// origins unlike a real one's (such as one that does not probe the path MTU).
+func H3OriginWith(t testing.TB, host string, h http.Handler, qc *quic.Config) *net.UDPAddr {
+	t.Helper()
 	c := UDP(t, host)
 	srv := &http3.Server{
 		Handler:    h,
 		TLSConfig:  http3.ConfigureTLSConfig(NewCert(t).ServerTLS()),
-		QUICConfig: &quic.Config{},
+		QUICConfig: qc,
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(c) }()

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqued/masqued/h3proxy"
+)
+
+// open starts c's download with our client and returns its body; closing
+// the body closes everything the download opened.
+func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
+	var client *h3proxy.Client
+	if c.via != direct {
+		p := e.proxies[c.via]
+		var err error
+		if client, err = h3proxy.Dial(ctx, p.url, h3proxy.ClientConfig{TLSConfig: p.tls, Template: p.template}); err != nil {
+			return nil, err
+		}
+	}
+	var body io.ReadCloser
+	var err error
+	switch {
+	case !c.h3 && client == nil:
+		body, err = (&net.Dialer{}).DialContext(ctx, "tcp", e.tcpOrigin.String())
+	case !c.h3:
+		body, err = client.DialTCP(ctx, e.tcpOrigin.String())
+	case client == nil:
+		var pc *net.UDPConn
+		if pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: e.h3Origin.IP}); err == nil {
+			qt := &quic.Transport{Conn: pc}
+			tr := &http3.Transport{
+				TLSClientConfig: e.originTLS,
+				QUICConfig:      originQUICConfig(),
+				Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+					return qt.DialEarly(ctx, e.h3Origin, tlsConf, qc)
+				},
+			}
+			body, err = e.get(ctx, tr, func() error { return errors.Join(tr.Close(), qt.Close(), pc.Close()) })
+		}
+	default:
+		var u *h3proxy.UDPConn
+		if u, err = client.ListenUDP(ctx, e.h3Origin.String()); err == nil {
+			tr := u.HTTP3(e.originTLS, originQUICConfig())
+			body, err = e.get(ctx, tr, func() error { return errors.Join(tr.Close(), u.Close()) })
+		}
+	}
+	if client != nil {
+		body, err = withCloser(body, err, client.Close)
+	}
+	return body, err
+}
+
+// get GETs the payload from the HTTP/3 origin with rt; closeAll closes rt
+// and what it runs over, and the body owns it.
+func (e *env) get(ctx context.Context, rt http.RoundTripper, closeAll func() error) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+e.h3Origin.String()+"/", nil)
+	if err != nil {
+		return withCloser(nil, err, closeAll)
+	}
+	resp, err := rt.RoundTrip(req)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		err = fmt.Errorf("origin answered %s", resp.Status)
+	}
+	if err != nil {
+		return withCloser(nil, err, closeAll)
+	}
+	return withCloser(resp.Body, nil, closeAll)
+}
+
+// originQUICConfig is our client's QUIC configuration towards the origin,
+// directly or inside a tunnel: the flow-control windows of the connection
+// to the proxy (h3proxy.DefaultClientQUICConfig), so that neither layer
+// limits the other. Its packets stay at 1280 bytes, which fit into the
+// proxy connection's DATAGRAM frames.
+func originQUICConfig() *quic.Config {
+	outer := h3proxy.DefaultClientQUICConfig()
+	return &quic.Config{
+		MaxIdleTimeout:                 outer.MaxIdleTimeout,
+		InitialStreamReceiveWindow:     outer.InitialStreamReceiveWindow,
+		MaxStreamReceiveWindow:         outer.MaxStreamReceiveWindow,
+		InitialConnectionReceiveWindow: outer.InitialConnectionReceiveWindow,
+		MaxConnectionReceiveWindow:     outer.MaxConnectionReceiveWindow,
+	}
+}
+
+// withCloser makes closing body also run closeFn; if err is set, it runs
+// closeFn (and closes body, if any) and returns err.
+func withCloser(body io.ReadCloser, err error, closeFn func() error) (io.ReadCloser, error) {
+	if err != nil {
+		if body != nil {
+			body.Close()
+		}
+		closeFn()
+		return nil, err
+	}
+	return &closingBody{ReadCloser: body, closeFn: closeFn}, nil
+}
+
+type closingBody struct {
+	io.ReadCloser
+	closeFn func() error
+}
+
+func (b *closingBody) Close() error { return errors.Join(b.ReadCloser.Close(), b.closeFn()) }
