@@ -87,47 +87,13 @@ func (p *testProxy) dial(t testing.TB, cfg ClientConfig) *Client {
 	return c
 }
 
-func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testnet.Context(t, 30*time.Second) }
 
 // metric returns the value of the counter or gauge name whose labels include
 // all of labels ("key", "value", …), summed over the series that match.
 func (p *testProxy) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := p.Reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue series
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return testnet.Metric(t, p.Reg, name, labels...)
 }
 
 // eventually polls cond until it holds or 10 seconds pass.

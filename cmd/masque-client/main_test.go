@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -40,26 +39,7 @@ func serveBody(w http.ResponseWriter, r *http.Request) {
 // allowPrivate false it keeps the production SSRF policy, which refuses
 // loopback targets.
 func startProxy(t *testing.T, allowPrivate bool) string {
-	t.Helper()
-	m, err := tunnel.NewMetrics(prometheus.NewPedanticRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := testnet.UDP(t, testnet.IPv4)
-	p, err := tunnel.New(tunnel.Config{Policy: tunnel.Policy{AllowPrivate: allowPrivate}, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &h3proxy.Server{Proxy: p, TLSConfig: testnet.NewCert(t).ServerTLS()}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(pc) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return "https://" + pc.LocalAddr().String()
+	return proxytest.StartH3(t, testnet.IPv4, allowPrivate).URL
 }
 
 // httpsOrigin serves HTTP/2 and HTTP/1.1 over TLS on 127.0.0.1.

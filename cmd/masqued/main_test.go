@@ -22,6 +22,7 @@ import (
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -96,30 +97,7 @@ func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: &tls.Config{RootCAs: pool}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close() // before d stops, or the drain waits for it
-	u, err := c.ListenUDP(ctx, origin.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	h3 := u.HTTP3(testnet.NewCert(t).ClientTLS(), nil)
-	defer h3.Close()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+origin.String()+"/hello", nil)
-	resp, err := h3.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: &tls.Config{RootCAs: pool}}, origin, "/hello")
 	return string(body)
 }
 

@@ -98,11 +98,7 @@ func (p *testProxy) open(t testing.TB, kind tunnel.Kind, target string) *tunnel.
 	return tun
 }
 
-func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { return testnet.Context(t, 10*time.Second) }
 
 // connectRequest is an HTTP/2-style CONNECT request for authority.
 func connectRequest(authority string) *http.Request {

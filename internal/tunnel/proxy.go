@@ -213,7 +213,7 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Tar
 			return nil, err
 		}
 	}
-	t := &Tunnel{f: f, kind: kind, conn: conn, counters: f.tcp}
+	t := &Tunnel{f: f, conn: conn, counters: f.tcp}
 	if kind == KindUDP {
 		t.counters = f.udp
 	}
@@ -277,7 +277,6 @@ func (p *Proxy) resolve(ctx context.Context, target Target) ([]netip.AddrPort, e
 // target socket. Its Relay method owns it until it returns; Close releases it.
 type Tunnel struct {
 	f        *Front
-	kind     Kind
 	conn     *ConnState
 	counters *kindCounters
 	target   net.Conn
@@ -310,9 +309,6 @@ func (t *Tunnel) release() {
 		t.conn.open.Add(-1)
 	}
 }
-
-// Kind is the tunnel's kind.
-func (t *Tunnel) Kind() Kind { return t.kind }
 
 // Close closes the target socket and releases the tunnel's limit slots. It is
 // safe to call more than once.

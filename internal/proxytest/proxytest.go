@@ -1,0 +1,114 @@
+// Package proxytest runs masqued's HTTP/3 proxy in-process on loopback for
+// the tests of the packages around it (commands, interop), so that each does
+// not wire the tunnel core, metrics and server again. h3proxy's own tests
+// cannot import it (it imports h3proxy) and keep their own helper.
+package proxytest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+// Proxy is a running test proxy.
+type Proxy struct {
+	URL      string               // https://HOST:PORT
+	Addr     *net.UDPAddr         // where it listens
+	CertFile string               // PEM of the certificate to trust (testnet's)
+	Registry *prometheus.Registry // its metrics
+}
+
+// StartH3 runs an HTTP/3 proxy on host's loopback address until the test
+// ends. allowPrivate opts in to loopback targets, as -allow-private-targets
+// does; without it the proxy keeps the production SSRF policy.
+func StartH3(t testing.TB, host string, allowPrivate bool) *Proxy {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	m, err := tunnel.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := testnet.UDP(t, host)
+	addr := pc.LocalAddr().(*net.UDPAddr)
+	p, err := tunnel.New(tunnel.Config{
+		Policy:  tunnel.Policy{AllowPrivate: allowPrivate, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
+		Metrics: m,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := testnet.NewCert(t)
+	certFile := filepath.Join(t.TempDir(), "proxy.pem")
+	if err := os.WriteFile(certFile, cert.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := &h3proxy.Server{Proxy: p, TLSConfig: cert.ServerTLS()}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(pc) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("proxy: %v", err)
+		}
+	})
+	return &Proxy{URL: "https://" + addr.String(), Addr: addr, CertFile: certFile, Registry: reg}
+}
+
+// Metric returns the value of the counter or gauge name, summed over the
+// series whose labels include all of labels ("key", "value", …).
+func (p *Proxy) Metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	return testnet.Metric(t, p.Registry, name, labels...)
+}
+
+// FetchH3 GETs https://ORIGIN+path over HTTP/3 inside a CONNECT-UDP tunnel
+// that a client opens through the proxy at proxyURL, and returns the body
+// and the packets the client's tunnel dropped. Any failure or non-200 status
+// fails the test.
+func FetchH3(t testing.TB, proxyURL string, cfg h3proxy.ClientConfig, origin *net.UDPAddr, path string) ([]byte, uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := h3proxy.Dial(ctx, proxyURL, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	u, err := c.ListenUDP(ctx, origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	h3 := u.HTTP3(testnet.NewCert(t).ClientTLS(), nil)
+	defer h3.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+origin.String()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h3.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading body after %d bytes: %v", len(body), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s", resp.Status)
+	}
+	return body, u.Dropped()
+}
