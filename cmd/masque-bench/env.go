@@ -109,11 +109,15 @@ func setUp(ctx context.Context, o options, cs []benchCase) (e *env, err error) {
 	if err := os.WriteFile(e.originCertFile, certPEM, 0o644); err != nil {
 		return nil, err
 	}
-	if e.h3Origin, err = e.startH3Origin(); err != nil {
-		return nil, err
-	}
-	if e.tcpOrigin, err = e.startTCPOrigin(); err != nil {
-		return nil, err
+	if o.inProcess {
+		if e.h3Origin, err = e.startH3Origin(); err != nil {
+			return nil, err
+		}
+		if e.tcpOrigin, err = e.startTCPOrigin(); err != nil {
+			return nil, err
+		}
+	} else if err := e.startOriginProcess(o.size); err != nil {
+		return nil, fmt.Errorf("starting the origins: %w", err)
 	}
 	for _, c := range cs {
 		if c.via == direct || e.proxies[c.via] != nil {

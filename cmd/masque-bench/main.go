@@ -2,11 +2,12 @@
 // against the same download done directly and through masque-go's proxy, and
 // prints one table measured in one run on this machine (`make bench`).
 //
-// Origins and our client run inside the bench; masqued, masque-go's proxy
-// and, for one case, masque-go's client run as their own processes, built
-// from ./cmd/masqued and interop/peers/masquego (-inprocess runs masqued's
-// proxy inside the bench instead, so that -cpuprofile covers it). Everything
-// talks over 127.0.0.1.
+// Our client runs inside the bench; the origins (this program again, with
+// -serve-origins), masqued, masque-go's proxy and, for one case, masque-go's
+// client run as their own processes, built from ./cmd/masqued and
+// interop/peers/masquego (-inprocess runs origins and masqued's proxy inside
+// the bench instead, so that -cpuprofile covers them). Everything talks over
+// 127.0.0.1.
 // Every download's length and CRC-32C are checked, so a broken tunnel cannot
 // produce a fast number.
 package main
@@ -52,7 +53,17 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on a download after this long")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench process's CPU profile of the measurements to `file`")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write the bench process's heap profile after the measurements to `file`")
+	serve := flag.Bool("serve-origins", false, "internal: be the bench's origin process")
+	originCert := flag.String("origin-cert", "", "internal: the origins' certificate with -serve-origins")
+	originKey := flag.String("origin-key", "", "internal: the origins' key with -serve-origins")
 	flag.Parse()
+	if *serve {
+		if err := serveOrigins(o.size, *originCert, *originKey); err != nil {
+			fmt.Fprintln(os.Stderr, "masque-bench origins:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *caseList != "" {
 		o.cases = strings.Split(*caseList, ",")
 	}

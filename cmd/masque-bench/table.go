@@ -49,12 +49,12 @@ func printTable(w io.Writer, res []result, o options) {
 		}
 		tw.Flush()
 	}
-	ours := "masqued as its own process (./cmd/masqued)"
+	ours, origins := "masqued as its own process (./cmd/masqued)", "the origins in a process of their own"
 	if o.inProcess {
-		ours = "masqued's proxy inside the bench process (-inprocess)"
+		ours, origins = "masqued's proxy inside the bench process (-inprocess)", "the origins inside the bench"
 	}
 	fmt.Fprintf(w, "\nMedian of %d downloads of %d bytes per case; seconds include connection and tunnel setup (not for h3-masque-go-stack: see below); every body's length and CRC-32C checked.\n", o.runs, o.size)
-	fmt.Fprintf(w, "Proxies: %s; masque-go v0.5.0 (interop/peers/masquego, its own process). Our client and the origins run inside the bench; all on 127.0.0.1.\n", ours)
+	fmt.Fprintf(w, "Proxies: %s; masque-go v0.5.0 (interop/peers/masquego, its own process). Our client runs inside the bench, %s; all on 127.0.0.1.\n", ours, origins)
 	fmt.Fprintln(w, "h3-masque-go-stack runs masque-go's client program, which writes the body to a file (checked afterwards) and reports its time from GET to the body's end, without its connection to the proxy and the tunnel's set-up.")
 	fmt.Fprintln(w, "tcp-via-masqued is also compared with h3-direct: kernel TCP on loopback is a memory copy that no QUIC tunnel approaches, and h3-direct is what one QUIC hop costs.")
 	fmt.Fprintln(w, "The HTTP/3 origin of all h3 cases disables path MTU discovery on its QUIC side: masque-go's proxy closes a tunnel when a datagram does not fit its client connection.")
