@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -213,7 +214,8 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tcpConn{rs: rs, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
+	c.ctl.opened()
+	return &tcpConn{rs: rs, ctl: c.ctl, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
 }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP. The
@@ -250,6 +252,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		u.closeQueues()
 		return nil, err
 	}
+	c.ctl.opened()
 	u.start()
 	return u, nil
 }
@@ -275,6 +278,8 @@ func (a tunnelAddr) String() string  { return a.target }
 // tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream.
 type tcpConn struct {
 	rs            *http3.RequestStream
+	ctl           *control
+	closeOnce     sync.Once
 	local, remote net.Addr
 }
 
@@ -291,5 +296,6 @@ func (c *tcpConn) SetWriteDeadline(t time.Time) error { return c.rs.SetWriteDead
 func (c *tcpConn) Close() error {
 	err := c.rs.Close()
 	c.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
+	c.closeOnce.Do(c.ctl.closed)
 	return err
 }

@@ -48,10 +48,11 @@ type control struct {
 	settingsOnce sync.Once
 	settingsRcvd chan struct{} // closed once settings is set
 	settings     peerSettings
-	goAway       atomic.Bool
+	goAway       atomic.Bool // set under mu; read without it to refuse new tunnels
 
-	mu      sync.Mutex // guards tunnels
-	tunnels map[uint64]*UDPConn
+	mu      sync.Mutex          // guards tunnels, open, and goAway's setting
+	tunnels map[uint64]*UDPConn // datagram-mode UDP tunnels by quarter stream ID
+	open    int                 // tunnels the proxy accepted and the user has not closed
 
 	unknownStream atomic.Uint64 // datagrams for no open tunnel
 	wg            sync.WaitGroup
@@ -86,7 +87,7 @@ func (c *control) acceptUni() {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			err := c.readControl(bufio.NewReader(str))
+			err := readControl(bufio.NewReader(str), c.setSettings, c.setGoAway)
 			// The control stream is critical: its end ends the connection
 			// (RFC 9114 §6.2.1).
 			code, msg := http3.ErrCodeClosedCriticalStream, "control stream closed"
@@ -118,9 +119,9 @@ type frameError struct {
 
 func (e *frameError) Error() string { return e.msg }
 
-// readControl reads the control stream: SETTINGS first, then GOAWAY and
-// frames to ignore, until the stream or the connection ends.
-func (c *control) readControl(r *bufio.Reader) error {
+// readControl reads a control stream: SETTINGS first, then GOAWAY and frames
+// to ignore, until the stream ends or breaks the protocol.
+func readControl(r *bufio.Reader, onSettings func(peerSettings), onGoAway func()) error {
 	if _, err := r.Discard(1); err != nil { // the stream type
 		return err
 	}
@@ -151,11 +152,22 @@ func (c *control) readControl(r *bufio.Reader) error {
 			if err != nil {
 				return &frameError{http3.ErrCodeSettingsError, err.Error()}
 			}
-			c.settingsOnce.Do(func() { c.settings = s; close(c.settingsRcvd) })
+			onSettings(s)
 		case frameTypeGoAway:
-			c.goAway.Store(true)
+			onGoAway()
 		}
 	}
+}
+
+func (c *control) setSettings(s peerSettings) {
+	c.settingsOnce.Do(func() { c.settings = s; close(c.settingsRcvd) })
+}
+
+func (c *control) setGoAway() {
+	c.mu.Lock()
+	c.goAway.Store(true)
+	c.closeIfDrainedLocked()
+	c.mu.Unlock()
 }
 
 func parseSettings(b []byte) (peerSettings, error) {
@@ -216,4 +228,26 @@ func (c *control) unregister(qsid uint64) {
 	c.mu.Lock()
 	delete(c.tunnels, qsid)
 	c.mu.Unlock()
+}
+
+// opened and closed count the tunnels in use, so that after GOAWAY the
+// connection is closed once the last one ends, as RFC 9114 §5.2 expects of a
+// client (the proxy's graceful shutdown waits for it).
+func (c *control) opened() {
+	c.mu.Lock()
+	c.open++
+	c.mu.Unlock()
+}
+
+func (c *control) closed() {
+	c.mu.Lock()
+	c.open--
+	c.closeIfDrainedLocked()
+	c.mu.Unlock()
+}
+
+func (c *control) closeIfDrainedLocked() {
+	if c.goAway.Load() && c.open == 0 {
+		c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	}
 }

@@ -49,7 +49,8 @@ type UDPConn struct {
 	writeMu sync.Mutex // guards wbuf
 	wbuf    []byte
 
-	dropped atomic.Uint64
+	dropped   atomic.Uint64
+	closeOnce sync.Once
 }
 
 // inQueueLen bounds the received datagrams a UDPConn holds: a bandwidth-delay
@@ -220,6 +221,7 @@ func (u *UDPConn) Close() error {
 	u.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	err := u.rs.Close()
 	u.watcher.Wait()
+	u.closeOnce.Do(u.ctl.closed)
 	return err
 }
 
