@@ -2,11 +2,14 @@ package h3proxy
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -125,5 +128,49 @@ func TestUnreachableTargets(t *testing.T) {
 	var pe *ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusBadGateway || !strings.Contains(pe.ProxyStatus, "error=connection_refused") {
 		t.Fatalf("closed port: got %v, want 502 connection_refused", err)
+	}
+}
+
+// fullListener returns the address of a loopback TCP listener whose accept
+// queue is full, so that further connection attempts hang as they do to a
+// black-holed host.
+func fullListener(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(testnet.IPv4, strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	for range 4 { // fill the queue; the attempts beyond it time out
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return addr
+}
+
+func TestDialTimeout(t *testing.T) {
+	target := fullListener(t)
+	p := startProxy(t, testnet.IPv4, withLimits(tunnel.Limits{DialTimeout: 300 * time.Millisecond}))
+	c := p.dial(t, ClientConfig{})
+	start := time.Now()
+	_, err := c.DialTCP(testContext(t), target)
+	var pe *ProxyError
+	if !errors.As(err, &pe) || pe.StatusCode != http.StatusGatewayTimeout || !strings.Contains(pe.ProxyStatus, "error=connection_timeout") {
+		t.Fatalf("got %v, want 504 connection_timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v, want about the 300ms dial timeout", d)
 	}
 }
