@@ -222,6 +222,9 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 // returned PacketConn sends every packet to target and receives only from it;
 // quic.Transport can run over it, so HTTP/3 to an origin works through it.
 func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error) {
+	if !c.ctl.settings.extendedConnect {
+		return nil, errors.New("the proxy does not offer extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL), so no CONNECT-UDP")
+	}
 	host, port, err := net.SplitHostPort(target)
 	if err != nil {
 		return nil, fmt.Errorf("udp target: %w", err)
