@@ -72,6 +72,23 @@ func (r *capsuleRelay) ping(t *testing.T, payload []byte) {
 	r.expect(t, payload)
 }
 
+// finish sends the client's FIN and checks that the relay then ends cleanly.
+func (r *capsuleRelay) finish(t *testing.T) {
+	t.Helper()
+	if err := r.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("RelayDatagrams = %v, want nil after the client's FIN", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RelayDatagrams did not return after the client's FIN")
+	}
+}
+
 func (r *capsuleRelay) dropped(t *testing.T, reason string) float64 {
 	t.Helper()
 	return r.p.metric(t, "masqued_datagrams_dropped_total", map[string]string{"reason": reason})
@@ -143,18 +160,7 @@ func TestRelayDatagramsCapsules(t *testing.T) {
 
 			// The client's FIN ends the tunnel cleanly, and the relay's FIN
 			// follows.
-			if err := r.client.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err := <-r.done:
-				r.done <- err
-				if err != nil {
-					t.Fatalf("RelayDatagrams = %v, want nil after the client's FIN", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("RelayDatagrams did not return after the client's FIN")
-			}
+			r.finish(t)
 			if _, err := r.r.ReadDatagram(make([]byte, 100)); err != io.EOF {
 				t.Fatalf("client read %v after the relay ended, want io.EOF", err)
 			}
@@ -229,16 +235,5 @@ func TestRelayDatagramsTargetUnreachable(t *testing.T) {
 		t.Fatalf("RelayDatagrams ended with %v on an unreachable target", err)
 	default:
 	}
-	if err := r.client.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-r.done:
-		r.done <- err
-		if err != nil {
-			t.Fatalf("RelayDatagrams = %v, want nil after the client's FIN", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("RelayDatagrams did not return after the client's FIN")
-	}
+	r.finish(t)
 }
