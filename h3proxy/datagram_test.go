@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/quic-go/quic-go"
 )
 
 // bigReplyEcho is a UDP server that answers "big" with a 4000-byte packet,
@@ -148,5 +149,16 @@ func TestManyTunnelsOneConnection(t *testing.T) {
 	eventually(t, "all tunnels closed", func() bool { return p.metric(t, "masqued_tunnels_active") == 0 })
 	if got := p.metric(t, "masqued_tunnels_total"); got != n {
 		t.Errorf("masqued_tunnels_total = %v, want %d", got, n)
+	}
+}
+
+// TestTooLargeNoAlloc: the check that runs after every SendDatagram costs no
+// allocation when the send succeeded.
+func TestTooLargeNoAlloc(t *testing.T) {
+	if n := testing.AllocsPerRun(1000, func() { tooLarge(nil) }); n != 0 {
+		t.Errorf("tooLarge(nil) allocates %v times", n)
+	}
+	if !tooLarge(fmt.Errorf("wrapped: %w", &quic.DatagramTooLargeError{MaxDatagramPayloadSize: 1200})) {
+		t.Error("tooLarge missed a wrapped DatagramTooLargeError")
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -234,9 +233,19 @@ func (d *datagrams) ReceiveDatagram(ctx context.Context) ([]byte, error) {
 func (d *datagrams) SendDatagram(buf []byte, off int) error {
 	start := capsule.PutVarint(buf, off, d.qsid)
 	err := d.conn.SendDatagram(buf[start:])
-	var tooLarge *quic.DatagramTooLargeError
-	if errors.As(err, &tooLarge) {
-		return fmt.Errorf("%w: at most %d bytes", tunnel.ErrDatagramTooLarge, tooLarge.MaxDatagramPayloadSize)
+	if tooLarge(err) {
+		return tunnel.ErrDatagramTooLarge
 	}
 	return err
+}
+
+// tooLarge reports whether err is quic-go's DatagramTooLargeError. Called on
+// every datagram, it must not allocate when err is nil (errors.As's target
+// escapes to the heap, so it is declared only after the nil check).
+func tooLarge(err error) bool {
+	if err == nil {
+		return false
+	}
+	var e *quic.DatagramTooLargeError
+	return errors.As(err, &e)
 }

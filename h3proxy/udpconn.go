@@ -200,8 +200,7 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		// allocate and copy per packet.
 		start := capsule.PutVarint(pkt, off-1, u.qsid)
 		err = u.conn.SendDatagram(pkt[start:])
-		var tooLarge *quic.DatagramTooLargeError
-		if errors.As(err, &tooLarge) {
+		if tooLarge(err) {
 			u.dropped.Add(1)
 			return len(p), nil
 		}
