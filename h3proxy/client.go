@@ -215,7 +215,7 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 		return nil, err
 	}
 	c.ctl.opened()
-	return &tcpConn{rs: rs, ctl: c.ctl, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
+	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
 }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP. The
@@ -278,17 +278,19 @@ type tunnelAddr struct{ network, target string }
 func (a tunnelAddr) Network() string { return a.network }
 func (a tunnelAddr) String() string  { return a.target }
 
-// tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream.
+// tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream. Like a
+// net.TCPConn, it may be closed while another goroutine writes.
 type tcpConn struct {
 	rs            *http3.RequestStream
+	send          sendSide
 	ctl           *control
 	closeOnce     sync.Once
 	local, remote net.Addr
 }
 
 func (c *tcpConn) Read(b []byte) (int, error)         { return c.rs.Read(b) }
-func (c *tcpConn) Write(b []byte) (int, error)        { return c.rs.Write(b) }
-func (c *tcpConn) CloseWrite() error                  { return c.rs.Close() }
+func (c *tcpConn) Write(b []byte) (int, error)        { return c.send.write(b) }
+func (c *tcpConn) CloseWrite() error                  { return c.send.close() }
 func (c *tcpConn) LocalAddr() net.Addr                { return c.local }
 func (c *tcpConn) RemoteAddr() net.Addr               { return c.remote }
 func (c *tcpConn) SetDeadline(t time.Time) error      { return c.rs.SetDeadline(t) }
@@ -297,7 +299,7 @@ func (c *tcpConn) SetWriteDeadline(t time.Time) error { return c.rs.SetWriteDead
 
 // Close sends FIN after any queued data and stops reading.
 func (c *tcpConn) Close() error {
-	err := c.rs.Close()
+	err := c.send.close()
 	c.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	c.closeOnce.Do(c.ctl.closed)
 	return err

@@ -3,6 +3,7 @@ package h3proxy
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -138,5 +139,49 @@ func TestCloseBeforeServe(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve after Close did not return")
+	}
+}
+
+// TestCloseDuringBlockedWrite: as with a net.TCPConn, closing a TCP tunnel
+// from another goroutine cuts short a Write blocked on a target that stopped
+// reading, without a data race in quic-go.
+func TestCloseDuringBlockedWrite(t *testing.T) {
+	l := testnet.TCP(t, testnet.IPv4)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c // never read from
+		}
+		close(accepted)
+	}()
+	p := startProxy(t, testnet.IPv4)
+	c := p.dial(t, ClientConfig{})
+	conn, err := c.DialTCP(testContext(t), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target, ok := <-accepted; ok {
+		defer target.Close()
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 1<<20)
+		for {
+			if _, err := conn.Write(chunk); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // let the writer block on flow control
+	if err := conn.Close(); err != nil {
+		t.Logf("Close: %v", err)
+	}
+	select {
+	case err := <-wrote:
+		t.Logf("blocked Write returned: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock the Write")
 	}
 }

@@ -27,6 +27,7 @@ const maxUDPPayload = 65527
 // serialised, as are WriteTo calls.
 type UDPConn struct {
 	rs        *http3.RequestStream
+	send      sendSide // capsule mode writes the stream; Close may race them
 	conn      *quic.Conn
 	ctl       *control
 	qsid      uint64 // quarter stream ID
@@ -63,6 +64,7 @@ const inQueueLen = 1024
 func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 	u := &UDPConn{
 		rs:        rs,
+		send:      sendSide{rs: rs},
 		conn:      c.conn,
 		ctl:       c.ctl,
 		qsid:      uint64(rs.StreamID() / 4),
@@ -206,7 +208,7 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		}
 	} else {
 		start := capsule.PutDatagramHeader(pkt, off-1)
-		_, err = u.rs.Write(pkt[start:])
+		_, err = u.send.write(pkt[start:])
 	}
 	if err != nil {
 		return 0, err
@@ -218,7 +220,7 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 func (u *UDPConn) Close() error {
 	u.closeQueues()
 	u.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
-	err := u.rs.Close()
+	err := u.send.close()
 	u.watcher.Wait()
 	u.closeOnce.Do(u.ctl.closed)
 	return err
