@@ -125,3 +125,21 @@ func (d *loopbackOnly) Dial(ctx context.Context, network string, addrs []netip.A
 	}
 	return d.NetDialer.Dial(ctx, network, addrs, r)
 }
+
+// ping sends msg through a UDP tunnel to an echo server and checks that it
+// comes back.
+func ping(t testing.TB, u *UDPConn, msg string) {
+	t.Helper()
+	if _, err := u.WriteTo([]byte(msg), nil); err != nil {
+		t.Fatal(err)
+	}
+	u.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := u.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no echo of %q: %v", msg, err)
+	}
+	if string(buf[:n]) != msg {
+		t.Fatalf("got %q, want %q", buf[:n], msg)
+	}
+}

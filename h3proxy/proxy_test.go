@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/masqued/masqued/internal/testnet"
 )
@@ -53,20 +52,8 @@ func TestUDPEcho(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer u.Close()
-			buf := make([]byte, 2000)
 			for i := range 20 {
-				msg := []byte("ping " + strconv.Itoa(i))
-				if _, err := u.WriteTo(msg, nil); err != nil {
-					t.Fatal(err)
-				}
-				u.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, _, err := u.ReadFrom(buf)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if string(buf[:n]) != string(msg) {
-					t.Fatalf("got %q, want %q", buf[:n], msg)
-				}
+				ping(t, u, "ping "+strconv.Itoa(i))
 			}
 		})
 	}
