@@ -24,9 +24,15 @@ import (
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // daemon is masqued running in-process for one test.
 type daemon struct {

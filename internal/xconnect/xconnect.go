@@ -47,7 +47,12 @@ func Enable() error {
 	if godebug != "" {
 		godebug += ","
 	}
-	env := append(os.Environ(), "GODEBUG="+godebug+Setting) // the last GODEBUG wins
+	env := []string{"GODEBUG=" + godebug + Setting}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GODEBUG=") { // Go reads the first of duplicates
+			env = append(env, kv)
+		}
+	}
 	return fmt.Errorf("xconnect: re-executing with GODEBUG=%s: %w", Setting, syscall.Exec(exe, os.Args, env))
 }
 
