@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -20,7 +19,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/masqued/masqued/h3proxy"
-	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
@@ -95,15 +93,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // CONNECT-UDP, trusting the certificate d printed.
 func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	t.Helper()
-	pemBytes, err := os.ReadFile(d.certPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := certs.Pool(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: &tls.Config{RootCAs: pool}}, origin, "/hello")
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)}, origin, "/hello")
 	return string(body)
 }
 
