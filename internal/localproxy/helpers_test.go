@@ -115,8 +115,9 @@ func serve(t *testing.T, s server) string {
 // counts the requests that arrived.
 type origin struct {
 	*httptest.Server
-	mu    sync.Mutex // guards paths
-	paths []string
+	mu     sync.Mutex // guards paths and header
+	paths  []string
+	header http.Header // of the last request
 }
 
 func newOrigin(t *testing.T, tls bool) *origin {
@@ -124,6 +125,7 @@ func newOrigin(t *testing.T, tls bool) *origin {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		o.paths = append(o.paths, r.URL.Path)
+		o.header = r.Header.Clone()
 		o.mu.Unlock()
 		w.Write([]byte("hello " + r.URL.Path))
 	})
@@ -136,6 +138,12 @@ func newOrigin(t *testing.T, tls bool) *origin {
 	}
 	t.Cleanup(o.Close)
 	return o
+}
+
+func (o *origin) lastHeader() http.Header {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.header
 }
 
 func (o *origin) arrived() []string {
