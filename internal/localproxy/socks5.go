@@ -207,7 +207,7 @@ func parseAddr(b []byte) (socksAddr, int, error) {
 		if len(b) < n {
 			return socksAddr{}, 0, errTruncated
 		}
-		name := string(b[2 : 2+b[1]])
+		name := string(b[2 : n-2])
 		if ip, err := netip.ParseAddr(name); err == nil && ip.Zone() == "" {
 			a.ip = ip // an IP literal sent as a name
 		} else if err := checkHostname(name); err != nil {
