@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -150,34 +148,4 @@ func (o *origin) arrived() []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return append([]string(nil), o.paths...)
-}
-
-// curlPath returns curl's path, skipping the test if it is missing (and
-// failing it in CI, where make test installs it).
-func curlPath(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("curl is missing; make test installs it")
-		}
-		t.Skip("curl is missing")
-	}
-	return p
-}
-
-// curl runs curl with args and returns its stdout; a failure fails the test.
-func curl(t *testing.T, args ...string) string {
-	t.Helper()
-	ctx := testnet.Context(t, 20*time.Second)
-	cmd := exec.CommandContext(ctx, curlPath(t), append([]string{"-sS", "--fail", "--max-time", "15"}, args...)...)
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("curl %q: %v\n%s", args, err, stderr)
-	}
-	return string(out)
 }

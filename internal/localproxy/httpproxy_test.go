@@ -39,7 +39,7 @@ func TestHTTPProxyCurl(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, _ := url.Parse(tc.url)
-			got := curl(t, append(tc.args, "-x", "http://"+e.httpAddr, tc.url)...)
+			got := testnet.Curl(t, append(tc.args, "-x", "http://"+e.httpAddr, tc.url)...)
 			if got != "hello "+u.Path {
 				t.Errorf("body %q", got)
 			}

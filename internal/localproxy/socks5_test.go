@@ -32,7 +32,7 @@ func TestSOCKS5Curl(t *testing.T) {
 			path := "/" + strings.TrimLeft(tc.flag, "-")
 			// localhost may resolve to ::1 first; the origin is on 127.0.0.1,
 			// and the proxy's dialer tries both.
-			got := curl(t, tc.flag, e.socksAddr, "http://"+net.JoinHostPort(tc.host, strconv.Itoa(port))+path)
+			got := testnet.Curl(t, tc.flag, e.socksAddr, "http://"+net.JoinHostPort(tc.host, strconv.Itoa(port))+path)
 			if got != "hello "+path {
 				t.Errorf("body %q", got)
 			}
