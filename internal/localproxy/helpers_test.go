@@ -24,7 +24,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // or an address).
 type recorder struct {
 	Tunneler
-	mu      sync.Mutex // guards targets
+	delay   time.Duration // before each DialTCP, to make a slow proxy
+	mu      sync.Mutex    // guards targets
 	targets []string
 }
 
@@ -36,6 +37,7 @@ func (r *recorder) note(target string) {
 
 func (r *recorder) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 	r.note("tcp " + target)
+	time.Sleep(r.delay)
 	return r.Tunneler.DialTCP(ctx, target)
 }
 
@@ -62,12 +64,12 @@ type env struct {
 	socksAddr, httpAddr string
 }
 
-// start runs the stack on 127.0.0.1. allowPrivate is the proxy's policy for
-// loopback targets; configure, if not nil, adjusts the servers before they
-// start.
-func start(t *testing.T, allowPrivate bool, configure func(*env)) *env {
+// start runs the stack on host's loopback address. allowPrivate is the
+// proxy's policy for loopback targets; configure, if not nil, adjusts the
+// servers before they start.
+func start(t *testing.T, host string, allowPrivate bool, configure func(*env)) *env {
 	t.Helper()
-	p := proxytest.StartH3(t, testnet.IPv4, allowPrivate)
+	p := proxytest.StartH3(t, host, allowPrivate)
 	ctx := testnet.Context(t, 10*time.Second)
 	c, err := h3proxy.Dial(ctx, p.URL, h3proxy.ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS()})
 	if err != nil {
@@ -80,8 +82,8 @@ func start(t *testing.T, allowPrivate bool, configure func(*env)) *env {
 	if configure != nil {
 		configure(e)
 	}
-	e.socksAddr = serve(t, e.socks)
-	e.httpAddr = serve(t, e.httpSrv)
+	e.socksAddr = serve(t, host, e.socks)
+	e.httpAddr = serve(t, host, e.httpSrv)
 	return e
 }
 
@@ -91,11 +93,11 @@ type server interface {
 	Close() error
 }
 
-// serve runs s on a loopback listener until the test ends, and returns the
+// serve runs s on a listener on host until the test ends, and returns the
 // listener's address.
-func serve(t *testing.T, s server) string {
+func serve(t *testing.T, host string, s server) string {
 	t.Helper()
-	l := testnet.TCP(t, testnet.IPv4)
+	l := testnet.TCP(t, host)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(l) }()
 	t.Cleanup(func() {

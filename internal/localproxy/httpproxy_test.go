@@ -18,7 +18,7 @@ import (
 )
 
 func TestHTTPProxyCurl(t *testing.T) {
-	e := start(t, true, nil)
+	e := start(t, testnet.IPv4, true, nil)
 	plain, tlsOrigin := newOrigin(t, false), newOrigin(t, true)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, testnet.NewCert(t).PEM, 0o644); err != nil {
@@ -54,7 +54,7 @@ func TestHTTPProxyCurl(t *testing.T) {
 }
 
 func TestHTTPProxyHeaders(t *testing.T) {
-	e := start(t, true, nil)
+	e := start(t, testnet.IPv4, true, nil)
 	o := newOrigin(t, false)
 	proxyURL, _ := url.Parse("http://" + e.httpAddr)
 	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL)}
@@ -106,7 +106,7 @@ func rawRequest(t *testing.T, addr, req string) (*http.Response, string) {
 }
 
 func TestHTTPProxyBadInput(t *testing.T) {
-	e := start(t, true, func(e *env) { e.httpSrv.MaxHeaderBytes = 4096 })
+	e := start(t, testnet.IPv4, true, func(e *env) { e.httpSrv.MaxHeaderBytes = 4096 })
 	o := newOrigin(t, false)
 	lc := testnet.TCP(t, testnet.IPv4)
 	refused := lc.Addr().String()
@@ -150,7 +150,7 @@ func TestHTTPProxyBadInput(t *testing.T) {
 }
 
 func TestHTTPProxyPolicyRefusal(t *testing.T) {
-	e := start(t, false, nil)
+	e := start(t, testnet.IPv4, false, nil)
 	host := newOrigin(t, false).Listener.Addr().String()
 	for _, req := range []string{
 		"CONNECT " + host + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n",

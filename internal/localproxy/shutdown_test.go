@@ -53,7 +53,7 @@ func expectClosed(t *testing.T, cs []net.Conn) {
 }
 
 func TestCloseEndsTunnels(t *testing.T) {
-	e := start(t, true, nil)
+	e := start(t, testnet.IPv4, true, nil)
 	cs := openTunnels(t, e)
 	if err := errors.Join(e.socks.Close(), e.httpSrv.Close()); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestCloseEndsTunnels(t *testing.T) {
 }
 
 func TestShutdownCutsAtDeadline(t *testing.T) {
-	e := start(t, true, nil)
+	e := start(t, testnet.IPv4, true, nil)
 	cs := openTunnels(t, e)
 	for _, s := range []interface{ Shutdown(context.Context) error }{e.socks, e.httpSrv} {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -80,7 +80,7 @@ func TestShutdownCutsAtDeadline(t *testing.T) {
 }
 
 func TestShutdownWaitsForTunnels(t *testing.T) {
-	e := start(t, true, nil)
+	e := start(t, testnet.IPv4, true, nil)
 	cs := openTunnels(t, e)
 	go func() {
 		time.Sleep(100 * time.Millisecond)

@@ -105,6 +105,8 @@ func (s *SOCKS5Server) serveConn(c net.Conn) {
 		lingerClose(c)
 		return
 	}
+	// The handshake is over; the dial has a timeout of its own.
+	c.SetDeadline(time.Time{})
 	ctx, cancel := context.WithTimeout(s.g.context(), orDefault(s.DialTimeout, 30*time.Second))
 	defer cancel()
 	switch req.cmd {
@@ -172,7 +174,6 @@ func (s *SOCKS5Server) connect(ctx context.Context, c net.Conn, target socksAddr
 	if err := writeReply(c, replySucceeded, socksAddr{}); err != nil {
 		return
 	}
-	c.SetDeadline(time.Time{})
 	splice(c, t)
 }
 

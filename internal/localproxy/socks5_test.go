@@ -17,8 +17,19 @@ import (
 	"github.com/masqued/masqued/internal/testnet"
 )
 
+// hosts are the loopback addresses the entry point is tested on.
+var hosts = []string{testnet.IPv4, testnet.IPv6}
+
 func TestSOCKS5Curl(t *testing.T) {
-	e := start(t, true, nil)
+	for _, host := range hosts {
+		t.Run(host, func(t *testing.T) { testSOCKS5Curl(t, host) })
+	}
+}
+
+// testSOCKS5Curl runs curl against the SOCKS5 server on host, for an origin
+// on 127.0.0.1.
+func testSOCKS5Curl(t *testing.T, host string) {
+	e := start(t, host, true, nil)
 	o := newOrigin(t, false)
 	port := o.Listener.Addr().(*net.TCPAddr).Port
 	for _, tc := range []struct {
@@ -113,15 +124,23 @@ func (s *socksClient) request(cmd byte, addr socksAddr) (byte, socksAddr) {
 func ipAddr(ap netip.AddrPort) socksAddr { return socksAddr{ip: ap.Addr(), port: ap.Port()} }
 
 func TestSOCKS5UDPAssociate(t *testing.T) {
-	e := start(t, true, func(e *env) { e.socks.MaxUDPFlows = 2 })
-	echo1, echo2, echo3 := testnet.UDPEcho(t, testnet.IPv4), testnet.UDPEcho(t, testnet.IPv4), testnet.UDPEcho(t, testnet.IPv4)
+	for _, host := range hosts {
+		t.Run(host, func(t *testing.T) { testSOCKS5UDPAssociate(t, host) })
+	}
+}
+
+// testSOCKS5UDPAssociate runs a UDP association with the SOCKS5 server on
+// host, to echo servers on host.
+func testSOCKS5UDPAssociate(t *testing.T, host string) {
+	e := start(t, host, true, func(e *env) { e.socks.MaxUDPFlows = 2 })
+	echo1, echo2, echo3 := testnet.UDPEcho(t, host), testnet.UDPEcho(t, host), testnet.UDPEcho(t, host)
 	s := dialSOCKS(t, e.socksAddr)
 	rep, bnd := s.request(cmdUDPAssociate, socksAddr{ip: netip.IPv4Unspecified()})
-	if rep != replySucceeded || bnd.ip != netip.MustParseAddr("127.0.0.1") || bnd.port == 0 {
+	if rep != replySucceeded || bnd.ip != netip.MustParseAddr(host) || bnd.port == 0 {
 		t.Fatalf("reply %d, bound %v", rep, bnd)
 	}
 	relay := net.UDPAddrFromAddrPort(netip.AddrPortFrom(bnd.ip, bnd.port))
-	u := testnet.UDP(t, testnet.IPv4)
+	u := testnet.UDP(t, host)
 	u.SetDeadline(time.Now().Add(10 * time.Second))
 
 	send := func(u *net.UDPConn, frag byte, dst socksAddr, payload string) {
@@ -161,7 +180,7 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 	// datagram from another port. The next good one is the next answer.
 	send(u, 1, dst1, "fragment")
 	send(u, 0, ipAddr(echo3.AddrPort()), "third")
-	other := testnet.UDP(t, testnet.IPv4)
+	other := testnet.UDP(t, host)
 	send(other, 0, dst1, "other port")
 	send(u, 0, dst1, "again")
 	if from, got = recv(u); from != dst1 || got != "again" {
@@ -189,7 +208,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestSOCKS5UDPIdle(t *testing.T) {
-	e := start(t, true, func(e *env) { e.socks.UDPIdleTimeout = 100 * time.Millisecond })
+	e := start(t, testnet.IPv4, true, func(e *env) { e.socks.UDPIdleTimeout = 100 * time.Millisecond })
 	echo := testnet.UDPEcho(t, testnet.IPv4)
 	s := dialSOCKS(t, e.socksAddr)
 	_, bnd := s.request(cmdUDPAssociate, socksAddr{ip: netip.IPv4Unspecified()})
@@ -215,7 +234,7 @@ func TestSOCKS5UDPIdle(t *testing.T) {
 }
 
 func TestSOCKS5BadInput(t *testing.T) {
-	e := start(t, true, func(e *env) { e.socks.HandshakeTimeout = 300 * time.Millisecond })
+	e := start(t, testnet.IPv4, true, func(e *env) { e.socks.HandshakeTimeout = 300 * time.Millisecond })
 	echo := testnet.TCPEcho(t, testnet.IPv4)
 	// A port where nothing listens: close a listener.
 	lc := testnet.TCP(t, testnet.IPv4)
@@ -291,9 +310,23 @@ func TestSOCKS5BadInput(t *testing.T) {
 // resets it.
 func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
 
+// TestSOCKS5SlowDial checks that a tunnel that takes longer to open than
+// the handshake may take still gets its reply.
+func TestSOCKS5SlowDial(t *testing.T) {
+	e := start(t, testnet.IPv4, true, func(e *env) {
+		e.socks.HandshakeTimeout = 100 * time.Millisecond
+		e.tun.delay = 300 * time.Millisecond
+	})
+	echo := testnet.TCPEcho(t, testnet.IPv4)
+	s := dialSOCKS(t, e.socksAddr)
+	if rep, _ := s.request(cmdConnect, ipAddr(echo.AddrPort())); rep != replySucceeded {
+		t.Fatalf("reply %d", rep)
+	}
+}
+
 func TestSOCKS5PolicyRefusal(t *testing.T) {
 	// The production policy: no loopback targets.
-	e := start(t, false, nil)
+	e := start(t, testnet.IPv4, false, nil)
 	echo := testnet.TCPEcho(t, testnet.IPv4)
 	s := dialSOCKS(t, e.socksAddr)
 	if rep, _ := s.request(cmdConnect, ipAddr(echo.AddrPort())); rep != replyNotAllowed {

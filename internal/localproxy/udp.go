@@ -49,7 +49,6 @@ func (s *SOCKS5Server) associate(c net.Conn, want socksAddr) {
 		relay.Close()
 		return
 	}
-	c.SetDeadline(time.Time{})
 
 	stop := context.AfterFunc(ctx, func() { c.Close() }) // the relay failed, or the server closes
 	a.wg.Add(1)
