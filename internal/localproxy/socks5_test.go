@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,6 +184,9 @@ func testSOCKS5UDPAssociate(t *testing.T, host string) {
 	send(u, 0, ipAddr(echo3.AddrPort()), "third")
 	other := testnet.UDP(t, host)
 	send(other, 0, dst1, "other port")
+	if host == testnet.IPv4 {
+		send(testnet.UDP(t, "127.0.0.2"), 0, dst1, "other IP")
+	}
 	send(u, 0, dst1, "again")
 	if from, got = recv(u); from != dst1 || got != "again" {
 		t.Fatalf("got %q from %v, want %q from %v", got, from, "again", dst1)
@@ -309,6 +314,50 @@ func TestSOCKS5BadInput(t *testing.T) {
 // isReset reports a connection reset: closing a socket with unread data
 // resets it.
 func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
+
+// TestSOCKS5Limits checks that the server serves MaxConns connections at
+// once, and that refused and abandoned connections leave nothing behind.
+func TestSOCKS5Limits(t *testing.T) {
+	e := start(t, testnet.IPv4, true, func(e *env) {
+		e.socks.MaxConns = 2
+		e.socks.HandshakeTimeout = 2 * time.Second
+	})
+	// Two silent clients take the two places; a third waits, unanswered.
+	a, b := dialSOCKS(t, e.socksAddr), dialSOCKS(t, e.socksAddr)
+	c := dialSOCKS(t, e.socksAddr)
+	c.write(5, 1, 0)
+	c.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c.c.Read(make([]byte, 2)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a third connection got %d bytes, %v; want no answer yet", n, err)
+	}
+	a.c.Close()
+	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.expect(5, 0)
+	b.c.Close()
+	c.c.Close()
+
+	// Many bad clients at once, then nothing left open.
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			conn, err := net.Dial("tcp", e.socksAddr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			conn.Write([]byte{5, 1, 0, 5, byte(4 + i), 0, 1, 127, 0, 0, 1, 0, 80}) // unknown commands
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			io.Copy(io.Discard, conn)
+		})
+	}
+	wg.Wait()
+	waitFor(t, "the server to close every connection", func() bool {
+		e.socks.g.mu.Lock()
+		defer e.socks.g.mu.Unlock()
+		return len(e.socks.g.conns) == 0
+	})
+}
 
 // TestSOCKS5SlowDial checks that a tunnel that takes longer to open than
 // the handshake may take still gets its reply.
