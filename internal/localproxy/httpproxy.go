@@ -87,10 +87,11 @@ func (s *HTTPServer) init() {
 }
 
 // Serve accepts connections on l until Close or Shutdown, and then returns
-// http.ErrServerClosed. Closing the server closes l.
+// http.ErrServerClosed. Like http.Server.Serve, it always closes l.
 func (s *HTTPServer) Serve(l net.Listener) error {
 	s.init()
 	ll := newLimitListener(l, orDefault(s.MaxConns, 1024))
+	defer ll.Close()
 	if !s.g.addListener(ll) {
 		return http.ErrServerClosed
 	}

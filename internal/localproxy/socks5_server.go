@@ -42,9 +42,10 @@ type SOCKS5Server struct {
 }
 
 // Serve accepts connections on l until Close or Shutdown, and then returns
-// http.ErrServerClosed. Closing the server closes l.
+// http.ErrServerClosed. Like http.Server.Serve, it always closes l.
 func (s *SOCKS5Server) Serve(l net.Listener) error {
 	ll := newLimitListener(l, orDefault(s.MaxConns, 1024))
+	defer ll.Close()
 	if !s.g.addListener(ll) {
 		return http.ErrServerClosed
 	}

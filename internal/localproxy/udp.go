@@ -37,6 +37,7 @@ func (s *SOCKS5Server) associate(c net.Conn, want socksAddr) {
 		s:        s,
 		relay:    relay,
 		ctx:      ctx,
+		cancel:   cancel,
 		clientIP: remote.Addr().Unmap(),
 		flows:    map[socksAddr]*udpFlow{},
 	}
@@ -78,6 +79,7 @@ type association struct {
 	s        *SOCKS5Server
 	relay    *net.UDPConn
 	ctx      context.Context // done when the association ends
+	cancel   context.CancelFunc
 	clientIP netip.Addr
 	// client is the one source datagrams are accepted from: the client's
 	// IP and the port of its first datagram (or the port it announced). The
@@ -95,6 +97,7 @@ type association struct {
 // queue is dropped.
 func (a *association) uplink() {
 	defer a.wg.Done()
+	defer a.cancel()
 	var buf [maxDatagram]byte
 	for {
 		n, from, err := a.relay.ReadFromUDPAddrPort(buf[:])
