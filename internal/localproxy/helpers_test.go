@@ -67,7 +67,7 @@ type env struct {
 // start runs the stack on host's loopback address. allowPrivate is the
 // proxy's policy for loopback targets; configure, if not nil, adjusts the
 // servers before they start.
-func start(t *testing.T, host string, allowPrivate bool, configure func(*env)) *env {
+func start(t testing.TB, host string, allowPrivate bool, configure func(*env)) *env {
 	t.Helper()
 	p := proxytest.StartH3(t, host, allowPrivate)
 	ctx := testnet.Context(t, 10*time.Second)
@@ -95,7 +95,7 @@ type server interface {
 
 // serve runs s on a listener on host until the test ends, and returns the
 // listener's address.
-func serve(t *testing.T, host string, s server) string {
+func serve(t testing.TB, host string, s server) string {
 	t.Helper()
 	l := testnet.TCP(t, host)
 	done := make(chan error, 1)
