@@ -447,3 +447,16 @@ func TestParseAddr(t *testing.T) {
 		})
 	}
 }
+
+// TestParseUDPHeaderAllocs checks that a datagram to an IP address costs
+// no allocation to parse (one to a name costs its string).
+func TestParseUDPHeaderAllocs(t *testing.T) {
+	v4 := appendUDPHeader(nil, socksAddr{ip: netip.MustParseAddr("192.0.2.1"), port: 53})
+	v6 := appendUDPHeader(nil, socksAddr{ip: netip.MustParseAddr("2001:db8::1"), port: 53})
+	if n := testing.AllocsPerRun(100, func() {
+		parseUDPHeader(v4)
+		parseUDPHeader(v6)
+	}); n != 0 {
+		t.Errorf("%v allocations per parse", n)
+	}
+}
