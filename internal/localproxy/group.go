@@ -11,12 +11,12 @@ import (
 // Close can end them all and wait. The zero group is ready to use.
 type group struct {
 	mu        sync.Mutex
-	closed    bool                      // guarded by mu; set by close
+	closed    bool                      // guarded by mu; set by closeListeners
 	listeners map[net.Listener]struct{} // guarded by mu
 	conns     map[net.Conn]struct{}     // guarded by mu; connections in use
 	ctx       context.Context           // guarded by mu; done at close
 	cancel    context.CancelFunc        // guarded by mu
-	wg        sync.WaitGroup            // goroutines started by go
+	wg        sync.WaitGroup            // goroutines of goConn and enter
 }
 
 // context returns a context that is done once the group closes.
