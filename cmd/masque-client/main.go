@@ -1,8 +1,11 @@
 // Command masque-client fetches a URL through a MASQUE proxy, like curl with
 // a proxy: HTTP/3 inside a CONNECT-UDP tunnel (-via udp), or HTTP/2 or
-// HTTP/1.1 over TLS inside a CONNECT tunnel (-via tcp).
+// HTTP/1.1 over TLS inside a CONNECT tunnel (-via tcp). Or it serves a local
+// SOCKS5 and HTTP proxy that carries other programs' connections through
+// the MASQUE proxy (see internal/localproxy).
 //
 //	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem fetch https://example.com/
+//	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem serve -socks5 127.0.0.1:1080 -http 127.0.0.1:8080
 package main
 
 import (
@@ -32,12 +35,17 @@ type options struct {
 	disableDatagrams, verbose               bool
 	timeout                                 time.Duration
 	url                                     *url.URL // fetch's argument
+	serve                                   bool     // the command is serve
+	socks5, http                            string   // serve's listen addresses
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
+       masque-client -proxy https://HOST:PORT [flags] serve [-socks5 ADDR] [-http ADDR]
 
-Fetches URL through the MASQUE proxy and writes the body to stdout (or -o).
-Flags may come before or after the command word.
+fetch fetches URL through the MASQUE proxy and writes the body to stdout (or -o).
+serve runs a local SOCKS5 and/or HTTP proxy whose connections all go through
+the MASQUE proxy, until SIGINT or SIGTERM. Flags may come before or after the
+command word.
 
 `
 
@@ -54,18 +62,32 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules on the stream, not QUIC datagrams")
 	fs.StringVar(&o.out, "o", "", "write the body to `file` instead of stdout")
 	fs.BoolVar(&o.verbose, "v", false, "report the tunnel, timings and throughput on stderr")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (serve: on connecting to the proxy)")
+	fs.StringVar(&o.socks5, "socks5", "", "serve: SOCKS5 listen `address`, such as 127.0.0.1:1080")
+	fs.StringVar(&o.http, "http", "", "serve: HTTP proxy listen `address`, such as 127.0.0.1:8080")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
 	switch {
 	case fs.NArg() == 0:
 		return nil, cli.Usagef(fs, "missing command")
-	case fs.Arg(0) != "fetch":
+	case fs.Arg(0) != "fetch" && fs.Arg(0) != "serve":
 		return nil, cli.Usagef(fs, "unknown command %q", fs.Arg(0))
 	}
+	o.serve = fs.Arg(0) == "serve"
 	if err := cli.Parse(fs, fs.Args()[1:]); err != nil {
 		return nil, err
+	}
+	if o.serve {
+		switch {
+		case fs.NArg() != 0:
+			return nil, cli.Usagef(fs, "serve takes no arguments, only -socks5 and -http")
+		case o.socks5 == "" && o.http == "":
+			return nil, cli.Usagef(fs, "serve needs -socks5 ADDR, -http ADDR or both")
+		case o.proxy == "":
+			return nil, cli.Usagef(fs, "-proxy is required")
+		}
+		return o, nil
 	}
 	if fs.NArg() != 1 {
 		return nil, cli.Usagef(fs, "fetch takes one URL")
@@ -93,6 +115,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	proxyTLS, originTLS, err := o.tlsConfigs()
 	if err != nil {
 		return err
+	}
+	if o.serve {
+		return serve(ctx, o, proxyTLS, stdout, stderr)
 	}
 	logf := func(format string, a ...any) {
 		if o.verbose {

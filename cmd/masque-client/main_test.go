@@ -214,6 +214,9 @@ func TestUsage(t *testing.T) {
 		{"relative URL", []string{"-proxy", "https://127.0.0.1:1", "fetch", "/index.html"}, "absolute URL"},
 		{"http over udp", []string{"-proxy", "https://127.0.0.1:1", "fetch", "http://x/"}, "-via tcp"},
 		{"unknown flag", []string{"-insecure", "fetch", "https://x/"}, "insecure"},
+		{"serve without addresses", []string{"-proxy", "https://127.0.0.1:1", "serve"}, "serve needs -socks5"},
+		{"serve with an argument", []string{"-proxy", "https://127.0.0.1:1", "serve", "-socks5", "127.0.0.1:0", "x"}, "serve takes no arguments"},
+		{"serve without proxy", []string{"serve", "-http", "127.0.0.1:0"}, "-proxy is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, err := fetch(t, tc.args...)
