@@ -9,7 +9,6 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -102,6 +101,13 @@ func (c *Conn) Transport() Transport { return c.transport }
 // for Dials that did not race.
 func (c *Conn) FallbackReason() error { return c.whyNotH3 }
 
+// Datagrams reports whether UDP tunnels travel as QUIC DATAGRAM frames;
+// otherwise DATAGRAM capsules on the stream carry them.
+func (c *Conn) Datagrams() bool {
+	h3, ok := c.tunneler.(*h3proxy.Client)
+	return ok && h3.Datagrams()
+}
+
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP.
 func (c *Conn) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
 	switch t := c.tunneler.(type) {
@@ -118,6 +124,9 @@ func (d *Dialer) Dial(ctx context.Context, proxyURL string) (*Conn, error) {
 	authority, err := proxyclient.Authority(proxyURL)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := proxyclient.ParseTemplate(d.Template); err != nil {
+		return nil, err // fails both transports alike: no race
 	}
 	switch d.Transport {
 	case HTTP3:
@@ -209,7 +218,10 @@ func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
 		}
 		return won, nil
 	}
-	return nil, errors.Join(h3err, tcpErr)
+	if tcpErr == nil {
+		return nil, h3err
+	}
+	return nil, fmt.Errorf("%w; %w", h3err, tcpErr) // one line, for command-line tools
 }
 
 func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/localproxy"
 )
 
@@ -36,17 +35,13 @@ func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	dialCtx, cancel := context.WithTimeout(ctx, o.timeout)
-	client, err := h3proxy.Dial(dialCtx, o.proxy, h3proxy.ClientConfig{
-		TLSConfig:        proxyTLS,
-		Template:         o.template,
-		DisableDatagrams: o.disableDatagrams,
-	})
+	tun, err := o.dialer(proxyTLS).Dial(dialCtx, o.proxy)
 	cancel()
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	tun := localproxy.H3(client)
+	defer tun.Close()
+	logger.Info("connected to the proxy", "transport", tun.Transport())
 
 	var servers []entryServer
 	served := make(chan error, 2)

@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 )
@@ -71,12 +71,12 @@ func start(t testing.TB, host string, allowPrivate bool, configure func(*env)) *
 	t.Helper()
 	p := proxytest.StartH3(t, host, allowPrivate)
 	ctx := testnet.Context(t, 10*time.Second)
-	c, err := h3proxy.Dial(ctx, p.URL, h3proxy.ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS()})
+	c, err := (&client.Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: client.HTTP3}).Dial(ctx, p.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	e := &env{proxy: p, tun: &recorder{Tunneler: H3(c)}}
+	e := &env{proxy: p, tun: &recorder{Tunneler: c}}
 	e.socks = &SOCKS5Server{Tunneler: e.tun}
 	e.httpSrv = &HTTPServer{Tunneler: e.tun}
 	if configure != nil {

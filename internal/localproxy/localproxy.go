@@ -19,14 +19,14 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
-// Tunneler opens tunnels through a MASQUE proxy. *h3proxy.Client does, with
-// a small adapter for ListenUDP's concrete result type. Both methods must be
-// safe for concurrent use and must return once ctx is done. A refusal by the
-// proxy should be an error that errors.As finds as an *h3proxy.ProxyError,
+// Tunneler opens tunnels through a MASQUE proxy; *client.Conn is one, over
+// HTTP/3 or HTTP/2. Both methods must be safe for concurrent use and must
+// return once ctx is done. A refusal by the proxy should be an error that
+// errors.As finds as a *proxyclient.ProxyError,
 // so that its status and Proxy-Status reach the local client.
 type Tunneler interface {
 	// DialTCP opens a CONNECT tunnel to target ("host:port"). The conn's
@@ -77,7 +77,7 @@ func splice(a, b net.Conn) error {
 
 // refusal returns the MASQUE proxy's refusal in err, if it is one, and the
 // error type of its Proxy-Status (RFC 9209), if any.
-func refusal(err error) (pe *h3proxy.ProxyError, kind string) {
+func refusal(err error) (pe *proxyclient.ProxyError, kind string) {
 	if !errors.As(err, &pe) {
 		return nil, ""
 	}
@@ -122,18 +122,4 @@ func socksReply(err error) byte {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
-}
-
-// H3 returns c as a Tunneler.
-func H3(c *h3proxy.Client) Tunneler { return h3Tunneler{c} }
-
-// h3Tunneler adapts ListenUDP's concrete result to Tunneler's.
-type h3Tunneler struct{ *h3proxy.Client }
-
-func (t h3Tunneler) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
-	u, err := t.Client.ListenUDP(ctx, target)
-	if err != nil {
-		return nil, err // not a typed nil in an interface
-	}
-	return u, nil
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -386,7 +386,7 @@ func TestSOCKS5PolicyRefusal(t *testing.T) {
 
 func TestSOCKSReply(t *testing.T) {
 	refused := func(status int, ps string) error {
-		return &h3proxy.ProxyError{StatusCode: status, ProxyStatus: ps}
+		return &proxyclient.ProxyError{StatusCode: status, ProxyStatus: ps}
 	}
 	for _, tc := range []struct {
 		err  error
