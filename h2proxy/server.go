@@ -85,7 +85,7 @@ func (s *Server) build() error {
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)
 	s.front = s.Proxy.Front("h2")
-	s.forward = newForwarder(s.Proxy.Front("h1"), s.Proxy.Limits())
+	s.forward = newForwarder(s.front, s.Proxy.Limits())
 	s.hijacked = make(map[net.Conn]struct{})
 	s.srv = &http.Server{
 		Handler:           s,

@@ -1,0 +1,84 @@
+package h2proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/masqued/masqued/internal/testnet"
+)
+
+// recordingOrigin is an origin that remembers the requests it got.
+type recordingOrigin struct {
+	*httptest.Server
+	mu  sync.Mutex
+	got []*http.Request
+}
+
+func newOrigin(t *testing.T, tls bool) *recordingOrigin {
+	o := &recordingOrigin{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.got = append(o.got, r.Clone(r.Context()))
+		o.mu.Unlock()
+		io.WriteString(w, "origin saw "+r.Method+" "+r.URL.Path)
+	})
+	o.Server = httptest.NewUnstartedServer(h)
+	if tls {
+		o.TLS = testnet.NewCert(t).ServerTLS()
+		o.StartTLS()
+	} else {
+		o.Start()
+	}
+	t.Cleanup(o.Close)
+	return o
+}
+
+func (o *recordingOrigin) requests() []*http.Request {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]*http.Request(nil), o.got...)
+}
+
+// TestCurl drives the front with Debian's curl, a client we did not write:
+// CONNECT over HTTP/1.1 for https:// (and for http:// with --proxytunnel),
+// absolute-form forwarding for http://.
+func TestCurl(t *testing.T) {
+	p := startProxy(t, "127.0.0.1")
+	plain, secure := newOrigin(t, false), newOrigin(t, true)
+	proxyArgs := []string{"--proxy", p.URL, "--proxy-cacert", p.CertFile, "--cacert", p.CertFile}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		origin   *recordingOrigin
+		frontTCP float64 // tunnels the front opened so far
+	}{
+		{"https via CONNECT", []string{secure.URL + "/s"}, secure, 1},
+		{"http forwarded", []string{"--proxy-user", "user:secret", "-H", "X-Forwarded-For: 192.0.2.1", plain.URL + "/p"}, plain, 2},
+		{"http via CONNECT", []string{"--proxytunnel", plain.URL + "/t"}, plain, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := len(tc.origin.requests())
+			out := testnet.Curl(t, append(proxyArgs, tc.args...)...)
+			path := tc.args[len(tc.args)-1]
+			path = path[strings.LastIndex(path, "/"):]
+			if out != "origin saw GET "+path {
+				t.Fatalf("curl printed %q", out)
+			}
+			reqs := tc.origin.requests()
+			if len(reqs) != n+1 {
+				t.Fatalf("origin got %d requests, want %d", len(reqs), n+1)
+			}
+			if h := reqs[n].Header; h.Get("Proxy-Authorization") != "" || h.Get("X-Forwarded-For") != "" {
+				t.Errorf("origin saw Proxy-Authorization %q, X-Forwarded-For %q: the proxy must drop both",
+					h.Get("Proxy-Authorization"), h.Get("X-Forwarded-For"))
+			}
+			if got := p.metric(t, "masqued_tunnels_total", "front", "h2", "kind", "tcp"); got != tc.frontTCP {
+				t.Errorf("masqued_tunnels_total{front=h2,kind=tcp} = %v, want %v: the request did not go through the proxy", got, tc.frontTCP)
+			}
+		})
+	}
+}
