@@ -3,17 +3,20 @@
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
 #
-# Needs only Go: staticcheck is installed into GOPATH/bin on first use, and
-# curl (which the entry point's tests drive) from Debian's packages if missing.
+# Needs Go. staticcheck is installed into GOPATH/bin on first use; the
+# clients the tests drive (curl, Debian's chromium) are installed from
+# Debian's packages if missing.
 
 GO                  ?= go
 FUZZTIME            ?= 60s
 TEST_TIMEOUT        ?= 10m
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
+DEB_PACKAGES        := curl chromium
+SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NESTED_MODULES      := interop/peers/masquego
 
-.PHONY: test fmt vet lint curl unit nested bench fuzz build
+.PHONY: test fmt vet lint deps unit nested bench fuzz build
 
 test: fmt vet lint unit nested
 
@@ -29,10 +32,15 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-curl:
-	@command -v curl >/dev/null || { apt-get update && apt-get install -y curl; }
+# Debian package names are also the commands' names.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq$$missing; \
+	fi
 
-unit: curl
+unit: deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 nested:

@@ -87,7 +87,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 		return cl, nil
 	}
 	cl.conn = conn
-	cl.cc, err = (&http2.Transport{}).NewClientConn(conn) //lint:ignore SA1019 see Client.cc
+	cl.cc, err = (&http2.Transport{MaxReadFrameSize: 1 << 20}).NewClientConn(conn) //lint:ignore SA1019 see Client.cc
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("starting HTTP/2 with the proxy: %w", err)
@@ -124,7 +124,7 @@ func (c *Client) Close() error {
 		errs = append(errs, spare.Close())
 	}
 	if c.cc != nil {
-		errs = append(errs, c.cc.Close(), c.conn.Close())
+		errs = append(errs, c.cc.Close()) // closes c.conn
 	}
 	return errors.Join(errs...)
 }

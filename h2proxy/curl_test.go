@@ -1,7 +1,10 @@
 package h2proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -80,5 +83,29 @@ func TestCurl(t *testing.T) {
 				t.Errorf("masqued_tunnels_total{front=h2,kind=tcp} = %v, want %v: the request did not go through the proxy", got, tc.frontTCP)
 			}
 		})
+	}
+}
+
+func TestAddressedToSelf(t *testing.T) {
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4433}
+	for _, tc := range []struct {
+		host, sni string
+		want      bool
+	}{
+		{"127.0.0.1:4433", "", true},
+		{"127.0.0.1:8080", "", false}, // an origin on the proxy's IP
+		{"127.0.0.1", "", false},      // port 443
+		{"proxy.example:443", "proxy.example", true},
+		{"PROXY.example", "proxy.example", true},
+		{"origin.example", "proxy.example", false},
+		{"", "", true},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Host = tc.host
+		r.TLS = &tls.ConnectionState{ServerName: tc.sni}
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.Addr(local)))
+		if got := addressedToSelf(r); got != tc.want {
+			t.Errorf("Host %q, SNI %q: addressedToSelf = %v, want %v", tc.host, tc.sni, got, tc.want)
+		}
 	}
 }

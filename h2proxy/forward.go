@@ -96,8 +96,7 @@ func withDefaultPort(authority, port string) string {
 
 // forwarded reports whether r asks the proxy to forward it rather than
 // serve it: HTTP/1.1 absolute-form, or an HTTP/2 :authority that is not the
-// proxy (neither the TLS server name nor the address the client connected
-// to).
+// proxy.
 func forwarded(r *http.Request) bool {
 	if r.ProtoMajor == 1 {
 		return r.URL.IsAbs()
@@ -105,19 +104,23 @@ func forwarded(r *http.Request) bool {
 	return !addressedToSelf(r)
 }
 
+// addressedToSelf reports whether r's authority names the proxy: the TLS
+// server name the client asked for (whatever the port, which a load balancer
+// may change), or the address and port the client connected to. An origin on
+// the proxy's IP address but another port is not the proxy.
 func addressedToSelf(r *http.Request) bool {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host, port = r.Host, "443"
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "" || (r.TLS != nil && strings.EqualFold(host, r.TLS.ServerName)) {
+	if host == "" || (r.TLS != nil && r.TLS.ServerName != "" && strings.EqualFold(host, r.TLS.ServerName)) {
 		return true
 	}
 	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if !ok {
 		return false
 	}
-	lh, _, err := net.SplitHostPort(local.String())
-	return err == nil && lh == host
+	lh, lp, err := net.SplitHostPort(local.String())
+	return err == nil && lh == host && lp == port
 }
