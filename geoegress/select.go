@@ -102,7 +102,8 @@ type Selector struct {
 	precision int
 	epoch     time.Duration
 	now       func() time.Time
-	pools     map[Cell]*pool // cells, regions and countries; see poolKeys
+	pools     map[Cell]*pool                       // cells, regions and countries; see poolKeys
+	placed    map[geohashText]map[[2]byte]struct{} // feed geohashes: their countries
 	def       pool
 }
 
@@ -129,6 +130,7 @@ func NewSelector(c Config) (*Selector, error) {
 		epoch:     c.Epoch,
 		now:       c.Now,
 		pools:     map[Cell]*pool{},
+		placed:    map[geohashText]map[[2]byte]struct{}{},
 	}
 	if s.precision == 0 {
 		s.precision = 4
@@ -152,6 +154,13 @@ func NewSelector(c Config) (*Selector, error) {
 		if e.Country == "" {
 			unplaced.add(cands)
 			continue
+		}
+		if e.Geohash != "" {
+			g := geohashFrom(e.Geohash, len(e.Geohash))
+			if s.placed[g] == nil {
+				s.placed[g] = map[[2]byte]struct{}{}
+			}
+			s.placed[g][[2]byte([]byte(e.Country))] = struct{}{}
 		}
 		for _, k := range poolKeys(e) {
 			p := s.pools[k]

@@ -46,8 +46,8 @@ type Source struct {
 	FreeBind bool
 }
 
-// addr returns the source address for a's family.
-func (s Source) addr(a netip.Addr) netip.Addr {
+// ForFamily returns the source address for a's family.
+func (s Source) ForFamily(a netip.Addr) netip.Addr {
 	if a.Is4() {
 		return s.IPv4
 	}
@@ -160,7 +160,7 @@ func (d *NetDialer) DialFrom(ctx context.Context, network string, addrs []netip.
 // dialOne connects to ap from src's address for ap's family.
 func dialOne(ctx context.Context, network string, ap netip.AddrPort, src Source) (net.Conn, error) {
 	var nd net.Dialer
-	if local := src.addr(ap.Addr()); local.IsValid() {
+	if local := src.ForFamily(ap.Addr()); local.IsValid() {
 		freeBind := src.FreeBind && local.Is6()
 		switch network {
 		case "tcp":
