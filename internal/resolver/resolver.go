@@ -1,0 +1,344 @@
+// Package resolver resolves tunnel targets with a DNS server of the
+// operator's choosing, over plain DNS, DNS over TLS (RFC 7858) or DNS over
+// HTTPS (RFC 8484), and caches answers for their TTL, negative answers
+// included (RFC 2308). The host's resolver may be one the operator does not
+// control or trust with every target a user visits; this package lets the
+// proxy choose. Its Resolver satisfies the tunnel core's Resolver seam; it is
+// internal because it serves the daemon, not a public API. DNS messages are
+// built and parsed by github.com/miekg/dns.
+package resolver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Options tune a Resolver. The zero Options are the defaults documented on
+// each field.
+type Options struct {
+	// TLSConfig verifies DoT and DoH servers; nil = the system roots.
+	// ServerName defaults to the server's host.
+	TLSConfig *tls.Config
+	// Timeout bounds one query; 0 = 5 seconds.
+	Timeout time.Duration
+	// MaxEntries bounds the cache; 0 = 10000.
+	MaxEntries int
+	// MaxTTL caps how long an answer is cached; 0 = 1 hour.
+	MaxTTL time.Duration
+	// MaxNegativeTTL caps how long a name's absence is cached; 0 = 5 minutes.
+	MaxNegativeTTL time.Duration
+	// Now is the cache's clock; nil = time.Now.
+	Now func() time.Time
+}
+
+// Resolver looks names up at one DNS server and caches the answers. It is
+// safe for concurrent use.
+type Resolver struct {
+	server   string // for errors
+	ex       exchanger
+	maxTTL   time.Duration
+	maxNeg   time.Duration
+	maxItems int
+	now      func() time.Time
+
+	mu    sync.Mutex
+	cache map[cacheKey]cacheEntry // guarded by mu
+}
+
+type cacheKey struct {
+	name  string // lower case, without the final dot
+	qtype uint16
+}
+
+// cacheEntry is a positive answer (addrs, possibly none: NODATA) or an
+// NXDOMAIN (notFound), valid until expires.
+type cacheEntry struct {
+	addrs    []netip.Addr
+	notFound bool
+	expires  time.Time
+}
+
+// exchanger sends one query and returns the answer.
+type exchanger interface {
+	exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+}
+
+// New returns a Resolver for server, one of
+//
+//	udp://HOST[:53]              plain DNS over UDP, TCP when truncated
+//	tcp://HOST[:53]              plain DNS over TCP
+//	tls://HOST[:853]             DNS over TLS
+//	https://HOST[:443]/PATH      DNS over HTTPS (POST)
+//	HOST[:53]                    the same as udp://
+//
+// HOST is best an IP address: a name would itself be resolved by the system
+// resolver. For TLS its certificate must then hold the IP address, as
+// 1.1.1.1's does.
+func New(server string, o Options) (*Resolver, error) {
+	if !strings.Contains(server, "://") {
+		server = "udp://" + server
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("resolver %q is not a URL or host[:port]", server)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
+	r := &Resolver{
+		server:   u.Host,
+		maxTTL:   o.MaxTTL,
+		maxNeg:   o.MaxNegativeTTL,
+		maxItems: o.MaxEntries,
+		now:      o.Now,
+		cache:    map[cacheKey]cacheEntry{},
+	}
+	if r.maxTTL == 0 {
+		r.maxTTL = time.Hour
+	}
+	if r.maxNeg == 0 {
+		r.maxNeg = 5 * time.Minute
+	}
+	if r.maxItems == 0 {
+		r.maxItems = 10000
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	tlsConf := &tls.Config{}
+	if o.TLSConfig != nil {
+		tlsConf = o.TLSConfig.Clone()
+	}
+	if tlsConf.ServerName == "" {
+		tlsConf.ServerName = u.Hostname()
+	}
+	withPort := func(port string) string {
+		if u.Port() != "" {
+			return u.Host
+		}
+		return net.JoinHostPort(u.Hostname(), port)
+	}
+	switch u.Scheme {
+	case "udp", "tcp":
+		r.ex = &plainExchanger{addr: withPort("53"), net: u.Scheme, timeout: o.Timeout}
+	case "tls":
+		r.ex = &plainExchanger{addr: withPort("853"), net: "tcp-tls", timeout: o.Timeout, tls: tlsConf}
+	case "https":
+		r.ex = newDoH(u, tlsConf, o.Timeout)
+	default:
+		return nil, fmt.Errorf("resolver %q: scheme must be udp, tcp, tls or https", server)
+	}
+	if u.Scheme != "https" && (u.Path != "" && u.Path != "/" || u.RawQuery != "") {
+		return nil, fmt.Errorf("resolver %q: only https takes a path", server)
+	}
+	return r, nil
+}
+
+// Close releases idle connections to the server.
+func (r *Resolver) Close() error {
+	if c, ok := r.ex.(interface{ close() }); ok {
+		c.close()
+	}
+	return nil
+}
+
+// LookupNetIP returns the addresses of host: for network "ip" its AAAA and A
+// records, queried in parallel, IPv6 first; for "ip6" or "ip4" one family.
+// Errors are *net.DNSError: IsNotFound for NXDOMAIN, IsTimeout for a server
+// that did not answer in time. A name with no address of the family is an
+// empty result, not an error. The returned slice is the caller's.
+func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if strings.IndexByte(host, ':') >= 0 || strings.Trim(host, "0123456789.") == "" {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return []netip.Addr{a}, nil
+		}
+	}
+	// The cache key, and the question without its final dot.
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
+	if _, ok := dns.IsDomainName(name); !ok || len(name) > 253 || name == "" {
+		return nil, &net.DNSError{Err: "not a domain name", Name: host, IsNotFound: true}
+	}
+	switch network {
+	case "ip6":
+		return r.lookup(ctx, name, dns.TypeAAAA)
+	case "ip4":
+		return r.lookup(ctx, name, dns.TypeA)
+	case "ip":
+	default:
+		return nil, &net.DNSError{Err: "unsupported network " + network, Name: host}
+	}
+	type answer struct {
+		addrs []netip.Addr
+		err   error
+	}
+	a4 := make(chan answer, 1)
+	go func() {
+		addrs, err := r.lookup(ctx, name, dns.TypeA)
+		a4 <- answer{addrs, err}
+	}()
+	v6, err6 := r.lookup(ctx, name, dns.TypeAAAA)
+	v4 := <-a4
+	switch {
+	case err6 != nil && v4.err != nil:
+		return nil, err6
+	case err6 != nil:
+		return v4.addrs, nil
+	case v4.err != nil:
+		return v6, nil
+	}
+	return append(v6, v4.addrs...), nil
+}
+
+// lookup answers one question from the cache or the server.
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]netip.Addr, error) {
+	key := cacheKey{name, qtype}
+	now := r.now()
+	r.mu.Lock()
+	e, ok := r.cache[key]
+	r.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.result(name, r.server)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(name+".", qtype)
+	q.SetEdns0(1232, false) // the DNS Flag Day 2020 size: no IP fragmentation
+	resp, err := r.ex.exchange(ctx, q)
+	if err != nil {
+		return nil, r.queryError(name, err)
+	}
+	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, name+".") || resp.Question[0].Qtype != qtype {
+		return nil, r.queryError(name, errors.New("answer does not match the question"))
+	}
+	e, ttl, err := r.entry(resp, name, qtype)
+	if err != nil {
+		return nil, err
+	}
+	if ttl > 0 {
+		e.expires = now.Add(ttl)
+		r.store(key, e)
+	}
+	return e.result(name, r.server)
+}
+
+// result returns a copy of e's addresses, or its NXDOMAIN.
+func (e cacheEntry) result(name, server string) ([]netip.Addr, error) {
+	if e.notFound {
+		return nil, &net.DNSError{Err: "no such host", Name: name, Server: server, IsNotFound: true}
+	}
+	if len(e.addrs) == 0 {
+		return nil, nil
+	}
+	return append([]netip.Addr(nil), e.addrs...), nil
+}
+
+// entry turns an answer into a cache entry and how long to keep it (0 = do
+// not cache). Only NOERROR and NXDOMAIN are answers; other codes are errors.
+func (r *Resolver) entry(m *dns.Msg, name string, qtype uint16) (cacheEntry, time.Duration, error) {
+	var e cacheEntry
+	switch m.Rcode {
+	case dns.RcodeSuccess:
+	case dns.RcodeNameError:
+		e.notFound = true
+		return e, r.negativeTTL(m), nil
+	default:
+		rcode := dns.RcodeToString[m.Rcode]
+		if rcode == "" {
+			rcode = fmt.Sprintf("RCODE%d", m.Rcode)
+		}
+		return e, 0, &net.DNSError{Err: "server answered " + rcode, Name: name, Server: r.server}
+	}
+	ttl := r.maxTTL
+	for _, rr := range m.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			if qtype == dns.TypeA {
+				if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+					e.addrs = append(e.addrs, a)
+				}
+			}
+		case *dns.AAAA:
+			if qtype == dns.TypeAAAA {
+				if a, ok := netip.AddrFromSlice(rr.AAAA.To16()); ok {
+					e.addrs = append(e.addrs, a)
+				}
+			}
+		}
+		ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
+	}
+	if len(e.addrs) == 0 { // NODATA: a negative answer (RFC 2308 §2.2)
+		ttl = r.negativeTTL(m)
+	}
+	return e, ttl, nil
+}
+
+// negativeTTL is how long a negative answer may be cached: the lesser of its
+// SOA's TTL and MINIMUM (RFC 2308 §5), capped; 0 without an SOA, since such
+// answers should not be cached (§5).
+func (r *Resolver) negativeTTL(m *dns.Msg) time.Duration {
+	for _, rr := range m.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return min(time.Duration(min(soa.Hdr.Ttl, soa.Minttl))*time.Second, r.maxNeg)
+		}
+	}
+	return 0
+}
+
+// store caches e, first making room: expired entries go, then, if the cache
+// is still full, an arbitrary one.
+func (r *Resolver) store(key cacheKey, e cacheEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) >= r.maxItems {
+		now := r.now()
+		for k, old := range r.cache {
+			if !now.Before(old.expires) {
+				delete(r.cache, k)
+			}
+		}
+		for k := range r.cache {
+			if len(r.cache) < r.maxItems {
+				break
+			}
+			delete(r.cache, k)
+		}
+	}
+	r.cache[key] = e
+}
+
+// queryError turns a failed exchange into a *net.DNSError, a timeout where
+// the server did not answer in time.
+func (r *Resolver) queryError(name string, err error) error {
+	var ne net.Error
+	timeout := errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	return &net.DNSError{Err: err.Error(), UnwrapErr: err, Name: name, Server: r.server, IsTimeout: timeout}
+}
+
+// plainExchanger speaks DNS over UDP, TCP or TLS.
+type plainExchanger struct {
+	addr, net string
+	timeout   time.Duration
+	tls       *tls.Config
+}
+
+func (p *plainExchanger) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Net: p.net, Timeout: p.timeout, TLSConfig: p.tls}
+	m, _, err := c.ExchangeContext(ctx, q, p.addr)
+	if err == nil && m.Truncated && p.net == "udp" {
+		c.Net = "tcp"
+		m, _, err = c.ExchangeContext(ctx, q, p.addr)
+	}
+	if err == nil && m.Id != q.Id {
+		err = errors.New("answer does not match the query")
+	}
+	return m, err
+}
