@@ -19,6 +19,11 @@ type Dialer struct {
 	Selector *Selector // required
 	Locator  *Locator  // nil = no geolocation: every client takes the default pool
 	Net      tunnel.NetDialer
+	// AllowPrivate permits targets inside the egress pools, as
+	// tunnel.Policy.AllowPrivate does for the host's other addresses.
+	// Without it they are refused: a prefix routed to this host (AnyIP)
+	// reaches the host's own services at every address in it.
+	AllowPrivate bool
 }
 
 // DialDetail implements tunnel.DetailDialer. Only addresses of a family that
@@ -29,13 +34,20 @@ func (d *Dialer) DialDetail(ctx context.Context, network string, addrs []netip.A
 	cell, detail := d.Selector.locate(d.Locator, r)
 	src := d.Selector.Select(cell)
 	usable := make([]netip.AddrPort, 0, len(addrs))
+	var refusal error
 	for _, ap := range addrs {
-		if src.ForFamily(ap.Addr()).IsValid() {
+		switch {
+		case !d.AllowPrivate && d.Selector.inPools(ap.Addr()):
+			refusal = &tunnel.Error{HTTPStatus: http.StatusForbidden, Kind: tunnel.StatusIPProhibited,
+				Details: "target is one of the proxy's egress addresses"}
+		case !src.ForFamily(ap.Addr()).IsValid():
+			refusal = fmt.Errorf("no egress address for the target's address family: %w", syscall.ENETUNREACH)
+		default:
 			usable = append(usable, ap)
 		}
 	}
 	if len(usable) == 0 {
-		return nil, detail, fmt.Errorf("no egress address for the target's address family: %w", syscall.ENETUNREACH)
+		return nil, detail, refusal
 	}
 	c, err := d.Net.DialFrom(ctx, network, usable, src)
 	return c, detail, err

@@ -101,7 +101,7 @@ func startE2E(t *testing.T) *e2e {
 	e.locator = geoegress.OpenTestLocator(t)
 	p, err := tunnel.New(tunnel.Config{
 		Resolver: res,
-		Dialer:   &geoegress.Dialer{Selector: e.selector, Locator: e.locator},
+		Dialer:   &geoegress.Dialer{Selector: e.selector, Locator: e.locator, AllowPrivate: true},
 		Policy:   tunnel.Policy{AllowPrivate: true},
 	})
 	if err != nil {

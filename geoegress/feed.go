@@ -194,10 +194,8 @@ func appendFeed(b []byte, entries []Entry) []byte {
 	return b
 }
 
-// FeedHandler serves entries as a geofeed, for GET
-// /.well-known/geofeed.csv or wherever it is mounted, so that geolocation
-// providers place the egress addresses where their clients are.
-func FeedHandler(entries []Entry) http.Handler {
+// feedHandler serves entries as a geofeed.
+func feedHandler(entries []Entry) http.Handler {
 	body := appendFeed(nil, entries)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -74,7 +74,11 @@ func TestFeedHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(FeedHandler(es))
+	s, err := NewSelector(Config{Entries: es, Key: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.FeedHandler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/.well-known/geofeed.csv")
 	if err != nil {

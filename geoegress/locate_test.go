@@ -84,3 +84,17 @@ func TestLocate(t *testing.T) {
 		t.Errorf("no database: %q, %q", c, detail)
 	}
 }
+
+// BenchmarkLocateSelect is the geo cost of one tunnel: the database lookup,
+// the hint and the selection.
+func BenchmarkLocateSelect(b *testing.B) {
+	l := OpenTestLocator(b)
+	s := testSelector(b, testFeed, Config{})
+	r := &http.Request{RemoteAddr: ClientLondon + ":4711", Header: http.Header{}}
+	r.Header.Set(HintHeader, "gcpuuz-GB")
+	b.ReportAllocs()
+	for b.Loop() {
+		c, _ := s.locate(l, r)
+		s.Select(c)
+	}
+}

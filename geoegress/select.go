@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
@@ -98,6 +99,7 @@ type Config struct {
 // adding an address to a pool of n moves only about 1/(n+1) of its cells.
 // A Selector is immutable and safe for concurrent use.
 type Selector struct {
+	entries   []Entry
 	key       [sha256.Size]byte
 	precision int
 	epoch     time.Duration
@@ -125,6 +127,7 @@ func NewSelector(c Config) (*Selector, error) {
 		return nil, errors.New("geoegress: no egress addresses")
 	}
 	s := &Selector{
+		entries:   c.Entries,
 		key:       sha256.Sum256(c.Key),
 		precision: c.Precision,
 		epoch:     c.Epoch,
@@ -176,6 +179,21 @@ func NewSelector(c Config) (*Selector, error) {
 		s.def = all
 	}
 	return s, nil
+}
+
+// FeedHandler serves the selector's pools as a geofeed (RFC 8805), for GET
+// /.well-known/geofeed.csv or wherever it is mounted, so that geolocation
+// providers place each egress address where its clients are.
+func (s *Selector) FeedHandler() http.Handler { return feedHandler(s.entries) }
+
+// inPools reports whether a is in one of the egress prefixes.
+func (s *Selector) inPools(a netip.Addr) bool {
+	for _, e := range s.entries {
+		if e.Prefix.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // poolKeys returns the pools that e's addresses belong to: its country, its

@@ -89,6 +89,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 // CONNECT-UDP, trusting the certificate d printed.
 func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	t.Helper()
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: d.clientTLS(t)}, origin, "/hello")
+	return string(body)
+}
+
+// clientTLS trusts the certificate d printed.
+func (d *daemon) clientTLS(t *testing.T) *tls.Config {
+	t.Helper()
 	pemBytes, err := os.ReadFile(d.certPath)
 	if err != nil {
 		t.Fatal(err)
@@ -97,8 +104,7 @@ func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: &tls.Config{RootCAs: pool}}, origin, "/hello")
-	return string(body)
+	return &tls.Config{RootCAs: pool}
 }
 
 // writeKeyPair writes the test certificate and its key as PEM files.
@@ -213,6 +219,9 @@ func TestBadConfig(t *testing.T) {
 		{"argument", []string{"serve"}, "serve", true},
 		{"negative limit", []string{"-max-tunnels", "-1"}, "negative", true},
 		{"listen", []string{"-listen", "127.0.0.1:99999"}, "99999", false},
+		{"geoip without pools", []string{"-geoip-db", "x.mmdb"}, "-egress-pools", true},
+		{"missing pools", []string{"-egress-pools", "no-such-file.csv"}, "egress pools", false},
+		{"resolver", []string{"-resolver", "ftp://1.1.1.1"}, "-resolver", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
@@ -229,5 +238,30 @@ func TestBadConfig(t *testing.T) {
 				t.Errorf("printed %q to stdout", stdout.String())
 			}
 		})
+	}
+}
+
+// TestEgressFlags: with -egress-pools, tunnels leave from a pool address.
+func TestEgressFlags(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	pools := filepath.Join(t.TempDir(), "pools.csv")
+	if err := os.WriteFile(pools, []byte("127.0.0.8,,,,,\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, "-listen", "127.0.0.1:0", "-allow-private-targets", "-egress-pools", pools, "-resolver", "udp://127.0.0.1:53")
+	origin := testnet.WhoAmI(t, testnet.IPv4)
+	ctx := testnet.Context(t, 20*time.Second)
+	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: d.clientTLS(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := c.DialTCP(ctx, origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if seen := testnet.ReadWhoAmI(t, conn); seen.Addr().String() != "127.0.0.8" {
+		t.Errorf("origin saw %s, want the pool's 127.0.0.8", seen)
 	}
 }

@@ -177,57 +177,91 @@ func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]net
 	default:
 		return nil, &net.DNSError{Err: "unsupported network " + network, Name: host}
 	}
+	// Both from the cache, or whatever is missing asked in parallel.
+	e6, ok6 := r.cached(name, dns.TypeAAAA)
+	e4, ok4 := r.cached(name, dns.TypeA)
+	if ok6 && ok4 {
+		return both(e6, e4, name, r.server)
+	}
 	type answer struct {
-		addrs []netip.Addr
-		err   error
+		e   cacheEntry
+		err error
 	}
 	a4 := make(chan answer, 1)
 	go func() {
-		addrs, err := r.lookup(ctx, name, dns.TypeA)
-		a4 <- answer{addrs, err}
+		e, err := r.entryFor(ctx, name, dns.TypeA)
+		a4 <- answer{e, err}
 	}()
-	v6, err6 := r.lookup(ctx, name, dns.TypeAAAA)
-	v4 := <-a4
+	e6, err6 := r.entryFor(ctx, name, dns.TypeAAAA)
+	a := <-a4
+	e4, err4 := a.e, a.err
 	switch {
-	case err6 != nil && v4.err != nil:
+	case err6 != nil && err4 != nil:
 		return nil, err6
 	case err6 != nil:
-		return v4.addrs, nil
-	case v4.err != nil:
-		return v6, nil
+		return e4.result(name, r.server)
+	case err4 != nil:
+		return e6.result(name, r.server)
 	}
-	return append(v6, v4.addrs...), nil
+	return both(e6, e4, name, r.server)
+}
+
+// both combines the answers for AAAA and A, IPv6 first. The name does not
+// exist if either says so; a name whose one family is NODATA has the other.
+func both(e6, e4 cacheEntry, name, server string) ([]netip.Addr, error) {
+	if e6.notFound || e4.notFound {
+		return (cacheEntry{notFound: true}).result(name, server)
+	}
+	if len(e6.addrs)+len(e4.addrs) == 0 {
+		return nil, nil
+	}
+	out := make([]netip.Addr, 0, len(e6.addrs)+len(e4.addrs))
+	return append(append(out, e6.addrs...), e4.addrs...), nil
+}
+
+// cached returns the unexpired cache entry for a question.
+func (r *Resolver) cached(name string, qtype uint16) (cacheEntry, bool) {
+	r.mu.Lock()
+	e, ok := r.cache[cacheKey{name, qtype}]
+	r.mu.Unlock()
+	return e, ok && r.now().Before(e.expires)
 }
 
 // lookup answers one question from the cache or the server.
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]netip.Addr, error) {
-	key := cacheKey{name, qtype}
-	now := r.now()
-	r.mu.Lock()
-	e, ok := r.cache[key]
-	r.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.result(name, r.server)
+	e, err := r.entryFor(ctx, name, qtype)
+	if err != nil {
+		return nil, err
 	}
+	return e.result(name, r.server)
+}
+
+// entryFor returns the answer to one question, from the cache or the server;
+// errors are failures to get an answer, not negative answers.
+func (r *Resolver) entryFor(ctx context.Context, name string, qtype uint16) (cacheEntry, error) {
+	if e, ok := r.cached(name, qtype); ok {
+		return e, nil
+	}
+	now := r.now()
 	q := new(dns.Msg)
 	q.SetQuestion(name+".", qtype)
 	q.SetEdns0(1232, false) // the DNS Flag Day 2020 size: no IP fragmentation
 	resp, err := r.ex.exchange(ctx, q)
 	if err != nil {
-		return nil, r.queryError(name, err)
+		return cacheEntry{}, r.queryError(name, err)
 	}
 	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, name+".") || resp.Question[0].Qtype != qtype {
-		return nil, r.queryError(name, errors.New("answer does not match the question"))
+		return cacheEntry{}, r.queryError(name, errors.New("answer does not match the question"))
 	}
 	e, ttl, err := r.entry(resp, name, qtype)
 	if err != nil {
-		return nil, err
+		return cacheEntry{}, err
 	}
 	if ttl > 0 {
 		e.expires = now.Add(ttl)
-		r.store(key, e)
+		r.store(cacheKey{name, qtype}, e)
 	}
-	return e.result(name, r.server)
+	return e, nil
 }
 
 // result returns a copy of e's addresses, or its NXDOMAIN.
