@@ -251,13 +251,17 @@ func (s *Selector) candidateID(a netip.Addr) uint64 {
 func (s *Selector) Select(c Cell) tunnel.Source {
 	c.geohash = c.geohash.prefix(s.precision)
 	// The cell, keyed: what the rendezvous weights of its candidates derive
-	// from.
+	// from. A geohash places the client better than a region does (and a
+	// hint may move it out of its address's region): with one, the region
+	// stays out of the key, so that everyone in the geohash cell agrees.
 	var in [sha256.Size + 1 + 2 + 3 + maxGeohash + 8]byte
 	copy(in[:], s.key[:])
 	in[sha256.Size] = 'r'
 	cb := in[sha256.Size+1:]
 	copy(cb, c.country[:])
-	copy(cb[2:], c.region[:])
+	if c.geohash[0] == 0 {
+		copy(cb[2:], c.region[:])
+	}
 	copy(cb[5:], c.geohash[:])
 	digest := sha256.Sum256(in[:len(in)-8])
 	seed := binary.LittleEndian.Uint64(digest[:])

@@ -111,6 +111,11 @@ func TestSelectStableAndKeyed(t *testing.T) {
 	if differs < 150 { // about 15/16 of 200 should differ
 		t.Errorf("another key changed only %d of 200 selections", differs)
 	}
+	// A cell is its geohash: a client placed in it by a hint agrees with
+	// one placed there by its address's region.
+	if s.Select(NewCell("GB", "GB-ENG", "gcvw")) != s.Select(NewCell("GB", "GB-SCT", "gcvw")) {
+		t.Error("one geohash cell, two regions, two selections")
+	}
 	// The precision bounds the cell: finer geohashes in one cell agree.
 	if s.Select(NewCell("GB", "", "gcpvj0d")) != s.Select(NewCell("GB", "", "gcpvzzz")) {
 		t.Error("two places in the cell gcpv left from different addresses")

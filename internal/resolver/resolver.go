@@ -327,8 +327,9 @@ func (r *Resolver) negativeTTL(m *dns.Msg) time.Duration {
 	return 0
 }
 
-// store caches e, first making room: expired entries go, then, if the cache
-// is still full, an arbitrary one.
+// store caches e, first making room when the cache is full: expired entries
+// go, and arbitrary ones until a sixteenth of the room is free, so that the
+// scan is not repeated on every insert.
 func (r *Resolver) store(key cacheKey, e cacheEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -340,7 +341,7 @@ func (r *Resolver) store(key cacheKey, e cacheEntry) {
 			}
 		}
 		for k := range r.cache {
-			if len(r.cache) < r.maxItems {
+			if len(r.cache) <= r.maxItems-max(1, r.maxItems/16) {
 				break
 			}
 			delete(r.cache, k)

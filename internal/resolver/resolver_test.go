@@ -388,3 +388,29 @@ func BenchmarkLookupCached(b *testing.B) {
 		})
 	}
 }
+
+// TestCacheBound: a full cache makes room and keeps what it just learnt.
+func TestCacheBound(t *testing.T) {
+	s := startServer(t, "udp")
+	r, _ := newResolver(t, s, resolver.Options{MaxEntries: 3})
+	ctx := testnet.Context(t, 10*time.Second)
+	for i := range 10 {
+		r.LookupNetIP(ctx, "ip4", "n"+strconv.Itoa(i)+".test")
+	}
+	r.LookupNetIP(ctx, "ip4", "n9.test")
+	if n := s.zone.count("n9.test. A"); n != 1 {
+		t.Errorf("the newest entry was asked %d times, want 1 (cached)", n)
+	}
+	// At most 3 of the 10 can still be cached: at least 7 are asked again.
+	again := 0
+	for i := range 10 {
+		name := "n" + strconv.Itoa(i) + ".test"
+		r.LookupNetIP(ctx, "ip4", name)
+		if s.zone.count(name+". A") == 2 {
+			again++
+		}
+	}
+	if again < 7 {
+		t.Errorf("%d of 10 names asked again from a cache of 3, want at least 7", again)
+	}
+}
