@@ -274,7 +274,7 @@ func TestEgressHappyEyeballs(t *testing.T) {
 	if want := e.want(t, geoegress.ClientLondon, ""); r.egress != want {
 		t.Errorf("left from %s, want the pinned %s", r.egress, want)
 	}
-	if r.took < 250*time.Millisecond || r.took > 600*time.Millisecond {
+	if r.took < 250*time.Millisecond || r.took > 750*time.Millisecond { // a margin for loaded machines
 		t.Errorf("tunnel took %v, want a little over the 250 ms attempt delay", r.took)
 	}
 	t.Logf("connected over IPv4 after %v", r.took)
