@@ -51,8 +51,18 @@ type Resolver struct {
 	maxItems int
 	now      func() time.Time
 
-	mu    sync.Mutex
-	cache map[cacheKey]cacheEntry // guarded by mu
+	mu       sync.Mutex
+	cache    map[cacheKey]cacheEntry // guarded by mu
+	inflight map[cacheKey]*query     // guarded by mu: questions being asked
+}
+
+// query is a question on its way to the server. Lookups of the same
+// question wait for it rather than ask again.
+type query struct {
+	done      chan struct{} // closed when e and err are set
+	e         cacheEntry
+	err       error
+	abandoned bool // the asker's context ended: waiters ask again themselves
 }
 
 type cacheKey struct {
@@ -102,6 +112,7 @@ func New(server string, o Options) (*Resolver, error) {
 		maxItems: o.MaxEntries,
 		now:      o.Now,
 		cache:    map[cacheKey]cacheEntry{},
+		inflight: map[cacheKey]*query{},
 	}
 	if r.maxTTL == 0 {
 		r.maxTTL = time.Hour
@@ -239,9 +250,47 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]net
 // entryFor returns the answer to one question, from the cache or the server;
 // errors are failures to get an answer, not negative answers.
 func (r *Resolver) entryFor(ctx context.Context, name string, qtype uint16) (cacheEntry, error) {
-	if e, ok := r.cached(name, qtype); ok {
-		return e, nil
+	key := cacheKey{name, qtype}
+	for {
+		if e, ok := r.cached(name, qtype); ok {
+			return e, nil
+		}
+		r.mu.Lock()
+		q, asking := r.inflight[key]
+		if !asking {
+			q = &query{done: make(chan struct{})}
+			r.inflight[key] = q
+		}
+		r.mu.Unlock()
+		if !asking {
+			q.e, q.err = r.ask(ctx, name, qtype)
+			q.abandoned = ended(ctx)
+			r.mu.Lock()
+			delete(r.inflight, key)
+			r.mu.Unlock()
+			close(q.done)
+			return q.e, q.err
+		}
+		select {
+		case <-q.done:
+			if !q.abandoned {
+				return q.e, q.err
+			}
+		case <-ctx.Done():
+			return cacheEntry{}, r.queryError(name, ctx.Err())
+		}
 	}
+}
+
+// ended reports whether ctx is done or past its deadline: a socket deadline
+// taken from ctx can fire before ctx notices.
+func ended(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ctx.Err() != nil || ok && !time.Now().Before(d)
+}
+
+// ask puts one question to the server and caches the answer.
+func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) (cacheEntry, error) {
 	now := r.now()
 	q := new(dns.Msg)
 	q.SetQuestion(name+".", qtype)

@@ -78,6 +78,9 @@ func (z *zone) answer(t testing.TB, q *dns.Msg) *dns.Msg {
 		m.Rcode = dns.RcodeRefused
 	case "silent.test.":
 		return nil
+	case "slow.test.": // answers, after a while
+		time.Sleep(200 * time.Millisecond)
+		m.Answer = append(m.Answer, rr(t, name+" 60 IN A 127.0.0.3"))
 	default:
 		m.Rcode = dns.RcodeNameError
 		m.Ns = append(m.Ns, soa(60, 10))
@@ -412,5 +415,44 @@ func TestCacheBound(t *testing.T) {
 	}
 	if again < 7 {
 		t.Errorf("%d of 10 names asked again from a cache of 3, want at least 7", again)
+	}
+}
+
+// TestConcurrentLookupsAskOnce: lookups of a name that is being asked wait
+// for that answer instead of asking again, and one whose context ends
+// leaves without taking the others' answer with it.
+func TestConcurrentLookupsAskOnce(t *testing.T) {
+	s := startServer(t, "udp")
+	r, _ := newResolver(t, s, resolver.Options{})
+	ctx := testnet.Context(t, 10*time.Second)
+	// The first asker gives up at once; the others still get the answer.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	errs := make(chan error, 11)
+	go func() {
+		_, err := r.LookupNetIP(short, "ip4", "slow.test")
+		errs <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	for range 10 {
+		go func() {
+			got, err := r.LookupNetIP(ctx, "ip4", "slow.test")
+			if err == nil && !slices.Equal(got, addrs("127.0.0.3")) {
+				err = errors.New("wrong answer")
+			}
+			errs <- err
+		}()
+	}
+	var failed int
+	for range 11 {
+		if err := <-errs; err != nil {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d of 11 lookups failed, want only the one that gave up", failed)
+	}
+	if n := s.zone.count("slow.test. A"); n > 2 {
+		t.Errorf("11 concurrent lookups asked %d times, want 1 (or 2: once after the first gave up)", n)
 	}
 }
