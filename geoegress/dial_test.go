@@ -14,7 +14,7 @@ import (
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
-func openDialer(t *testing.T, feed string, files geoegress.Files) *geoegress.Dialer {
+func openDialer(t *testing.T, feed string, files geoegress.Options) *geoegress.Dialer {
 	t.Helper()
 	dir := t.TempDir()
 	files.Pools = filepath.Join(dir, "pools.csv")
@@ -32,7 +32,7 @@ func openDialer(t *testing.T, feed string, files geoegress.Files) *geoegress.Dia
 // TestDialerRefusals: a target inside the pools is the proxy itself; a
 // target whose family has no egress address is unroutable from the pools.
 func TestDialerRefusals(t *testing.T) {
-	d := openDialer(t, "127.0.0.2,GB\n127.0.0.3,,,,,\n", geoegress.Files{})
+	d := openDialer(t, "127.0.0.2,GB\n127.0.0.3,,,,,\n", geoegress.Options{})
 	origin := testnet.WhoAmI(t, testnet.IPv4)
 	ctx := testnet.Context(t, 10*time.Second)
 	r := &http.Request{RemoteAddr: "127.0.0.1:1234", Header: http.Header{}}
@@ -68,8 +68,8 @@ func TestOpen(t *testing.T) {
 	}
 	feed := "127.0.0.2,GB\n127.0.0.3,GB\n127.0.0.4,GB\n127.0.0.5,GB\n"
 	cell := geoegress.NewCell("GB", "", "gcpv")
-	a := openDialer(t, feed, geoegress.Files{Key: key, GeoIP: geoegress.WriteGeoDB(t)})
-	b := openDialer(t, feed, geoegress.Files{Key: key})
+	a := openDialer(t, feed, geoegress.Options{Key: key, GeoIP: geoegress.WriteGeoDB(t)})
+	b := openDialer(t, feed, geoegress.Options{Key: key})
 	if a.Selector.Select(cell) != b.Selector.Select(cell) {
 		t.Error("one key file, two selections")
 	}
@@ -78,14 +78,14 @@ func TestOpen(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		files geoegress.Files
+		files geoegress.Options
 		want  string
 	}{
-		{"no pools file", geoegress.Files{Pools: filepath.Join(dir, "missing")}, "egress pools"},
-		{"bad pools", geoegress.Files{Pools: key}, "geofeed line 1"},
-		{"no key file", geoegress.Files{Pools: "testdata/pools.csv", Key: filepath.Join(dir, "missing")}, "egress key"},
-		{"short key", geoegress.Files{Pools: "testdata/pools.csv", Key: "testdata/short.key"}, "16 bytes"},
-		{"no database", geoegress.Files{Pools: "testdata/pools.csv", GeoIP: filepath.Join(dir, "missing")}, "geolocation database"},
+		{"no pools file", geoegress.Options{Pools: filepath.Join(dir, "missing")}, "egress pools"},
+		{"bad pools", geoegress.Options{Pools: key}, "geofeed line 1"},
+		{"no key file", geoegress.Options{Pools: "testdata/pools.csv", Key: filepath.Join(dir, "missing")}, "egress key"},
+		{"short key", geoegress.Options{Pools: "testdata/pools.csv", Key: "testdata/short.key"}, "16 bytes"},
+		{"no database", geoegress.Options{Pools: "testdata/pools.csv", GeoIP: filepath.Join(dir, "missing")}, "geolocation database"},
 	} {
 		_, err := geoegress.Open(tc.files)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -7,17 +7,18 @@ import (
 	"os"
 )
 
-// Files names what a geo-egress Dialer is built from: masqued's flags.
-type Files struct {
-	Pools string // geofeed of egress pools; required
-	Key   string // secret that keys selection; "" = a random key per start
-	GeoIP string // MaxMind-format database; "" = no geolocation (the default pool)
+// Options say what a geo-egress Dialer is built from: masqued's flags.
+type Options struct {
+	Pools     string // geofeed file of egress pools; required
+	Key       string // file with the secret that keys selection; "" = a random key per start
+	GeoIP     string // MaxMind-format database file; "" = no geolocation (the default pool)
+	Precision int    // geohash characters in a cell; 0 = Config's default (4)
 }
 
 // Open builds a Dialer from f. Without a key file, the key is random and the
 // cells map to other addresses after every restart (and on every instance).
 // Close the Dialer to release the database.
-func Open(f Files) (*Dialer, error) {
+func Open(f Options) (*Dialer, error) {
 	feed, err := os.Open(f.Pools)
 	if err != nil {
 		return nil, fmt.Errorf("egress pools: %w", err)
@@ -36,7 +37,7 @@ func Open(f Files) (*Dialer, error) {
 	} else {
 		rand.Read(key)
 	}
-	s, err := NewSelector(Config{Entries: entries, Key: key})
+	s, err := NewSelector(Config{Entries: entries, Key: key, Precision: f.Precision})
 	if err != nil {
 		return nil, err
 	}

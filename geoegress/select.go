@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,7 +128,7 @@ func NewSelector(c Config) (*Selector, error) {
 		return nil, errors.New("geoegress: no egress addresses")
 	}
 	s := &Selector{
-		entries:   c.Entries,
+		entries:   slices.Clone(c.Entries),
 		key:       sha256.Sum256(c.Key),
 		precision: c.Precision,
 		epoch:     c.Epoch,

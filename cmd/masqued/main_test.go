@@ -222,6 +222,7 @@ func TestBadConfig(t *testing.T) {
 		{"geoip without pools", []string{"-geoip-db", "x.mmdb"}, "-egress-pools", true},
 		{"missing pools", []string{"-egress-pools", "no-such-file.csv"}, "egress pools", false},
 		{"resolver", []string{"-resolver", "ftp://1.1.1.1"}, "-resolver", false},
+		{"precision", []string{"-egress-pools", "../../geoegress/testdata/pools.csv", "-geohash-precision", "13"}, "precision", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
