@@ -3,7 +3,8 @@
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
 #
-# Needs only Go: staticcheck is installed into GOPATH/bin on first use.
+# Needs only Go: staticcheck is installed into GOPATH/bin on first use, and
+# curl (which the entry point's tests drive) from Debian's packages if missing.
 
 GO                  ?= go
 FUZZTIME            ?= 60s
@@ -12,7 +13,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
 NESTED_MODULES      := interop/peers/masquego
 
-.PHONY: test fmt vet lint unit nested bench fuzz build
+.PHONY: test fmt vet lint curl unit nested bench fuzz build
 
 test: fmt vet lint unit nested
 
@@ -28,7 +29,10 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-unit:
+curl:
+	@command -v curl >/dev/null || { apt-get update && apt-get install -y curl; }
+
+unit: curl
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 nested:

@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
@@ -35,6 +34,9 @@ type ClientConfig struct {
 	// DisableDatagrams makes UDP tunnels carry payloads in DATAGRAM capsules
 	// on the request stream instead of QUIC DATAGRAM frames.
 	DisableDatagrams bool
+	// Authorizer supplies Proxy-Authorization for each tunnel request and
+	// answers a 407 once; nil sends none.
+	Authorizer proxyclient.Authorizer
 }
 
 // DefaultClientQUICConfig is the client's QUIC configuration unless one is
@@ -63,39 +65,22 @@ type Client struct {
 	tr        *http3.Transport
 	authority string // the proxy's host:port
 	template  *tunnel.Template
+	auth      proxyclient.Authorizer
 	datagrams bool // both sides negotiated HTTP Datagrams
 }
 
-// ProxyError is a proxy's refusal of a tunnel: its status and Proxy-Status.
-type ProxyError struct {
-	StatusCode  int
-	ProxyStatus string // the Proxy-Status header, if any
-}
-
-func (e *ProxyError) Error() string {
-	s := "proxy answered " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
-	if e.ProxyStatus != "" {
-		s += " (" + e.ProxyStatus + ")"
-	}
-	return s
-}
+// ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
+// challenges.
+type ProxyError = proxyclient.ProxyError
 
 // Dial connects to the proxy at proxyURL ("https://host:port") and waits for
 // its HTTP/3 SETTINGS.
 func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
-	u, err := url.Parse(proxyURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("proxy URL must be https://host[:port], not %q", proxyURL)
+	authority, err := proxyclient.Authority(proxyURL)
+	if err != nil {
+		return nil, err
 	}
-	authority := u.Host
-	if u.Port() == "" {
-		authority = net.JoinHostPort(u.Hostname(), "443")
-	}
-	tmplText := c.Template
-	if tmplText == "" {
-		tmplText = tunnel.DefaultUDPTemplate
-	}
-	tmpl, err := tunnel.ParseTemplate(tmplText)
+	tmpl, err := proxyclient.ParseTemplate(c.Template)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +89,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 		tlsConf = c.TLSConfig.Clone()
 	}
 	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = u.Hostname()
+		tlsConf.ServerName, _, _ = net.SplitHostPort(authority)
 	}
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	qc := c.QUICConfig
@@ -120,7 +105,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: authority, template: tmpl}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: authority, template: tmpl, auth: c.Authorizer}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
@@ -196,7 +181,7 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 		return fail(fmt.Errorf("reading response: %w", err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fail(&ProxyError{StatusCode: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")})
+		return fail(proxyclient.Refusal(resp))
 	}
 	return nil
 }
@@ -204,18 +189,21 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 // DialTCP opens a TCP tunnel to target ("host:port") with CONNECT.
 // Closing the returned conn ends the tunnel; CloseWrite half-closes it.
 func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
-	req := &http.Request{
-		Method: http.MethodConnect,
-		Host:   target,
-		URL:    &url.URL{Host: target},
-		Header: http.Header{},
-	}
-	rs, err := c.roundTrip(ctx, req)
+	rs, err := proxyclient.Do(ctx, c.auth, func(authz string) (*http3.RequestStream, error) {
+		req := &http.Request{
+			Method: http.MethodConnect,
+			Host:   target,
+			URL:    &url.URL{Host: target},
+			Header: http.Header{},
+		}
+		setAuthorization(req, authz)
+		return c.roundTrip(ctx, req)
+	})
 	if err != nil {
 		return nil, err
 	}
 	c.ctl.opened()
-	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
+	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: proxyclient.AddrOf(target, "tcp")}, nil
 }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP. The
@@ -225,34 +213,33 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	if !c.ctl.settings.extendedConnect {
 		return nil, errors.New("the proxy does not offer extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL), so no CONNECT-UDP")
 	}
-	host, port, err := net.SplitHostPort(target)
-	if err != nil {
-		return nil, fmt.Errorf("udp target: %w", err)
-	}
-	t, err := tunnel.NewTarget(host, port)
-	if err != nil {
-		return nil, fmt.Errorf("udp target: %w", err)
-	}
-	reqURL, err := c.template.Expand(c.authority, t)
+	reqURL, err := proxyclient.ExpandUDP(c.template, c.authority, target)
 	if err != nil {
 		return nil, err
 	}
-	req := &http.Request{
-		Method: http.MethodConnect,
-		Proto:  tunnel.ProtocolConnectUDP,
-		Host:   reqURL.Host,
-		URL:    reqURL,
-		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
-	}
-	rs, err := c.openStream(ctx)
+	u, err := proxyclient.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
+		req := &http.Request{
+			Method: http.MethodConnect,
+			Proto:  tunnel.ProtocolConnectUDP,
+			Host:   reqURL.Host,
+			URL:    reqURL,
+			Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
+		}
+		setAuthorization(req, authz)
+		rs, err := c.openStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// Registered before the request goes out: datagrams may follow the
+		// response faster than ReadResponse returns.
+		u := newUDPConn(c, rs, proxyclient.AddrOf(target, "udp"))
+		if err := c.exchange(ctx, rs, req); err != nil {
+			u.closeQueues()
+			return nil, err
+		}
+		return u, nil
+	})
 	if err != nil {
-		return nil, err
-	}
-	// Registered before the request goes out: datagrams may follow the
-	// response faster than ReadResponse returns.
-	u := newUDPConn(c, rs, addrOf(target, "udp"))
-	if err := c.exchange(ctx, rs, req); err != nil {
-		u.closeQueues()
 		return nil, err
 	}
 	c.ctl.opened()
@@ -260,23 +247,12 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	return u, nil
 }
 
-// addrOf returns target as a net.Addr: a *net.TCPAddr or *net.UDPAddr for IP
-// literals, a tunnelAddr otherwise.
-func addrOf(target, network string) net.Addr {
-	if ap, err := netip.ParseAddrPort(target); err == nil {
-		if network == "udp" {
-			return net.UDPAddrFromAddrPort(ap)
-		}
-		return net.TCPAddrFromAddrPort(ap)
+// setAuthorization adds a Proxy-Authorization field unless authz is empty.
+func setAuthorization(req *http.Request, authz string) {
+	if authz != "" {
+		req.Header.Set("Proxy-Authorization", authz)
 	}
-	return tunnelAddr{network: network, target: target}
 }
-
-// tunnelAddr is the address of a tunnel's target when it is a name.
-type tunnelAddr struct{ network, target string }
-
-func (a tunnelAddr) Network() string { return a.network }
-func (a tunnelAddr) String() string  { return a.target }
 
 // tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream. Like a
 // net.TCPConn, it may be closed while another goroutine writes.

@@ -1,10 +1,14 @@
 // Command masqued is the MASQUE proxy daemon: CONNECT (TCP) and CONNECT-UDP
-// (RFC 9298) over HTTP/3 on one UDP socket. It runs with no configuration,
+// (RFC 9298) over HTTP/3 on a UDP port, and over HTTP/2 and HTTP/1.1 on the
+// same TCP port for networks that block UDP. It runs with no configuration,
 // refuses private and loopback targets unless told otherwise, and prints two
 // lines to stdout for scripts to read:
 //
 //	listening on HOST:PORT
 //	certificate /path/to/cert.pem
+//
+// CONNECT-UDP over HTTP/2 needs GODEBUG=http2xconnect=1 when the process
+// starts, so masqued re-executes itself with it (internal/xconnect).
 package main
 
 import (
@@ -20,26 +24,35 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/masqued/masqued/geoegress"
+	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func main() { cli.Main("masqued", run) }
+func main() {
+	if err := xconnect.Enable(); err != nil {
+		fmt.Fprintln(os.Stderr, "masqued:", err)
+		os.Exit(1)
+	}
+	cli.Main("masqued", run)
+}
 
 // config is masqued's command line.
 type config struct {
 	listen, tlsCert, tlsKey, certOut, udpTemplate, logLevel string
 	egress                                                  geoegress.Options
 	resolver                                                string
-	allowPrivate                                            bool
+	allowPrivate, noTCP                                     bool
 	limits                                                  tunnel.Limits
 	drainTimeout                                            time.Duration
 }
@@ -49,10 +62,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("masqued", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: masqued [flags]\n\nServes CONNECT and CONNECT-UDP over HTTP/3. With no flags: 127.0.0.1:4433,\na self-signed certificate, and no tunnels to private addresses.\n\n")
+		fmt.Fprint(fs.Output(), "usage: masqued [flags]\n\nServes CONNECT and CONNECT-UDP over HTTP/3, HTTP/2 and HTTP/1.1. With no flags:\n127.0.0.1:4433 (UDP and TCP), a self-signed certificate, and no tunnels to\nprivate addresses.\n\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "UDP `address` to serve HTTP/3 on")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "`address` to serve on: HTTP/3 over UDP, HTTP/2 and HTTP/1.1 over TCP on the same port")
+	fs.BoolVar(&c.noTCP, "no-tcp", false, "serve HTTP/3 only, no TCP listener")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate chain PEM `file` (with -tls-key); none = self-signed")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key PEM `file` (with -tls-cert)")
 	fs.StringVar(&c.certOut, "cert-out", "", "where to write the self-signed certificate's PEM (`file`; default $XDG_STATE_HOME/masqued/cert.pem or ~/.local/state/masqued/cert.pem)")
@@ -131,18 +145,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		d.AllowPrivate = c.allowPrivate
 		dialer = d
 	}
-	pc, err := net.ListenPacket("udp", c.listen)
+	pc, tl, err := listen(c.listen, !c.noTCP)
 	if err != nil {
 		return err
 	}
 	defer pc.Close()
 	bound := pc.LocalAddr().(*net.UDPAddr)
+	selfPorts := []netip.AddrPort{bound.AddrPort()}
 	proxy, err := tunnel.New(tunnel.Config{
 		Template: tmpl,
 		Policy: tunnel.Policy{
 			AllowPrivate: c.allowPrivate,
 			Self:         self,
-			SelfPorts:    []netip.AddrPort{bound.AddrPort()},
+			SelfPorts:    selfPorts,
 		},
 		Resolver: res,
 		Dialer:   dialer,
@@ -153,14 +168,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &h3proxy.Server{Proxy: proxy, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, Logger: logger}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(pc) }()
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	h3 := &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, Logger: logger}
+	servers := []server{{"HTTP/3", h3, func() error { return h3.Serve(pc) }}}
+	if tl != nil {
+		h2 := &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Logger: logger}
+		servers = append(servers, server{"HTTP/2 and HTTP/1.1", h2, func() error { return h2.Serve(tl) }})
+	}
+	served := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { served <- s.serve() }()
+		logger.Info("serving "+s.name, "addr", bound.String(), "allow_private_targets", c.allowPrivate)
+	}
 	fmt.Fprintf(stdout, "listening on %s\ncertificate %s\n", bound, certPath)
-	logger.Info("serving HTTP/3", "addr", bound.String(), "allow_private_targets", c.allowPrivate)
 
 	select {
 	case err := <-served:
+		for _, s := range servers {
+			s.srv.Close()
+		}
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
@@ -168,15 +194,55 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// A fresh context: ctx is already done, and would make the drain not wait.
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.drainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
-		logger.Warn("drain incomplete, closing the remaining tunnels", "error", err)
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.srv.Shutdown(drainCtx); err != nil {
+				logger.Warn("drain incomplete, closing the remaining tunnels", "server", s.name, "error", err)
+			}
+		})
 	}
-	closeErr := srv.Close()
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving: %w", err)
+	wg.Wait()
+	var errs []error
+	for _, s := range servers {
+		errs = append(errs, s.srv.Close())
+	}
+	for range servers {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("serving: %w", err))
+		}
 	}
 	logger.Info("stopped")
-	return closeErr
+	return errors.Join(errs...)
+}
+
+// server is one front and how to serve it.
+type server struct {
+	name string
+	srv  interface {
+		Close() error
+		Shutdown(context.Context) error
+	}
+	serve func() error
+}
+
+// listen opens the UDP socket and, with tcp, a TCP listener on the same
+// port. For port 0 it retries until a port is free on both.
+func listen(addr string, tcp bool) (net.PacketConn, net.Listener, error) {
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil || !tcp {
+			return pc, nil, err
+		}
+		tl, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, tl, nil
+		}
+		pc.Close()
+		if _, port, _ := net.SplitHostPort(addr); port != "0" || try == 10 {
+			return nil, nil, fmt.Errorf("listening on TCP beside UDP (-no-tcp serves UDP only): %w", err)
+		}
+	}
 }
 
 // certificate loads -tls-cert and -tls-key, or makes a self-signed certificate

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -20,13 +19,18 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/masqued/masqued/h3proxy"
-	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // daemon is masqued running in-process for one test.
 type daemon struct {
@@ -89,22 +93,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // CONNECT-UDP, trusting the certificate d printed.
 func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	t.Helper()
-	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: d.clientTLS(t)}, origin, "/hello")
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)}, origin, "/hello")
 	return string(body)
-}
-
-// clientTLS trusts the certificate d printed.
-func (d *daemon) clientTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	pemBytes, err := os.ReadFile(d.certPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := certs.Pool(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{RootCAs: pool}
 }
 
 // writeKeyPair writes the test certificate and its key as PEM files.
@@ -252,7 +242,7 @@ func TestEgressFlags(t *testing.T) {
 	d := start(t, "-listen", "127.0.0.1:0", "-allow-private-targets", "-egress-pools", pools, "-resolver", "udp://127.0.0.1:53")
 	origin := testnet.WhoAmI(t, testnet.IPv4)
 	ctx := testnet.Context(t, 20*time.Second)
-	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: d.clientTLS(t)})
+	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)})
 	if err != nil {
 		t.Fatal(err)
 	}

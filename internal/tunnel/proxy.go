@@ -336,3 +336,28 @@ func (t *Tunnel) Close() error {
 	}
 	return t.target.Close()
 }
+
+// Conn returns the connection to the target for a front that speaks to the
+// target itself instead of relaying a client stream, as plain-HTTP
+// forwarding does. Bytes through it count as the tunnel's. Close the Tunnel,
+// not the Conn.
+func (t *Tunnel) Conn() net.Conn { return &countingConn{Conn: t.target, counters: t.counters} }
+
+// countingConn counts a forwarding front's bytes: writes go up to the
+// target, reads come down from it.
+type countingConn struct {
+	net.Conn
+	counters *kindCounters
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.counters.down(n)
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.counters.up(n)
+	return n, err
+}
