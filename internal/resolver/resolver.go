@@ -89,13 +89,15 @@ type exchanger interface {
 //	tcp://HOST[:53]              plain DNS over TCP
 //	tls://HOST[:853]             DNS over TLS
 //	https://HOST[:443]/PATH      DNS over HTTPS (POST)
-//	HOST[:53]                    the same as udp://
+//	HOST[:53], or a bare IPv6    the same as udp://
 //
 // HOST is best an IP address: a name would itself be resolved by the system
 // resolver. For TLS its certificate must then hold the IP address, as
 // 1.1.1.1's does.
 func New(server string, o Options) (*Resolver, error) {
-	if !strings.Contains(server, "://") {
+	if a, err := netip.ParseAddr(server); err == nil {
+		server = "udp://" + net.JoinHostPort(a.String(), "53")
+	} else if !strings.Contains(server, "://") {
 		server = "udp://" + server
 	}
 	u, err := url.Parse(server)

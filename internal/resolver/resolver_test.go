@@ -324,7 +324,7 @@ func TestNew(t *testing.T) {
 			t.Errorf("New(%q) succeeded", bad)
 		}
 	}
-	for _, good := range []string{"1.1.1.1", "1.1.1.1:53", "[2606:4700:4700::1111]:53", "tls://1.1.1.1", "https://1.1.1.1/dns-query"} {
+	for _, good := range []string{"1.1.1.1", "1.1.1.1:53", "[2606:4700:4700::1111]:53", "2606:4700:4700::1111", "tls://1.1.1.1", "https://1.1.1.1/dns-query"} {
 		r, err := resolver.New(good, resolver.Options{})
 		if err != nil {
 			t.Errorf("New(%q): %v", good, err)
