@@ -29,10 +29,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/internal/xconnect"
 )
@@ -48,6 +50,8 @@ func main() {
 // config is masqued's command line.
 type config struct {
 	listen, tlsCert, tlsKey, certOut, udpTemplate, logLevel string
+	egress                                                  geoegress.Options
+	resolver                                                string
 	allowPrivate, noTCP                                     bool
 	limits                                                  tunnel.Limits
 	drainTimeout                                            time.Duration
@@ -73,6 +77,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", 0, "close a tunnel idle this long (0 = the default, 5m)")
 	fs.DurationVar(&c.limits.DialTimeout, "dial-timeout", 0, "time to resolve and connect to a target (0 = the default, 10s)")
 	fs.IntVar(&c.limits.MaxUDPPayload, "max-udp-payload", 0, "largest UDP payload relayed, in `bytes` (0 = the default, 16384)")
+	fs.StringVar(&c.egress.Pools, "egress-pools", "", "geofeed `file` (RFC 8805; column 6: geohash of the cell) of egress addresses, chosen per client location; none = the host's default source address")
+	fs.StringVar(&c.egress.Key, "egress-key", "", "`file` with the secret (16+ bytes) that keys egress selection; none = random at each start")
+	fs.IntVar(&c.egress.Precision, "geohash-precision", 4, "geohash characters in a client's cell (1-12; 4 is about 39 × 20 km)")
+	fs.StringVar(&c.egress.GeoIP, "geoip-db", "", "MaxMind-format `file` that places clients (with -egress-pools); none = every client in the default pool")
+	fs.StringVar(&c.resolver, "resolver", "", "DNS server for targets: udp://IP[:53], tcp://IP[:53], tls://IP[:853] or https://HOST/dns-query (`URL`); none = the system resolver")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT or SIGTERM, wait this long for tunnels to end")
 	if err := cli.Parse(fs, args); err != nil {
@@ -80,6 +89,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, cli.Usagef(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	if c.egress.Pools == "" && (c.egress.Key != "" || c.egress.GeoIP != "") {
+		return nil, cli.Usagef(fs, "-egress-key and -geoip-db need -egress-pools")
 	}
 	l := c.limits
 	if l.MaxTunnels < 0 || l.MaxTunnelsPerConn < 0 || l.IdleTimeout < 0 || l.DialTimeout < 0 || l.MaxUDPPayload < 0 || c.drainTimeout < 0 {
@@ -114,6 +126,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var res tunnel.Resolver // nil = the system resolver
+	if c.resolver != "" {
+		r, err := resolver.New(c.resolver, resolver.Options{})
+		if err != nil {
+			return fmt.Errorf("-resolver: %w", err)
+		}
+		defer r.Close()
+		res = r
+	}
+	var dialer tunnel.Dialer // nil = the host's default source address
+	if c.egress.Pools != "" {
+		d, err := geoegress.Open(c.egress)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		d.AllowPrivate = c.allowPrivate
+		dialer = d
+	}
 	pc, tl, err := listen(c.listen, !c.noTCP)
 	if err != nil {
 		return err
@@ -128,9 +159,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Self:         self,
 			SelfPorts:    selfPorts,
 		},
-		Limits:  c.limits,
-		Metrics: metrics,
-		Logger:  logger,
+		Resolver: res,
+		Dialer:   dialer,
+		Limits:   c.limits,
+		Metrics:  metrics,
+		Logger:   logger,
 	})
 	if err != nil {
 		return err

@@ -209,6 +209,10 @@ func TestBadConfig(t *testing.T) {
 		{"argument", []string{"serve"}, "serve", true},
 		{"negative limit", []string{"-max-tunnels", "-1"}, "negative", true},
 		{"listen", []string{"-listen", "127.0.0.1:99999"}, "99999", false},
+		{"geoip without pools", []string{"-geoip-db", "x.mmdb"}, "-egress-pools", true},
+		{"missing pools", []string{"-egress-pools", "no-such-file.csv"}, "egress pools", false},
+		{"resolver", []string{"-resolver", "ftp://1.1.1.1"}, "-resolver", false},
+		{"precision", []string{"-egress-pools", "../../geoegress/testdata/pools.csv", "-geohash-precision", "13"}, "precision", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
@@ -225,5 +229,30 @@ func TestBadConfig(t *testing.T) {
 				t.Errorf("printed %q to stdout", stdout.String())
 			}
 		})
+	}
+}
+
+// TestEgressFlags: with -egress-pools, tunnels leave from a pool address.
+func TestEgressFlags(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	pools := filepath.Join(t.TempDir(), "pools.csv")
+	if err := os.WriteFile(pools, []byte("127.0.0.8,,,,,\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, "-listen", "127.0.0.1:0", "-allow-private-targets", "-egress-pools", pools, "-resolver", "udp://127.0.0.1:53")
+	origin := testnet.WhoAmI(t, testnet.IPv4)
+	ctx := testnet.Context(t, 20*time.Second)
+	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := c.DialTCP(ctx, origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if seen := testnet.ReadWhoAmI(t, conn); seen.Addr().String() != "127.0.0.8" {
+		t.Errorf("origin saw %s, want the pool's 127.0.0.8", seen)
 	}
 }

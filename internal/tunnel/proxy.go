@@ -228,7 +228,15 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Tar
 		if kind == KindUDP {
 			network = "udp"
 		}
-		t.target, err = f.p.cfg.Dialer.Dial(ctx, network, addrs, r)
+		var detail string
+		if dd, ok := f.p.cfg.Dialer.(DetailDialer); ok {
+			t.target, detail, err = dd.DialDetail(ctx, network, addrs, r)
+		} else {
+			t.target, err = f.p.cfg.Dialer.Dial(ctx, network, addrs, r)
+		}
+		if detail != "" {
+			t.header = http.Header{"Proxy-Status": {f.p.cfg.Identity + "; details=" + sfString(detail)}}
+		}
 	}
 	if err != nil {
 		t.release()
@@ -280,8 +288,14 @@ type Tunnel struct {
 	conn     *ConnState
 	counters *kindCounters
 	target   net.Conn
+	header   http.Header // for the success response; see Header
 	closed   atomic.Bool
 }
+
+// Header returns header fields the front adds to its success response, such
+// as a Proxy-Status with details from the Dialer (DetailDialer); nil if none.
+// The caller must not modify it.
+func (t *Tunnel) Header() http.Header { return t.header }
 
 var errTooManyTunnels = errors.New("tunnel limit reached")
 
