@@ -21,6 +21,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -215,6 +216,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveHijacked(w, t, kind)
 		return
 	}
+	maps.Copy(w.Header(), t.Header())
 	if kind == tunnel.KindUDP {
 		w.Header().Set("Capsule-Protocol", "?1")
 	}
@@ -257,11 +259,17 @@ func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tun
 	if kind == tunnel.KindUDP {
 		head = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: connect-udp\r\nCapsule-Protocol: ?1\r\n"
 	}
+	var b strings.Builder
+	b.WriteString(head)
+	h := http.Header{}
+	maps.Copy(h, t.Header())
 	if s.AltSvc != "" {
-		head += "Alt-Svc: " + s.AltSvc + "\r\n"
+		h.Set("Alt-Svc", s.AltSvc)
 	}
+	_ = h.Write(&b) // a strings.Builder does not fail
+	b.WriteString("\r\n")
 	_ = conn.SetDeadline(time.Time{}) // the server's header deadlines do not apply to the tunnel
-	if _, err := conn.Write([]byte(head + "\r\n")); err != nil {
+	if _, err := io.WriteString(conn, b.String()); err != nil {
 		t.Close()
 		return
 	}

@@ -136,6 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		res = r
 	}
 	var dialer tunnel.Dialer // nil = the host's default source address
+	var own http.Handler     // what the TCP front serves of its own
 	if c.egress.Pools != "" {
 		d, err := geoegress.Open(c.egress)
 		if err != nil {
@@ -144,6 +145,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer d.Close()
 		d.AllowPrivate = c.allowPrivate
 		dialer = d
+		mux := http.NewServeMux()
+		mux.Handle("GET /.well-known/geofeed.csv", d.Selector.FeedHandler()) // RFC 8805 §3
+		own = mux
 	}
 	pc, tl, err := listen(c.listen, !c.noTCP)
 	if err != nil {
@@ -172,7 +176,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	h3 := &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, Logger: logger}
 	servers := []server{{"HTTP/3", h3, func() error { return h3.Serve(pc) }}}
 	if tl != nil {
-		h2 := &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Logger: logger}
+		h2 := &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Handler: own, Logger: logger}
 		servers = append(servers, server{"HTTP/2 and HTTP/1.1", h2, func() error { return h2.Serve(tl) }})
 	}
 	served := make(chan error, len(servers))

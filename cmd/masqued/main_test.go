@@ -255,4 +255,17 @@ func TestEgressFlags(t *testing.T) {
 	if seen := testnet.ReadWhoAmI(t, conn); seen.Addr().String() != "127.0.0.8" {
 		t.Errorf("origin saw %s, want the pool's 127.0.0.8", seen)
 	}
+
+	// The TCP front publishes the pools (RFC 8805).
+	tr := &http.Transport{TLSClientConfig: trust(t, d.certPath)}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + d.addr + "/.well-known/geofeed.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(feed), "127.0.0.8/32") {
+		t.Errorf("geofeed: %s\n%s", resp.Status, feed)
+	}
 }
