@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -83,6 +84,24 @@ func TestCurl(t *testing.T) {
 				t.Errorf("masqued_tunnels_total{front=h2,kind=tcp} = %v, want %v: the request did not go through the proxy", got, tc.frontTCP)
 			}
 		})
+	}
+}
+
+// TestForwardedResponseIsTheOrigins checks that a forwarded response does not
+// get the proxy's Alt-Svc, which would advertise HTTP/3 for the origin.
+func TestForwardedResponseIsTheOrigins(t *testing.T) {
+	p := startProxy(t, "127.0.0.1")
+	origin := newOrigin(t, false)
+	proxyURL, _ := url.Parse(p.URL)
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), TLSClientConfig: testnet.NewCert(t).ClientTLS()}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(origin.URL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Alt-Svc") != "" || len(origin.requests()) != 1 {
+		t.Fatalf("%s, Alt-Svc %q, origin saw %d requests; want the origin's 200 without Alt-Svc", resp.Status, resp.Header.Get("Alt-Svc"), len(origin.requests()))
 	}
 }
 

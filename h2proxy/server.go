@@ -40,7 +40,8 @@ type Server struct {
 	Proxy *tunnel.Proxy
 	// TLSConfig needs a certificate; NextProtos is set to h2 and http/1.1.
 	TLSConfig *tls.Config
-	// AltSvc is the Alt-Svc field value sent on every response, e.g.
+	// AltSvc is the Alt-Svc field value sent on every response of the
+	// proxy's own (not on forwarded ones, which are the origin's), e.g.
 	// `h3=":443"`, so that clients find the HTTP/3 front; "" sends none.
 	AltSvc string
 	// Handler serves requests addressed to the proxy itself that are not
@@ -187,19 +188,19 @@ func (s *Server) untrack(c net.Conn) {
 // ServeHTTP handles one request: a tunnel, a forwarded http:// request, a
 // request for the proxy itself, or an error answer.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	protocol := tunnelProtocol(r)
+	if r.Method != http.MethodConnect && protocol == "" && forwarded(r) {
+		// Not ours to advertise on: the response is the origin's, and an
+		// Alt-Svc on it would name the origin's alternatives.
+		s.forward.serve(w, r)
+		return
+	}
 	if s.AltSvc != "" {
 		w.Header().Set("Alt-Svc", s.AltSvc)
 	}
-	protocol := tunnelProtocol(r)
-	if r.Method != http.MethodConnect && protocol == "" {
-		switch {
-		case forwarded(r):
-			s.forward.serve(w, r)
-			return
-		case s.Handler != nil:
-			s.Handler.ServeHTTP(w, r)
-			return
-		}
+	if r.Method != http.MethodConnect && protocol == "" && s.Handler != nil {
+		s.Handler.ServeHTTP(w, r)
+		return
 	}
 	kind, target, err := s.front.ParseRequest(r, protocol)
 	if err != nil {
