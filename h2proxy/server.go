@@ -96,7 +96,7 @@ func (s *Server) build() error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          maxConcurrentStreams(s.Proxy.Limits()),
+			MaxConcurrentStreams:          maxConcurrentStreams,
 			MaxReceiveBufferPerStream:     1 << 20,
 			MaxReceiveBufferPerConnection: 16 << 20,
 		},
@@ -108,9 +108,11 @@ func (s *Server) build() error {
 	return nil
 }
 
-// maxConcurrentStreams lets a connection hold as many tunnels as the core
-// allows it, within HTTP/2's customary bound.
-func maxConcurrentStreams(l tunnel.Limits) int { return min(l.MaxTunnelsPerConn, 1000) }
+// maxConcurrentStreams bounds the streams of one HTTP/2 connection. It is not
+// set to the core's per-connection tunnel limit: a client at that limit gets
+// a 429 with Proxy-Status from the core, which says more than a stream limit
+// (which some clients report only as an unusable connection).
+const maxConcurrentStreams = 1000
 
 // Serve accepts TLS connections on l until Close or Shutdown. Closing the
 // server closes l, as http.Server does. It always returns a non-nil error,
