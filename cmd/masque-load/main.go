@@ -1,0 +1,226 @@
+// Command masque-load puts a MASQUE proxy under load: many connections, each
+// with many tunnels, doing TCP or UDP echoes, HTTP/3 GETs inside CONNECT-UDP,
+// or opening and closing tunnels, closed loop or at a fixed rate. It reports
+// throughput, latency percentiles and errors by proxy status, and with
+// -baseline the same work straight to the origins and the ratios. Unless
+// targets are given it starts its own origins on loopback (the proxy must
+// then allow private targets).
+//
+//	masque-load -proxy https://127.0.0.1:4433 -ca cert.pem -mode setup -c 1 -t 50 -rate 1000 -d 10s
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/internal/certs"
+	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/load"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+func main() { cli.Main("masque-load", run) }
+
+// options is masque-load's command line.
+type options struct {
+	proxy, ca, via, mode, template, originCA, authorization string
+	tcpTarget, udpTarget, h3Target                          string
+	conns, tunnels, size, pid                               int
+	rate                                                    float64
+	duration, warmup, timeout                               time.Duration
+	count                                                   int64
+	jsonOut, baseline, disableDatagrams                     bool
+	progress                                                string
+}
+
+const usage = `usage: masque-load -proxy https://HOST:PORT [flags]
+
+Modes: tcp (CONNECT to a TCP echo), udp (CONNECT-UDP to a UDP echo), h3
+(HTTP/3 GETs inside CONNECT-UDP), setup (open and close CONNECT tunnels),
+idle (open -c × -t CONNECT tunnels and hold them for -d).
+
+`
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("masque-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required)")
+	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
+	fs.StringVar(&o.via, "via", "auto", "transport to the proxy: auto (HTTP/3, else HTTP/2), h3, h2 or h1")
+	fs.StringVar(&o.template, "udp-template", tunnel.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
+	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules, not QUIC datagrams")
+	fs.StringVar(&o.authorization, "proxy-authorization", "", "Proxy-Authorization field `value` sent with every tunnel request")
+	fs.StringVar(&o.mode, "mode", "tcp", "what tunnels do: tcp, udp, h3, setup or idle")
+	fs.IntVar(&o.conns, "c", 10, "connections to the proxy")
+	fs.IntVar(&o.tunnels, "t", 10, "tunnels (workers) per connection")
+	fs.Float64Var(&o.rate, "rate", 0, "`operations` per second over all workers, open loop (0: closed loop, each worker back to back)")
+	fs.DurationVar(&o.duration, "d", 10*time.Second, "measure for this long (0 with -n: until -n ops ran)")
+	fs.Int64Var(&o.count, "n", 0, "stop after this many operations, warm-up included (0: no limit)")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "run this long before measuring")
+	fs.IntVar(&o.size, "size", 1000, "`bytes` per operation: echoed (tcp, udp) or fetched (h3)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "limit for connecting, opening a tunnel and each operation")
+	fs.StringVar(&o.tcpTarget, "tcp-target", "", "TCP echo `host:port` (default: one the tool starts on loopback)")
+	fs.StringVar(&o.udpTarget, "udp-target", "", "UDP echo `host:port` (default: one the tool starts on loopback)")
+	fs.StringVar(&o.h3Target, "h3-target", "", "HTTP/3 origin `host:port` serving GET /?n=BYTES (default: one the tool starts on loopback)")
+	fs.StringVar(&o.originCA, "origin-ca", "", "PEM `file` to trust for -h3-target (default: system roots)")
+	fs.BoolVar(&o.baseline, "baseline", false, "run the same work again straight to the origins and print the ratios")
+	fs.BoolVar(&o.jsonOut, "json", false, "write the report as JSON")
+	fs.IntVar(&o.pid, "proxy-pid", 0, "the proxy's process `id` on this host: report its memory per tunnel")
+	fs.StringVar(&o.progress, "progress", "auto", "live progress line on stderr: auto (if a terminal), on or off")
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, cli.Usagef(fs, "unexpected arguments %q", fs.Args())
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if o.count > 0 && !explicit["d"] {
+		o.duration = 0
+	}
+	switch {
+	case o.proxy == "":
+		return nil, cli.Usagef(fs, "-proxy is required")
+	case o.conns < 1 || o.tunnels < 1:
+		return nil, cli.Usagef(fs, "-c and -t must be at least 1")
+	case o.rate < 0 || o.count < 0 || o.duration < 0 || o.warmup < 0 || o.size < 0 || o.timeout <= 0:
+		return nil, cli.Usagef(fs, "-rate, -n, -d, -warmup and -size cannot be negative, -timeout must be positive")
+	case o.duration == 0 && o.count == 0:
+		return nil, cli.Usagef(fs, "give -d, -n or both")
+	case o.progress != "auto" && o.progress != "on" && o.progress != "off":
+		return nil, cli.Usagef(fs, "-progress is auto, on or off, not %q", o.progress)
+	}
+	if _, err := load.ParseMode(o.mode); err != nil {
+		return nil, cli.Usagef(fs, "-mode: %v", err)
+	}
+	if _, err := client.ParseTransport(o.via); err != nil {
+		return nil, cli.Usagef(fs, "-via: %v", err)
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	mode, _ := load.ParseMode(o.mode)
+	transport, _ := client.ParseTransport(o.via)
+	proxyTLS := &tls.Config{}
+	if o.ca != "" {
+		if proxyTLS.RootCAs, err = loadPool(o.ca); err != nil {
+			return fmt.Errorf("-ca: %w", err)
+		}
+	}
+	cfg := load.Config{
+		Mode: mode, Name: o.proxy,
+		Conns: o.conns, Tunnels: o.tunnels, Rate: o.rate,
+		Warmup: o.warmup, Duration: o.duration, Count: o.count,
+		Size: o.size, Timeout: o.timeout, ProxyPID: o.pid,
+		Targets: load.Targets{TCP: o.tcpTarget, UDP: o.udpTarget, H3: o.h3Target},
+	}
+	if o.originCA != "" {
+		pool, err := loadPool(o.originCA)
+		if err != nil {
+			return fmt.Errorf("-origin-ca: %w", err)
+		}
+		cfg.OriginTLS = &tls.Config{RootCAs: pool}
+	}
+	if cfg.Targets.TCP == "" || cfg.Targets.UDP == "" || cfg.Targets.H3 == "" {
+		origins, err := load.StartOrigins("127.0.0.1")
+		if err != nil {
+			return fmt.Errorf("starting the origins: %w", err)
+		}
+		defer origins.Close()
+		cfg.Targets = load.Targets{
+			TCP: or(cfg.Targets.TCP, origins.TCP),
+			UDP: or(cfg.Targets.UDP, origins.UDP),
+			H3:  or(cfg.Targets.H3, origins.H3),
+		}
+		if o.h3Target == "" {
+			cfg.OriginTLS = origins.TLS
+		}
+	}
+	if o.progress == "on" || o.progress == "auto" && isTerminal(stderr) {
+		cfg.Progress = stderr
+	}
+	d := &client.Dialer{
+		TLSConfig:        proxyTLS,
+		Template:         o.template,
+		Transport:        transport,
+		DisableDatagrams: o.disableDatagrams,
+	}
+	if o.authorization != "" {
+		d.Authorizer = load.StaticAuthorization(o.authorization)
+	}
+	cfg.Connect = func(ctx context.Context) (load.Conn, error) {
+		c, err := d.Dial(ctx, o.proxy)
+		if err != nil {
+			return nil, err // not a nil *client.Conn in a non-nil load.Conn
+		}
+		return c, nil
+	}
+	rep, err := load.Run(ctx, cfg)
+	if err == nil && o.baseline {
+		cfg.Name, cfg.ProxyPID = "direct", 0
+		cfg.Connect = func(context.Context) (load.Conn, error) { return load.Direct{}, nil }
+		var base *load.Report
+		if base, err = load.Run(ctx, cfg); base != nil {
+			rep.SetBaseline(base)
+		}
+	}
+	if rep == nil {
+		return err
+	}
+	if werr := write(stdout, rep, o.jsonOut); err == nil {
+		err = werr
+	}
+	if err == nil && rep.Ops == 0 {
+		err = fmt.Errorf("no operation succeeded (%d failed)", rep.Errors)
+	}
+	return err
+}
+
+func write(w io.Writer, rep *load.Report, asJSON bool) error {
+	if !asJSON {
+		return rep.WriteText(w)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return certs.Pool(b)
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
