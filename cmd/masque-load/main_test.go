@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/load"
+	"github.com/masqued/masqued/internal/proxytest"
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/xconnect"
+)
+
+func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// runLoad runs masque-load with args and returns stdout, stderr and the
+// error run returned.
+func runLoad(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// TestSmoke runs each mode for two seconds through masqued's proxy (HTTP/3,
+// HTTP/2 and HTTP/1.1 fronts, in this process) against the tool's own
+// origins, as `make test`'s smoke run. The runs go at once, not as parallel
+// subtests, which go test would run two at a time on two cores.
+func TestSmoke(t *testing.T) {
+	p := proxytest.Start(t, testnet.IPv4, true)
+	cases := []struct {
+		name           string
+		args           []string
+		stdout, stderr string
+		err            error
+	}{
+		{name: "tcp over h3", args: []string{"-mode", "tcp", "-via", "h3"}},
+		{name: "tcp over h1", args: []string{"-mode", "tcp", "-via", "h1"}},
+		{name: "udp over h2", args: []string{"-mode", "udp", "-via", "h2"}},
+		{name: "h3 over h3 with baseline", args: []string{"-mode", "h3", "-via", "h3", "-baseline"}},
+		{name: "setup over h2 at 100/s", args: []string{"-mode", "setup", "-via", "h2", "-rate", "100"}},
+		// The proxy runs in this process, so its memory is ours.
+		{name: "idle over auto", args: []string{"-mode", "idle", "-proxy-pid", strconv.Itoa(os.Getpid())}},
+	}
+	var wg sync.WaitGroup
+	for i := range cases {
+		c := &cases[i]
+		args := append([]string{"-proxy", p.URL, "-ca", p.CertFile, "-c", "2", "-t", "2", "-d", "2s", "-warmup", "0s", "-json"}, c.args...)
+		wg.Go(func() { c.stdout, c.stderr, c.err = runLoad(t, args...) })
+	}
+	wg.Wait()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.err != nil {
+				t.Fatalf("%v\n%s%s", c.err, c.stdout, c.stderr)
+			}
+			var rep load.Report
+			if err := json.Unmarshal([]byte(c.stdout), &rep); err != nil {
+				t.Fatalf("report is not JSON: %v\n%s", err, c.stdout)
+			}
+			if rep.Ops == 0 || rep.Errors != 0 || rep.Setup.Count == 0 {
+				t.Fatalf("%d ops, %d setups, errors %v", rep.Ops, rep.Setup.Count, rep.ErrorSamples)
+			}
+			switch rep.Mode {
+			case load.H3:
+				if rep.Baseline == nil || rep.Baseline.Ops == 0 || rep.Ratios == nil || rep.Ratios.OpsPerSec == 0 {
+					t.Errorf("no baseline or ratios: %s", c.stdout)
+				}
+			case load.Setup:
+				if rep.Ops < 150 || rep.Ops > 202 {
+					t.Errorf("%d tunnels set up in 2s at 100/s", rep.Ops)
+				}
+			case load.Idle:
+				if rep.OpenAtEnd != 4 || rep.Proxy == nil || rep.Proxy.RSSOpenKiB == 0 {
+					t.Errorf("%d tunnels open, proxy %+v", rep.OpenAtEnd, rep.Proxy)
+				}
+			}
+		})
+	}
+}
+
+// The text report is the default.
+func TestTextReport(t *testing.T) {
+	p := proxytest.StartH3(t, testnet.IPv4, true)
+	stdout, stderr, err := runLoad(t, "-proxy", p.URL, "-ca", p.CertFile, "-mode", "tcp", "-n", "200", "-c", "1", "-t", "2", "-warmup", "0s")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, want := range []string{p.URL + ": tcp, 1 connections × 2 tunnels, closed loop", "200 ops", "p99.9", "echo"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+	if stderr != "" {
+		t.Errorf("progress or noise on stderr, which is not a terminal: %q", stderr)
+	}
+}
+
+// Bad flags and unusable proxies end the run quickly with a message that
+// says what is wrong and a non-zero exit.
+func TestBadInput(t *testing.T) {
+	p := proxytest.StartH3(t, testnet.IPv4, true)
+	closedTCP := closedPort(t, "tcp")
+	closedUDP := closedPort(t, "udp")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		usage bool   // exit 2
+		want  string // in the error
+	}{
+		{"no proxy", nil, true, "-proxy is required"},
+		{"bad mode", []string{"-proxy", p.URL, "-mode", "bulk"}, true, `unknown mode "bulk"`},
+		{"bad via", []string{"-proxy", p.URL, "-via", "h4"}, true, `unknown transport "h4"`},
+		{"no workers", []string{"-proxy", p.URL, "-c", "0"}, true, "-c and -t must be at least 1"},
+		{"no end", []string{"-proxy", p.URL, "-d", "0"}, true, "give -d, -n or both"},
+		{"negative rate", []string{"-proxy", p.URL, "-rate", "-5"}, true, "cannot be negative"},
+		{"stray argument", []string{"-proxy", p.URL, "tcp"}, true, "unexpected arguments"},
+		{"unknown flag", []string{"-proxy", p.URL, "-bogus"}, true, "bogus"},
+		{"missing CA file", []string{"-proxy", p.URL, "-ca", "/nonexistent.pem"}, false, "-ca: open /nonexistent.pem"},
+		{"untrusted proxy", []string{"-proxy", p.URL, "-via", "h3"}, false, "certificate signed by unknown authority"},
+		{"bad proxy URL", []string{"-proxy", "ftp://x", "-ca", p.CertFile}, false, "ftp://x"},
+		{"refused over TCP", []string{"-proxy", "https://" + closedTCP, "-via", "h2"}, false, "connection refused"},
+		{"silent over QUIC", []string{"-proxy", "https://" + closedUDP, "-via", "h3", "-timeout", "500ms"}, false, "deadline exceeded"},
+		{"target refuses", []string{"-proxy", p.URL, "-ca", p.CertFile, "-tcp-target", closedTCP, "-d", "300ms"}, false, "no operation succeeded"},
+		{"UDP payload too large", []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "udp", "-size", "5000"}, false, "size at most 1200"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			stdout, stderr, err := runLoad(t, append([]string{"-warmup", "0s", "-d", "1s"}, tc.args...)...)
+			if err == nil {
+				t.Fatalf("no error\n%s%s", stdout, stderr)
+			}
+			var usage *cli.UsageError
+			if errors.As(err, &usage) != tc.usage {
+				t.Errorf("usage error: %v, want %v (%v)", !tc.usage, tc.usage, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) && !strings.Contains(stderr, tc.want) {
+				t.Errorf("error %q (stderr %q) does not say %q", err, stderr, tc.want)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v to fail", d)
+			}
+		})
+	}
+}
+
+// closedPort returns a loopback address with no listener on it.
+func closedPort(t *testing.T, network string) string {
+	t.Helper()
+	var addr string
+	if network == "tcp" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = l.Addr().String()
+		l.Close()
+	} else {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = c.LocalAddr().String()
+		c.Close()
+	}
+	return addr
+}

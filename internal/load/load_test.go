@@ -1,0 +1,204 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startOrigins starts the origins on 127.0.0.1 until the test ends.
+func startOrigins(t *testing.T) *Origins {
+	t.Helper()
+	o, err := StartOrigins("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := o.Close(); err != nil {
+			t.Errorf("closing origins: %v", err)
+		}
+	})
+	return o
+}
+
+// directConfig is a run straight to the origins, which needs no proxy: the
+// workers, schedule and report are the same.
+func directConfig(o *Origins, mode Mode) Config {
+	return Config{
+		Mode: mode, Name: "direct",
+		Connect: func(context.Context) (Conn, error) { return Direct{}, nil },
+		Conns:   2, Tunnels: 2,
+		Duration: 300 * time.Millisecond,
+		Size:     100, Timeout: 5 * time.Second,
+		Targets:   Targets{TCP: o.TCP, UDP: o.UDP, H3: o.H3},
+		OriginTLS: o.TLS,
+	}
+}
+
+func TestRunModes(t *testing.T) {
+	o := startOrigins(t)
+	for _, mode := range Modes {
+		t.Run(string(mode), func(t *testing.T) {
+			rep, err := Run(t.Context(), directConfig(o, mode))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Ops == 0 || rep.Errors != 0 {
+				t.Fatalf("%d ops, %d errors: %v", rep.Ops, rep.Errors, rep.ErrorSamples)
+			}
+			switch mode {
+			case TCP, UDP:
+				if rep.Bytes != rep.Ops*200 || rep.Op.Count != rep.Ops {
+					t.Errorf("%d bytes, %d latencies for %d echoes of 100 bytes", rep.Bytes, rep.Op.Count, rep.Ops)
+				}
+			case H3:
+				if rep.Bytes != rep.Ops*100 {
+					t.Errorf("%d bytes for %d GETs of 100", rep.Bytes, rep.Ops)
+				}
+			case Setup:
+				if rep.Setup.Count != rep.Ops || rep.OpenAtEnd > 4 {
+					t.Errorf("%d setup latencies for %d ops, %d open at the end", rep.Setup.Count, rep.Ops, rep.OpenAtEnd)
+				}
+			case Idle:
+				if rep.Ops != 4 || rep.OpenAtEnd != 4 {
+					t.Errorf("idle opened %d tunnels, %d open at the end; want 4", rep.Ops, rep.OpenAtEnd)
+				}
+			}
+		})
+	}
+}
+
+// -n ops in closed loop: exactly that many, however many workers.
+func TestRunCount(t *testing.T) {
+	cfg := directConfig(startOrigins(t), TCP)
+	cfg.Duration, cfg.Count = 0, 500
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops != 500 || rep.Op.Count != 500 {
+		t.Errorf("%d ops, %d latencies; want 500", rep.Ops, rep.Op.Count)
+	}
+}
+
+// Open loop at a rate runs about rate × duration operations, however fast
+// the workers could go.
+func TestRunRate(t *testing.T) {
+	cfg := directConfig(startOrigins(t), Setup)
+	cfg.Rate, cfg.Duration = 200, time.Second
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops < 180 || rep.Ops > 202 {
+		t.Errorf("%d ops in 1s at 200/s", rep.Ops)
+	}
+}
+
+// Operations in the warm-up do not count.
+func TestRunWarmup(t *testing.T) {
+	cfg := directConfig(startOrigins(t), Setup)
+	cfg.Rate, cfg.Warmup, cfg.Duration = 100, 500*time.Millisecond, 500*time.Millisecond
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops < 40 || rep.Ops > 52 {
+		t.Errorf("%d ops counted in 0.5s at 100/s after 0.5s of warm-up", rep.Ops)
+	}
+}
+
+// A target that refuses shows in the breakdown, and the run still ends on
+// time.
+func TestRunErrors(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	cfg := directConfig(startOrigins(t), TCP)
+	cfg.Targets.TCP = closed
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops != 0 || rep.Errors == 0 || rep.ErrorsByClass["refused"] != rep.Errors {
+		t.Errorf("%d ops, errors %v", rep.Ops, rep.ErrorsByClass)
+	}
+}
+
+// A connection that fails fails the run, and the ones made are closed.
+func TestRunConnectFails(t *testing.T) {
+	var n, closed atomic.Int64
+	cfg := directConfig(startOrigins(t), TCP)
+	cfg.Conns = 4
+	cfg.Connect = func(context.Context) (Conn, error) {
+		if n.Add(1) == 3 {
+			return nil, errors.New("no route to proxy")
+		}
+		return &countClose{&closed}, nil
+	}
+	_, err := Run(t.Context(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "direct: no route to proxy") {
+		t.Fatalf("error %v", err)
+	}
+	if closed.Load() != 3 {
+		t.Errorf("%d of 3 connections closed", closed.Load())
+	}
+}
+
+type countClose struct{ n *atomic.Int64 }
+
+func (c *countClose) DialTCP(context.Context, string) (net.Conn, error) {
+	return nil, errors.New("unused")
+}
+func (c *countClose) ListenUDP(context.Context, string) (net.PacketConn, error) {
+	return nil, errors.New("unused")
+}
+func (c *countClose) Close() error { c.n.Add(1); return nil }
+
+// Cancelling the run's context ends it at once, with what was measured.
+func TestRunCancel(t *testing.T) {
+	cfg := directConfig(startOrigins(t), Idle)
+	cfg.Duration = time.Hour
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	rep, err := Run(ctx, cfg)
+	if !errors.Is(err, context.DeadlineExceeded) || rep == nil || rep.Ops != 4 {
+		t.Fatalf("report %v, error %v", rep, err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %v to stop", time.Since(start))
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	o := startOrigins(t)
+	for name, change := range map[string]func(*Config){
+		"no connections":  func(c *Config) { c.Conns = 0 },
+		"no tunnels":      func(c *Config) { c.Tunnels = 0 },
+		"negative rate":   func(c *Config) { c.Rate = -1 },
+		"no end":          func(c *Config) { c.Duration, c.Count = 0, 0 },
+		"idle by count":   func(c *Config) { c.Mode, c.Duration, c.Count = Idle, 0, 10 },
+		"no timeout":      func(c *Config) { c.Timeout = 0 },
+		"short echo":      func(c *Config) { c.Size = 7 },
+		"large datagram":  func(c *Config) { c.Mode, c.Size = UDP, 1201 },
+		"no connect func": func(c *Config) { c.Connect = nil },
+	} {
+		cfg := directConfig(o, TCP)
+		change(&cfg)
+		if _, err := Run(t.Context(), cfg); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
