@@ -121,6 +121,7 @@ type run struct {
 	open        atomic.Int64
 
 	connect, setup, op *histogram
+	lag                *histogram // open loop: actual start − intended start
 
 	// Counted after warm-up only.
 	ops, bytes atomic.Int64
@@ -142,7 +143,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &run{
 		cfg:     &cfg,
-		connect: newHistogram(), setup: newHistogram(), op: newHistogram(),
+		connect: newHistogram(), setup: newHistogram(), op: newHistogram(), lag: newHistogram(),
 		errs: map[string]int64{}, samples: map[string]string{},
 	}
 	conns, err := r.dial(ctx)
@@ -180,14 +181,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	end := time.Now()
 	openAtEnd := r.open.Load()
 	if cfg.ProxyPID != 0 {
-		rss.open, _ = readProcStatus(cfg.ProxyPID)
+		rss.open, rss.errOpen = readProcStatus(cfg.ProxyPID)
 	}
 	cancel()
 	<-allDone
 	closeConns()
 	if cfg.ProxyPID != 0 {
 		time.Sleep(time.Second) // let the proxy notice the closes
-		rss.after, _ = readProcStatus(cfg.ProxyPID)
+		rss.after, rss.errAfter = readProcStatus(cfg.ProxyPID)
 	}
 	rep := r.report(end.Sub(r.measureFrom), openAtEnd)
 	if cfg.ProxyPID != 0 {
@@ -272,7 +273,7 @@ func (r *run) work(stop context.Context, c Conn) {
 	switch r.cfg.Mode {
 	case Setup:
 		for {
-			at, ok := r.sched.take(stop)
+			at, ok := r.next(stop)
 			if !ok {
 				return
 			}
@@ -298,7 +299,7 @@ func (r *run) work(stop context.Context, c Conn) {
 	default:
 		var t tunnel
 		for {
-			at, ok := r.sched.take(stop)
+			at, ok := r.next(stop)
 			if !ok {
 				break
 			}
@@ -324,6 +325,20 @@ func (r *run) work(stop context.Context, c Conn) {
 			r.closeTunnel(t)
 		}
 	}
+}
+
+// next takes the next ticket from the schedule. In open loop it records how
+// late the worker starts it: the load generator's own delay (timer wake-up,
+// scheduling, busy workers), which is part of each latency and sets its
+// floor.
+func (r *run) next(stop context.Context) (time.Time, bool) {
+	at, ok := r.sched.take(stop)
+	if ok && r.cfg.Rate > 0 {
+		if now := time.Now(); !now.Before(r.measureFrom) {
+			r.lag.record(now.Sub(at))
+		}
+	}
+	return at, ok
 }
 
 // openTunnel opens a tunnel of the mode's kind on c.

@@ -3,6 +3,7 @@ package load
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -19,13 +20,17 @@ type ProxyStats struct {
 	ThreadsBefore int64   `json:"threads_before"`
 	ThreadsOpen   int64   `json:"threads_open"`
 	ThreadsAfter  int64   `json:"threads_after"`
-	KiBPerTunnel  float64 `json:"kib_per_tunnel"` // (open − before) ÷ tunnels open
+	KiBPerTunnel  float64 `json:"kib_per_tunnel"`  // (open − before) ÷ tunnels open
+	Error         string  `json:"error,omitempty"` // a reading that failed, such as for want of file descriptors
 }
 
 // procStatus is what the report reads from /proc/PID/status.
 type procStatus struct{ rssKiB, threads int64 }
 
-type procStats struct{ before, open, after procStatus }
+type procStats struct {
+	before, open, after procStatus
+	errOpen, errAfter   error
+}
 
 func (s procStats) summary(pid int, tunnels int64) *ProxyStats {
 	p := &ProxyStats{
@@ -33,7 +38,10 @@ func (s procStats) summary(pid int, tunnels int64) *ProxyStats {
 		RSSBeforeKiB: s.before.rssKiB, RSSOpenKiB: s.open.rssKiB, RSSAfterKiB: s.after.rssKiB,
 		ThreadsBefore: s.before.threads, ThreadsOpen: s.open.threads, ThreadsAfter: s.after.threads,
 	}
-	if tunnels > 0 {
+	if err := errors.Join(s.errOpen, s.errAfter); err != nil {
+		p.Error = err.Error()
+	}
+	if tunnels > 0 && s.errOpen == nil {
 		p.KiBPerTunnel = float64(s.open.rssKiB-s.before.rssKiB) / float64(tunnels)
 	}
 	return p

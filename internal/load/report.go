@@ -30,6 +30,9 @@ type Report struct {
 	Connect Latency `json:"connect"`
 	Setup   Latency `json:"setup"`
 	Op      Latency `json:"op"` // tcp, udp, h3: one echo or GET
+	// Lag is how late operations started in open loop: the tool's share
+	// of every latency above.
+	Lag Latency `json:"start_lag"`
 
 	ErrorsByClass map[string]int64  `json:"errors_by_class,omitempty"`
 	ErrorSamples  map[string]string `json:"error_samples,omitempty"`
@@ -45,7 +48,7 @@ func (r *run) report(measured time.Duration, openAtEnd int64) *Report {
 		Name: r.cfg.Name, Mode: r.cfg.Mode, Conns: r.cfg.Conns, Tunnels: r.cfg.Tunnels, Rate: r.cfg.Rate,
 		Warmup: r.cfg.Warmup.Seconds(), Duration: secs,
 		Ops: r.ops.Load(), Bytes: r.bytes.Load(), OpenAtEnd: openAtEnd,
-		Connect: r.connect.summary(), Setup: r.setup.summary(), Op: r.op.summary(),
+		Connect: r.connect.summary(), Setup: r.setup.summary(), Op: r.op.summary(), Lag: r.lag.summary(),
 	}
 	if secs > 0 {
 		rep.OpsPerSec = float64(rep.Ops) / secs
@@ -125,7 +128,7 @@ func (rep *Report) text(b *strings.Builder) {
 	for _, row := range []struct {
 		name string
 		l    Latency
-	}{{"connect", rep.Connect}, {"setup", rep.Setup}, {opName(rep.Mode), rep.Op}} {
+	}{{"connect", rep.Connect}, {"setup", rep.Setup}, {opName(rep.Mode), rep.Op}, {"start lag", rep.Lag}} {
 		if row.l.Count == 0 {
 			continue
 		}
@@ -139,6 +142,9 @@ func (rep *Report) text(b *strings.Builder) {
 	if p := rep.Proxy; p != nil {
 		fmt.Fprintf(b, "  proxy pid %d: RSS %d KiB before, %d KiB with %d tunnels open (%+.1f KiB per tunnel), %d KiB after closing; threads %d, %d, %d\n",
 			p.PID, p.RSSBeforeKiB, p.RSSOpenKiB, rep.OpenAtEnd, p.KiBPerTunnel, p.RSSAfterKiB, p.ThreadsBefore, p.ThreadsOpen, p.ThreadsAfter)
+		if p.Error != "" {
+			fmt.Fprintf(b, "  proxy pid %d: %s\n", p.PID, p.Error)
+		}
 	}
 }
 
