@@ -1,5 +1,6 @@
 # make test   what CI runs: gofmt, go vet, staticcheck, race tests, nested modules
 # make bench  the benchmark table (cmd/masque-bench)
+# make load   masque-load against a fresh masqued on loopback (LOAD_ARGS)
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
 #
@@ -16,7 +17,9 @@ DEB_PACKAGES        := curl chromium
 SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NESTED_MODULES      := interop/peers/masquego
 
-.PHONY: test fmt vet lint deps unit nested bench fuzz build
+LOAD_ARGS           ?= -mode setup -c 1 -t 50 -rate 1000 -d 10s -baseline
+
+.PHONY: test fmt vet lint deps unit nested bench load fuzz build
 
 test: fmt vet lint unit nested
 
@@ -51,6 +54,14 @@ nested:
 
 bench:
 	$(GO) run ./cmd/masque-bench
+
+# masqued prints its address once it listens; it is stopped on any exit.
+load: build
+	@set -e; dir=$$(mktemp -d); \
+	bin/masqued -listen 127.0.0.1:0 -allow-private-targets -cert-out $$dir/cert.pem -log-level warn >$$dir/out & pid=$$!; \
+	trap "kill $$pid; rm -r $$dir" EXIT; \
+	until grep -q '^certificate' $$dir/out; do kill -0 $$pid; sleep 0.1; done; \
+	bin/masque-load -proxy https://$$(awk '/^listening on/{print $$3}' $$dir/out) -ca $$dir/cert.pem -proxy-pid $$pid $(LOAD_ARGS)
 
 # go test -fuzz takes one target at a time, so run each one found.
 fuzz:
