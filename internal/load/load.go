@@ -96,11 +96,17 @@ func (c *Config) validate() error {
 		return errors.New("need a timeout")
 	case (c.Mode == TCP || c.Mode == UDP) && c.Size < 8:
 		return errors.New("echo payloads carry an 8-byte sequence number: size must be at least 8")
+	case c.Mode == TCP && c.Size > maxTCPEcho:
+		return fmt.Errorf("an echo is written whole before it is read back: size at most %d", maxTCPEcho)
 	case c.Mode == UDP && c.Size > 1200:
 		return errors.New("a UDP payload must fit a tunnel's datagram: size at most 1200")
 	}
 	return nil
 }
+
+// maxTCPEcho is the largest TCP echo: the tunnel's and sockets' buffers
+// must hold it all, as an operation writes it before it reads.
+const maxTCPEcho = 64 << 10
 
 // target is where the mode's tunnels go.
 func (c *Config) target() string {
@@ -152,7 +158,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	closeConns := func() {
 		for _, c := range conns {
-			c.Close()
+			if err := c.Close(); err != nil {
+				r.fail(fmt.Errorf("closing a connection: %w", err))
+			}
 		}
 	}
 	var rss procStats

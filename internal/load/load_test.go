@@ -109,16 +109,23 @@ func TestRunRate(t *testing.T) {
 	}
 }
 
-// Operations in the warm-up do not count.
+// Operations in the warm-up do not count, but show in the progress line.
 func TestRunWarmup(t *testing.T) {
 	cfg := directConfig(startOrigins(t), Setup)
-	cfg.Rate, cfg.Warmup, cfg.Duration = 100, 500*time.Millisecond, 500*time.Millisecond
+	cfg.Rate, cfg.Warmup, cfg.Duration = 100, 1200*time.Millisecond, 500*time.Millisecond
+	var progress strings.Builder
+	cfg.Progress = &progress
 	rep, err := Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Ops < 40 || rep.Ops > 52 {
-		t.Errorf("%d ops counted in 0.5s at 100/s after 0.5s of warm-up", rep.Ops)
+		t.Errorf("%d ops counted in 0.5s at 100/s after 1.2s of warm-up", rep.Ops)
+	}
+	// One line at 1 s, rewritten in place, and a newline at the end.
+	line := progress.String()
+	if !strings.HasPrefix(line, "\r\x1b[K") || !strings.Contains(line, "ops/s") || !strings.Contains(line, "(warm-up)") || !strings.HasSuffix(line, "\n") {
+		t.Errorf("progress %q", line)
 	}
 }
 
@@ -199,6 +206,7 @@ func TestConfigValidate(t *testing.T) {
 		"no timeout":      func(c *Config) { c.Timeout = 0 },
 		"short echo":      func(c *Config) { c.Size = 7 },
 		"large datagram":  func(c *Config) { c.Mode, c.Size = UDP, 1201 },
+		"large echo":      func(c *Config) { c.Size = 64<<10 + 1 },
 		"no connect func": func(c *Config) { c.Connect = nil },
 	} {
 		cfg := directConfig(o, TCP)
