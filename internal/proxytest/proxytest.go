@@ -40,17 +40,24 @@ type Proxy struct {
 // does; without it the proxy keeps the production SSRF policy.
 func StartH3(t testing.TB, host string, allowPrivate bool) *Proxy {
 	t.Helper()
-	return start(t, host, allowPrivate, false)
+	return start(t, host, allowPrivate, false, nil)
+}
+
+// StartH3Auth is StartH3 with auth deciding which tunnel requests it admits,
+// for tests of clients' proxy authorization.
+func StartH3Auth(t testing.TB, host string, allowPrivate bool, auth tunnel.Authenticator) *Proxy {
+	t.Helper()
+	return start(t, host, allowPrivate, false, auth)
 }
 
 // Start runs the proxy as masqued does: HTTP/3 on a UDP port of host's
 // loopback address, HTTP/2 and HTTP/1.1 on the same TCP port.
 func Start(t testing.TB, host string, allowPrivate bool) *Proxy {
 	t.Helper()
-	return start(t, host, allowPrivate, true)
+	return start(t, host, allowPrivate, true, nil)
 }
 
-func start(t testing.TB, host string, allowPrivate, tcp bool) *Proxy {
+func start(t testing.TB, host string, allowPrivate, tcp bool, auth tunnel.Authenticator) *Proxy {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m, err := tunnel.NewMetrics(reg)
@@ -61,6 +68,7 @@ func start(t testing.TB, host string, allowPrivate, tcp bool) *Proxy {
 	addr := pc.LocalAddr().(*net.UDPAddr)
 	p, err := tunnel.New(tunnel.Config{
 		Policy:  tunnel.Policy{AllowPrivate: allowPrivate, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
+		Auth:    auth,
 		Metrics: m,
 	})
 	if err != nil {
