@@ -10,6 +10,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -143,9 +144,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer origins.Close()
 		cfg.Targets = load.Targets{
-			TCP: or(cfg.Targets.TCP, origins.TCP),
-			UDP: or(cfg.Targets.UDP, origins.UDP),
-			H3:  or(cfg.Targets.H3, origins.H3),
+			TCP: cmp.Or(cfg.Targets.TCP, origins.TCP),
+			UDP: cmp.Or(cfg.Targets.UDP, origins.UDP),
+			H3:  cmp.Or(cfg.Targets.H3, origins.H3),
 		}
 		if o.h3Target == "" {
 			cfg.OriginTLS = origins.TLS
@@ -198,13 +199,6 @@ func write(w io.Writer, rep *load.Report, asJSON bool) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func loadPool(file string) (*x509.CertPool, error) {
