@@ -128,6 +128,7 @@ type run struct {
 
 	connect, setup, op *histogram
 	lag                *histogram // open loop: actual start − intended start
+	service            *histogram // open loop: end − actual start
 
 	// Counted after warm-up only.
 	ops, bytes atomic.Int64
@@ -149,7 +150,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &run{
 		cfg:     &cfg,
-		connect: newHistogram(), setup: newHistogram(), op: newHistogram(), lag: newHistogram(),
+		connect: newHistogram(), setup: newHistogram(), op: newHistogram(),
+		lag: newHistogram(), service: newHistogram(),
 		errs: map[string]int64{}, samples: map[string]string{},
 	}
 	conns, err := r.dial(ctx)
@@ -296,7 +298,8 @@ func (r *run) work(stop context.Context, c Conn) {
 		if _, ok := r.sched.take(stop); !ok {
 			return
 		}
-		at := time.Now()
+		now := time.Now()
+		at := slot{intended: now, started: now}
 		t, err := r.openTunnel(stop, c)
 		r.done(stop, r.setup, at, 0, err)
 		if err != nil {
@@ -335,18 +338,20 @@ func (r *run) work(stop context.Context, c Conn) {
 	}
 }
 
+// slot is when an operation was meant to start and when it did.
+type slot struct{ intended, started time.Time }
+
 // next takes the next ticket from the schedule. In open loop it records how
 // late the worker starts it: the load generator's own delay (timer wake-up,
 // scheduling, busy workers), which is part of each latency and sets its
 // floor.
-func (r *run) next(stop context.Context) (time.Time, bool) {
+func (r *run) next(stop context.Context) (slot, bool) {
 	at, ok := r.sched.take(stop)
-	if ok && r.cfg.Rate > 0 {
-		if now := time.Now(); !now.Before(r.measureFrom) {
-			r.lag.record(now.Sub(at))
-		}
+	now := time.Now()
+	if ok && r.cfg.Rate > 0 && !now.Before(r.measureFrom) {
+		r.lag.record(now.Sub(at))
 	}
-	return at, ok
+	return slot{intended: at, started: now}, ok
 }
 
 // openTunnel opens a tunnel of the mode's kind on c.
@@ -385,10 +390,12 @@ func (r *run) closeTunnel(t tunnel) {
 	r.open.Add(-1)
 }
 
-// done records an operation that was meant to start at at, moved n bytes
-// and ended with err. Operations cut short by the run's end are not counted;
-// those that end in the warm-up only show in the progress line.
-func (r *run) done(stop context.Context, h *histogram, at time.Time, n int64, err error) {
+// done records an operation that was meant to start at at.intended, moved
+// n bytes and ended with err: its latency from the intended start into h,
+// and in open loop its service time, from the actual start. Operations cut
+// short by the run's end are not counted; those that end in the warm-up
+// only show in the progress line.
+func (r *run) done(stop context.Context, h *histogram, at slot, n int64, err error) {
 	if err != nil && stop.Err() != nil {
 		return
 	}
@@ -408,7 +415,10 @@ func (r *run) done(stop context.Context, h *histogram, at time.Time, n int64, er
 	}
 	r.ops.Add(1)
 	r.bytes.Add(n)
-	h.record(now.Sub(at))
+	h.record(now.Sub(at.intended))
+	if r.cfg.Rate > 0 {
+		r.service.record(now.Sub(at.started))
+	}
 }
 
 // fail counts err under its class.

@@ -107,6 +107,9 @@ func TestRunRate(t *testing.T) {
 	if rep.Lag.Count < rep.Ops || rep.Lag.Count > rep.Ops+4 || rep.Lag.P50 > rep.Setup.P50 {
 		t.Errorf("start lag %+v for setup %+v: one per op, and part of each", rep.Lag, rep.Setup)
 	}
+	if rep.Service.Count != rep.Ops || rep.Service.Max > rep.Setup.Max {
+		t.Errorf("service %+v for setup %+v: one per op, and no longer", rep.Service, rep.Setup)
+	}
 }
 
 // Operations in the warm-up do not count, but show in the progress line.

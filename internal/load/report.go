@@ -30,9 +30,12 @@ type Report struct {
 	Connect Latency `json:"connect"`
 	Setup   Latency `json:"setup"`
 	Op      Latency `json:"op"` // tcp, udp, h3: one echo or GET
-	// Lag is how late operations started in open loop: the tool's share
-	// of every latency above.
-	Lag Latency `json:"start_lag"`
+	// In open loop, Lag is how late operations started (the tool's share
+	// of the latencies above) and Service the operations' time from their
+	// actual start: the latency without the tool's delay, but also without
+	// the queueing a stalled proxy causes.
+	Lag     Latency `json:"start_lag"`
+	Service Latency `json:"service"`
 
 	ErrorsByClass map[string]int64  `json:"errors_by_class,omitempty"`
 	ErrorSamples  map[string]string `json:"error_samples,omitempty"`
@@ -48,7 +51,7 @@ func (r *run) report(measured time.Duration, openAtEnd int64) *Report {
 		Name: r.cfg.Name, Mode: r.cfg.Mode, Conns: r.cfg.Conns, Tunnels: r.cfg.Tunnels, Rate: r.cfg.Rate,
 		Warmup: r.cfg.Warmup.Seconds(), Duration: secs,
 		Ops: r.ops.Load(), Bytes: r.bytes.Load(), OpenAtEnd: openAtEnd,
-		Connect: r.connect.summary(), Setup: r.setup.summary(), Op: r.op.summary(), Lag: r.lag.summary(),
+		Connect: r.connect.summary(), Setup: r.setup.summary(), Op: r.op.summary(), Lag: r.lag.summary(), Service: r.service.summary(),
 	}
 	if secs > 0 {
 		rep.OpsPerSec = float64(rep.Ops) / secs
@@ -128,7 +131,7 @@ func (rep *Report) text(b *strings.Builder) {
 	for _, row := range []struct {
 		name string
 		l    Latency
-	}{{"connect", rep.Connect}, {"setup", rep.Setup}, {opName(rep.Mode), rep.Op}, {"start lag", rep.Lag}} {
+	}{{"connect", rep.Connect}, {"setup", rep.Setup}, {opName(rep.Mode), rep.Op}, {"start lag", rep.Lag}, {"service", rep.Service}} {
 		if row.l.Count == 0 {
 			continue
 		}

@@ -15,7 +15,8 @@ func testRun(mode Mode) *run {
 	cfg := &Config{Mode: mode, Name: "https://proxy.example:443", Conns: 2, Tunnels: 3, Warmup: time.Second}
 	return &run{
 		cfg:     cfg,
-		connect: newHistogram(), setup: newHistogram(), op: newHistogram(), lag: newHistogram(),
+		connect: newHistogram(), setup: newHistogram(), op: newHistogram(),
+		lag: newHistogram(), service: newHistogram(),
 		errs: map[string]int64{}, samples: map[string]string{},
 	}
 }
