@@ -186,6 +186,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if werr := write(stdout, rep, o.jsonOut); err == nil {
 		err = werr
 	}
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("interrupted; the report covers the run until then: %w", err)
+	}
 	if err == nil && rep.Ops == 0 {
 		err = fmt.Errorf("no operation succeeded (%d failed)", rep.Errors)
 	}

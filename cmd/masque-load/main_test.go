@@ -183,3 +183,22 @@ func closedPort(t *testing.T, network string) string {
 	}
 	return addr
 }
+
+// SIGINT (a cancelled context) ends a run at once, with the report so far.
+func TestInterrupt(t *testing.T) {
+	p := proxytest.StartH3(t, testnet.IPv4, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	err := run(ctx, []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "tcp", "-c", "1", "-t", "2", "-d", "1m", "-warmup", "0s"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("error %v", err)
+	}
+	if !strings.Contains(out.String(), " ops (") {
+		t.Errorf("no report:\n%s", out.String())
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v to stop", d)
+	}
+}
