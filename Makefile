@@ -2,8 +2,10 @@
 # make bench  the benchmark table (cmd/masque-bench)
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
+# make deps   Debian packages the tests run: redis-server (root or sudo)
 #
-# Needs only Go: staticcheck is installed into GOPATH/bin on first use.
+# Needs Go, and apt for deps: staticcheck is installed into GOPATH/bin on
+# first use, redis-server by deps when missing.
 
 GO                  ?= go
 FUZZTIME            ?= 60s
@@ -12,7 +14,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
 NESTED_MODULES      := interop/peers/masquego
 
-.PHONY: test fmt vet lint unit nested bench fuzz build
+.PHONY: test fmt vet lint unit nested bench fuzz build deps
 
 test: fmt vet lint unit nested
 
@@ -28,7 +30,14 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-unit:
+# The Privacy Pass tests start their own redis-server on a Unix socket; they
+# skip without it, except under CI=true.
+deps:
+	@command -v redis-server >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
+
+unit: deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 nested:

@@ -31,6 +31,7 @@ var ErrInvalidToken = errors.New("privacypass: invalid token")
 type PublicKey struct {
 	Type      TokenType
 	NotBefore time.Time // when clients may start using it; zero = always
+	NotAfter  time.Time // when the issuer retires it; zero = unknown
 	encoded   []byte
 	id        [KeyIDLen]byte
 	rsa       *rsa.PublicKey  // type 2
@@ -104,8 +105,9 @@ type PrivateKey struct {
 	server oprf.VerifiableServer
 }
 
-// GenerateKey makes a new key of type t usable from notBefore.
-func GenerateKey(t TokenType, notBefore time.Time) (*PrivateKey, error) {
+// GenerateKey makes a new key of type t, used from notBefore and retired at
+// notAfter.
+func GenerateKey(t TokenType, notBefore, notAfter time.Time) (*PrivateKey, error) {
 	switch t {
 	case TypePrivate:
 		// RFC 9578 §5.5: DeriveKeyPair(random(Ns), "PrivacyPass"); circl
@@ -116,18 +118,18 @@ func GenerateKey(t TokenType, notBefore time.Time) (*PrivateKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newPrivateKey1(sk, notBefore)
+		return newPrivateKey1(sk, notBefore, notAfter)
 	case TypePublic:
 		sk, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
 			return nil, err
 		}
-		return newPrivateKey2(sk, notBefore)
+		return newPrivateKey2(sk, notBefore, notAfter)
 	}
 	return nil, fmt.Errorf("%w: token type %v", ErrUnsupportedType, t)
 }
 
-func newPrivateKey1(sk *oprf.PrivateKey, notBefore time.Time) (*PrivateKey, error) {
+func newPrivateKey1(sk *oprf.PrivateKey, notBefore, notAfter time.Time) (*PrivateKey, error) {
 	enc, err := sk.Public().MarshalBinary()
 	if err != nil {
 		return nil, err
@@ -136,11 +138,11 @@ func newPrivateKey1(sk *oprf.PrivateKey, notBefore time.Time) (*PrivateKey, erro
 	if err != nil {
 		return nil, err
 	}
-	pub.NotBefore = notBefore
+	pub.NotBefore, pub.NotAfter = notBefore, notAfter
 	return &PrivateKey{pub: pub, oprf: sk, server: oprf.NewVerifiableServer(oprf.SuiteP384, sk)}, nil
 }
 
-func newPrivateKey2(sk *rsa.PrivateKey, notBefore time.Time) (*PrivateKey, error) {
+func newPrivateKey2(sk *rsa.PrivateKey, notBefore, notAfter time.Time) (*PrivateKey, error) {
 	if sk.Size() != rsaNk {
 		return nil, malformed("issuer key: not RSA-2048")
 	}
@@ -153,7 +155,7 @@ func newPrivateKey2(sk *rsa.PrivateKey, notBefore time.Time) (*PrivateKey, error
 	if err != nil {
 		return nil, err
 	}
-	pub.NotBefore = notBefore
+	pub.NotBefore, pub.NotAfter = notBefore, notAfter
 	return &PrivateKey{pub: pub, rsa: sk, signer: blindrsa.NewSigner(sk)}, nil
 }
 
@@ -210,17 +212,21 @@ func (k *PrivateKey) Verify(tok *Token) error {
 	return nil
 }
 
-// PEM block types of persisted keys; the Not-Before header holds NotBefore
-// in Unix seconds.
+// PEM block types of persisted keys; the Not-Before and Not-After headers
+// hold NotBefore and NotAfter in Unix seconds.
 const (
-	pemType1        = "PRIVACYPASS VOPRF P384 PRIVATE KEY" // the 48-byte scalar
-	pemType2        = "PRIVATE KEY"                        // PKCS #8 RSA
-	pemNotBeforeHdr = "Not-Before"
+	pemType1 = "PRIVACYPASS VOPRF P384 PRIVATE KEY" // the 48-byte scalar
+	pemType2 = "PRIVATE KEY"                        // PKCS #8 RSA
 )
 
 // MarshalPEM encodes k, with its NotBefore, for storage.
 func (k *PrivateKey) MarshalPEM() ([]byte, error) {
-	b := &pem.Block{Headers: map[string]string{pemNotBeforeHdr: strconv.FormatInt(k.pub.NotBefore.Unix(), 10)}}
+	b := &pem.Block{Headers: map[string]string{}}
+	for name, t := range map[string]time.Time{"Not-Before": k.pub.NotBefore, "Not-After": k.pub.NotAfter} {
+		if !t.IsZero() {
+			b.Headers[name] = strconv.FormatInt(t.Unix(), 10)
+		}
+	}
 	var err error
 	if k.pub.Type == TypePublic {
 		b.Type = pemType2
@@ -236,19 +242,21 @@ func (k *PrivateKey) MarshalPEM() ([]byte, error) {
 }
 
 // ParsePrivateKeyPEM decodes a key written by MarshalPEM. A PKCS #8 RSA key
-// without a Not-Before header is accepted too (as in RFC 9578's vectors).
+// without headers is accepted too (as in RFC 9578's vectors).
 func ParsePrivateKeyPEM(data []byte) (*PrivateKey, error) {
 	b, _ := pem.Decode(data)
 	if b == nil {
 		return nil, malformed("issuer key: no PEM block")
 	}
-	var notBefore time.Time
-	if v, ok := b.Headers[pemNotBeforeHdr]; ok {
-		sec, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return nil, malformed("issuer key: Not-Before header")
+	var notBefore, notAfter time.Time
+	for name, t := range map[string]*time.Time{"Not-Before": &notBefore, "Not-After": &notAfter} {
+		if v, ok := b.Headers[name]; ok {
+			sec, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, malformed("issuer key: " + name + " header")
+			}
+			*t = time.Unix(sec, 0)
 		}
-		notBefore = time.Unix(sec, 0)
 	}
 	switch b.Type {
 	case pemType1:
@@ -256,7 +264,7 @@ func ParsePrivateKeyPEM(data []byte) (*PrivateKey, error) {
 		if err := sk.UnmarshalBinary(oprf.SuiteP384, b.Bytes); err != nil {
 			return nil, fmt.Errorf("%w issuer key: %w", ErrMalformed, err)
 		}
-		return newPrivateKey1(sk, notBefore)
+		return newPrivateKey1(sk, notBefore, notAfter)
 	case pemType2:
 		key, err := x509.ParsePKCS8PrivateKey(b.Bytes)
 		if err != nil {
@@ -266,7 +274,7 @@ func ParsePrivateKeyPEM(data []byte) (*PrivateKey, error) {
 		if !ok {
 			return nil, malformed("issuer key: PKCS #8 key is not RSA")
 		}
-		return newPrivateKey2(sk, notBefore)
+		return newPrivateKey2(sk, notBefore, notAfter)
 	}
 	return nil, malformed("issuer key: PEM block type " + strconv.Quote(b.Type))
 }

@@ -97,7 +97,7 @@ func TestRFC9578Type1(t *testing.T) {
 		if err := raw.UnmarshalBinary(oprf.SuiteP384, unhex(t, v.skS)); err != nil {
 			t.Fatal(err)
 		}
-		sk, err := newPrivateKey1(raw, time.Time{})
+		sk, err := newPrivateKey1(raw, time.Time{}, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +227,7 @@ func TestParsePublicKeyRejects(t *testing.T) {
 
 func TestGeneratedKeysRoundTrip(t *testing.T) {
 	for _, typ := range []TokenType{TypePrivate, TypePublic} {
-		sk, err := GenerateKey(typ, time.Unix(1700000000, 0))
+		sk, err := GenerateKey(typ, time.Unix(1700000000, 0), time.Unix(1800000000, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +239,7 @@ func TestGeneratedKeysRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if back.Public().ID() != sk.Public().ID() || !back.Public().NotBefore.Equal(sk.Public().NotBefore) {
+		if back.Public().ID() != sk.Public().ID() || !back.Public().NotBefore.Equal(sk.Public().NotBefore) || !back.Public().NotAfter.Equal(sk.Public().NotAfter) {
 			t.Fatalf("%v: PEM round trip changed the key", typ)
 		}
 		c := TokenChallenge{Type: typ, IssuerName: "issuer.example"}
