@@ -109,8 +109,14 @@ func decodeParam(params map[string]string, name string) ([]byte, bool) {
 	if !ok || v == "" {
 		return nil, false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(v, "="))
+	b, err := decodeBase64URL(v)
 	return b, err == nil
+}
+
+// decodeBase64URL decodes base64url with or without padding: RFC 9577 asks
+// for padding, and not every peer sends it.
+func decodeBase64URL(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }
 
 // authItem is one challenge or credential of an auth header: a scheme and
