@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
@@ -35,6 +35,9 @@ type ClientConfig struct {
 	// DisableDatagrams makes UDP tunnels carry payloads in DATAGRAM capsules
 	// on the request stream instead of QUIC DATAGRAM frames.
 	DisableDatagrams bool
+	// Authorizer supplies Proxy-Authorization for each tunnel request and
+	// answers a 407 once; nil sends none.
+	Authorizer proxyclient.Authorizer
 }
 
 // DefaultClientQUICConfig is the client's QUIC configuration unless one is
@@ -63,22 +66,13 @@ type Client struct {
 	tr        *http3.Transport
 	authority string // the proxy's host:port
 	template  *tunnel.Template
+	auth      proxyclient.Authorizer
 	datagrams bool // both sides negotiated HTTP Datagrams
 }
 
-// ProxyError is a proxy's refusal of a tunnel: its status and Proxy-Status.
-type ProxyError struct {
-	StatusCode  int
-	ProxyStatus string // the Proxy-Status header, if any
-}
-
-func (e *ProxyError) Error() string {
-	s := "proxy answered " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
-	if e.ProxyStatus != "" {
-		s += " (" + e.ProxyStatus + ")"
-	}
-	return s
-}
+// ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
+// challenges.
+type ProxyError = proxyclient.ProxyError
 
 // Dial connects to the proxy at proxyURL ("https://host:port") and waits for
 // its HTTP/3 SETTINGS.
@@ -120,7 +114,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: authority, template: tmpl}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: authority, template: tmpl, auth: c.Authorizer}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
@@ -196,7 +190,7 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 		return fail(fmt.Errorf("reading response: %w", err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fail(&ProxyError{StatusCode: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")})
+		return fail(proxyclient.Refusal(resp))
 	}
 	return nil
 }
@@ -204,13 +198,16 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 // DialTCP opens a TCP tunnel to target ("host:port") with CONNECT.
 // Closing the returned conn ends the tunnel; CloseWrite half-closes it.
 func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
-	req := &http.Request{
-		Method: http.MethodConnect,
-		Host:   target,
-		URL:    &url.URL{Host: target},
-		Header: http.Header{},
-	}
-	rs, err := c.roundTrip(ctx, req)
+	rs, err := proxyclient.Do(ctx, c.auth, func(authz string) (*http3.RequestStream, error) {
+		req := &http.Request{
+			Method: http.MethodConnect,
+			Host:   target,
+			URL:    &url.URL{Host: target},
+			Header: http.Header{},
+		}
+		setAuthorization(req, authz)
+		return c.roundTrip(ctx, req)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -237,27 +234,41 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	if err != nil {
 		return nil, err
 	}
-	req := &http.Request{
-		Method: http.MethodConnect,
-		Proto:  tunnel.ProtocolConnectUDP,
-		Host:   reqURL.Host,
-		URL:    reqURL,
-		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
-	}
-	rs, err := c.openStream(ctx)
+	u, err := proxyclient.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
+		req := &http.Request{
+			Method: http.MethodConnect,
+			Proto:  tunnel.ProtocolConnectUDP,
+			Host:   reqURL.Host,
+			URL:    reqURL,
+			Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
+		}
+		setAuthorization(req, authz)
+		rs, err := c.openStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// Registered before the request goes out: datagrams may follow the
+		// response faster than ReadResponse returns.
+		u := newUDPConn(c, rs, addrOf(target, "udp"))
+		if err := c.exchange(ctx, rs, req); err != nil {
+			u.closeQueues()
+			return nil, err
+		}
+		return u, nil
+	})
 	if err != nil {
-		return nil, err
-	}
-	// Registered before the request goes out: datagrams may follow the
-	// response faster than ReadResponse returns.
-	u := newUDPConn(c, rs, addrOf(target, "udp"))
-	if err := c.exchange(ctx, rs, req); err != nil {
-		u.closeQueues()
 		return nil, err
 	}
 	c.ctl.opened()
 	u.start()
 	return u, nil
+}
+
+// setAuthorization adds a Proxy-Authorization field unless authz is empty.
+func setAuthorization(req *http.Request, authz string) {
+	if authz != "" {
+		req.Header.Set("Proxy-Authorization", authz)
+	}
 }
 
 // addrOf returns target as a net.Addr: a *net.TCPAddr or *net.UDPAddr for IP

@@ -1,0 +1,77 @@
+// Package proxyclient holds what the client sides of masqued's fronts
+// (h3proxy over QUIC, h2proxy over TLS+TCP) share: a proxy's refusal as an
+// error, and proxy authorization with one retry after a 407. Keeping it here
+// means a token pool or any other Authorizer works with either transport.
+package proxyclient
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+)
+
+// Authorizer supplies Proxy-Authorization for tunnel requests; a Privacy Pass
+// token pool is one.
+type Authorizer interface {
+	// Authorize returns a Proxy-Authorization field value for the next
+	// tunnel request, or "" for none. challenges holds the
+	// Proxy-Authenticate field values of the 407 that answered the previous
+	// attempt, or is nil before the first attempt.
+	Authorize(ctx context.Context, challenges []string) (string, error)
+}
+
+// ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and,
+// on a 407, its challenges.
+type ProxyError struct {
+	StatusCode  int
+	ProxyStatus string   // the Proxy-Status header, if any
+	Challenges  []string // the Proxy-Authenticate field values, if any
+}
+
+func (e *ProxyError) Error() string {
+	s := "proxy answered " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
+	if e.ProxyStatus != "" {
+		s += " (" + e.ProxyStatus + ")"
+	}
+	return s
+}
+
+// Refusal returns the ProxyError for a non-2xx response.
+func Refusal(resp *http.Response) *ProxyError {
+	return &ProxyError{
+		StatusCode:  resp.StatusCode,
+		ProxyStatus: resp.Header.Get("Proxy-Status"),
+		Challenges:  resp.Header.Values("Proxy-Authenticate"),
+	}
+}
+
+// Do runs attempt, a tunnel request carrying the Proxy-Authorization value
+// it is given, with authorization from a (nil for none). When the proxy
+// answers 407, it asks a for credentials for the challenges and tries once
+// more: a second 407 means the credentials were refused.
+func Do[T any](ctx context.Context, a Authorizer, attempt func(authorization string) (T, error)) (T, error) {
+	if a == nil {
+		return attempt("")
+	}
+	var challenges []string
+	for try := 0; ; try++ {
+		authz, err := a.Authorize(ctx, challenges)
+		if err != nil {
+			var zero T
+			return zero, &AuthError{Err: err}
+		}
+		v, err := attempt(authz)
+		var pe *ProxyError
+		if try > 0 || !errors.As(err, &pe) || pe.StatusCode != http.StatusProxyAuthRequired {
+			return v, err
+		}
+		challenges = pe.Challenges
+	}
+}
+
+// AuthError reports that the Authorizer failed to supply credentials.
+type AuthError struct{ Err error }
+
+func (e *AuthError) Error() string { return "proxy authorization: " + e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
