@@ -136,8 +136,9 @@ func TestAttester(t *testing.T) {
 	ta.checkPrivacy(t, 3)
 }
 
-// checkPrivacy asserts that the issuer saw n requests and that neither they
-// nor the issuer's log hold the account or its key.
+// checkPrivacy asserts that the issuer saw n token requests (any number if
+// n < 0) and that neither they nor the issuer's log hold the account or its
+// key.
 func (ta *testAuthority) checkPrivacy(t *testing.T, n int) {
 	t.Helper()
 	ta.spy.mu.Lock()
@@ -151,7 +152,7 @@ func (ta *testAuthority) checkPrivacy(t *testing.T, n int) {
 			t.Errorf("the issuer saw the account:\n%s", s)
 		}
 	}
-	if relayed != n {
+	if n >= 0 && relayed != n {
 		t.Errorf("the issuer saw %d token requests, want %d", relayed, n)
 	}
 	if log := ta.issuerLog.String(); strings.Contains(log, ta.account) || strings.Contains(log, ta.key) {

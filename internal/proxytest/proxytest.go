@@ -33,8 +33,10 @@ type Proxy struct {
 
 // StartH3 runs an HTTP/3 proxy on host's loopback address until the test
 // ends. allowPrivate opts in to loopback targets, as -allow-private-targets
-// does; without it the proxy keeps the production SSRF policy.
-func StartH3(t testing.TB, host string, allowPrivate bool) *Proxy {
+// does; without it the proxy keeps the production SSRF policy. Each
+// configure function may then change the tunnel core's configuration (to
+// add an Authenticator or a Logger, say).
+func StartH3(t testing.TB, host string, allowPrivate bool, configure ...func(*tunnel.Config)) *Proxy {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m, err := tunnel.NewMetrics(reg)
@@ -43,10 +45,14 @@ func StartH3(t testing.TB, host string, allowPrivate bool) *Proxy {
 	}
 	pc := testnet.UDP(t, host)
 	addr := pc.LocalAddr().(*net.UDPAddr)
-	p, err := tunnel.New(tunnel.Config{
+	c := tunnel.Config{
 		Policy:  tunnel.Policy{AllowPrivate: allowPrivate, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
 		Metrics: m,
-	})
+	}
+	for _, f := range configure {
+		f(&c)
+	}
+	p, err := tunnel.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
