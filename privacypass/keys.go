@@ -99,8 +99,7 @@ type Verifier interface {
 // safe for concurrent use.
 type PrivateKey struct {
 	pub    *PublicKey
-	rsa    *rsa.PrivateKey // type 2
-	signer blindrsa.Signer
+	rsa    *rsa.PrivateKey  // type 2, with CRT values precomputed
 	oprf   *oprf.PrivateKey // type 1
 	server oprf.VerifiableServer
 }
@@ -156,7 +155,7 @@ func newPrivateKey2(sk *rsa.PrivateKey, notBefore, notAfter time.Time) (*Private
 		return nil, err
 	}
 	pub.NotBefore, pub.NotAfter = notBefore, notAfter
-	return &PrivateKey{pub: pub, rsa: sk, signer: blindrsa.NewSigner(sk)}, nil
+	return &PrivateKey{pub: pub, rsa: sk}, nil
 }
 
 // Public is the key's public half.
@@ -171,11 +170,7 @@ func (k *PrivateKey) Issue(req *TokenRequest) ([]byte, error) {
 		return nil, malformed("token request: blinded message size")
 	}
 	if k.pub.Type == TypePublic {
-		sig, err := k.signer.BlindSign(req.BlindedMsg)
-		if err != nil {
-			return nil, fmt.Errorf("%w token request: %w", ErrMalformed, err)
-		}
-		return sig, nil
+		return blindSign(k.rsa, req.BlindedMsg)
 	}
 	e := group.P384.NewElement()
 	if err := e.UnmarshalBinary(req.BlindedMsg); err != nil || e.IsIdentity() {

@@ -72,7 +72,7 @@ func refusal(t *testing.T, err error, status int) *Refusal {
 	return ref
 }
 
-func newTestRedeemer(t *testing.T, spent SpentStore) *Redeemer {
+func newTestRedeemer(t testing.TB, spent SpentStore) *Redeemer {
 	t.Helper()
 	ks := testKeys()
 	rd, err := NewRedeemer(RedeemerConfig{IssuerName: "issuer.example", OriginInfo: "proxy.example",

@@ -2,10 +2,13 @@ package privacypass
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	encasn1 "encoding/asn1"
+	"errors"
 	"fmt"
+	"math/big"
 
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
@@ -60,4 +63,43 @@ func parseRSAPSSKey(der []byte) (*rsa.PublicKey, error) {
 		return nil, malformed("token key: not a 2048-bit modulus")
 	}
 	return pk, nil
+}
+
+var errBlindSign = errors.New("privacypass: blind signature failed its check")
+
+// blindSign is RSABSSA's BlindSign (RFC 9474 §4.3): the raw RSA private
+// operation on the blinded message. circl's does it without the Chinese
+// remainder theorem, four times slower; this one uses the key's precomputed
+// CRT values, blinds the operation (so math/big's variable timing says
+// nothing about the key), and checks the result against the public key
+// (so a fault cannot leak a factor).
+func blindSign(sk *rsa.PrivateKey, blinded []byte) ([]byte, error) {
+	n := sk.N
+	c := new(big.Int).SetBytes(blinded)
+	if len(blinded) != sk.Size() || c.Cmp(n) >= 0 {
+		return nil, malformed("token request: blinded message out of range")
+	}
+	e := big.NewInt(int64(sk.E))
+	var r, rInv *big.Int
+	for {
+		var err error
+		if r, err = rand.Int(rand.Reader, n); err != nil {
+			return nil, err
+		}
+		if rInv = new(big.Int).ModInverse(r, n); rInv != nil {
+			break
+		}
+	}
+	cb := new(big.Int).Exp(r, e, n)
+	cb.Mul(cb, c).Mod(cb, n)
+	p, q, pc := sk.Primes[0], sk.Primes[1], sk.Precomputed
+	m1 := new(big.Int).Exp(cb, pc.Dp, p)
+	m2 := new(big.Int).Exp(cb, pc.Dq, q)
+	m1.Sub(m1, m2).Mul(m1, pc.Qinv).Mod(m1, p) // h = qInv(m1 − m2) mod p
+	m1.Mul(m1, q).Add(m1, m2)                  // m = m2 + h·q
+	m1.Mul(m1, rInv).Mod(m1, n)                // unblind
+	if new(big.Int).Exp(m1, e, n).Cmp(c) != 0 {
+		return nil, errBlindSign
+	}
+	return m1.FillBytes(make([]byte, sk.Size())), nil
 }

@@ -258,3 +258,11 @@ func TestGeneratedKeysRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestBlindSignRejectsOutOfRange(t *testing.T) {
+	sk := testKeys()[1]
+	req := TokenRequest{Type: TypePublic, TruncatedKeyID: sk.Public().id[KeyIDLen-1], BlindedMsg: bytes.Repeat([]byte{0xff}, rsaNk)}
+	if _, err := sk.Issue(&req); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a blinded message above the modulus: %v", err)
+	}
+}
