@@ -264,7 +264,7 @@ func (c *Client) listed(ctx context.Context, t TokenType, key *PublicKey) (*Publ
 	if k != nil {
 		return k, nil
 	}
-	d, err := c.fetchDirectory(ctx)
+	d, err := fetchDirectory(ctx, c.cfg.HTTPClient, c.cfg.DirectoryURL)
 	if err != nil {
 		return nil, err
 	}
@@ -274,13 +274,14 @@ func (c *Client) listed(ctx context.Context, t TokenType, key *PublicKey) (*Publ
 	return find(d), nil
 }
 
-func (c *Client) fetchDirectory(ctx context.Context) (*Directory, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.DirectoryURL, nil)
+// fetchDirectory gets and parses the issuer directory at url.
+func fetchDirectory(ctx context.Context, client *http.Client, url string) (*Directory, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", MediaTypeDirectory)
-	res, err := c.cfg.HTTPClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetching the issuer directory: %w", err)
 	}

@@ -1,6 +1,7 @@
 package privacypass
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -173,6 +174,22 @@ func (is *Issuer) Rotate(now time.Time) error {
 	}
 	is.publish(keys)
 	return nil
+}
+
+// Run calls Rotate every hour until ctx is done.
+func (is *Issuer) Run(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := is.Rotate(now); err != nil {
+				is.cfg.Logger.Error("rotating issuer keys", "error", err)
+			}
+		}
+	}
 }
 
 // generate makes a key of type t from start whose truncated id differs from

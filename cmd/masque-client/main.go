@@ -22,6 +22,7 @@ import (
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/privacypass"
 )
 
 func main() { cli.Main("masque-client", run) }
@@ -29,6 +30,7 @@ func main() { cli.Main("masque-client", run) }
 // options is masque-client's command line.
 type options struct {
 	proxy, ca, originCA, via, template, out string
+	accountKey, attester, issuerDirectory   string
 	disableDatagrams, verbose               bool
 	timeout                                 time.Duration
 	url                                     *url.URL // fetch's argument
@@ -55,6 +57,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.out, "o", "", "write the body to `file` instead of stdout")
 	fs.BoolVar(&o.verbose, "v", false, "report the tunnel, timings and throughput on stderr")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; tokens are then minted and presented when the proxy asks")
+	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
+	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -74,6 +79,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.proxy == "":
 		return nil, cli.Usagef(fs, "-proxy is required")
+	case (o.accountKey == "") != (o.attester == ""):
+		return nil, cli.Usagef(fs, "-account-key and -attester go together")
 	case o.via != "udp" && o.via != "tcp":
 		return nil, cli.Usagef(fs, "-via must be udp or tcp, not %q", o.via)
 	case err != nil || u.Host == "":
@@ -102,12 +109,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	start := time.Now()
-	client, err := h3proxy.Dial(ctx, o.proxy, h3proxy.ClientConfig{
+	cfg := h3proxy.ClientConfig{
 		TLSConfig:        proxyTLS,
 		Template:         o.template,
 		DisableDatagrams: o.disableDatagrams,
-	})
+	}
+	if o.accountKey != "" {
+		// The attester and the issuer directory are trusted as the proxy is.
+		tr := &http.Transport{TLSClientConfig: proxyTLS.Clone()}
+		defer tr.CloseIdleConnections()
+		tokens, err := o.tokens(&http.Client{Transport: tr, Timeout: o.timeout})
+		if err != nil {
+			return err
+		}
+		defer tokens.Close()
+		cfg.Authorizer = tokens
+	}
+	start := time.Now()
+	client, err := h3proxy.Dial(ctx, o.proxy, cfg)
 	if err != nil {
 		return err
 	}
@@ -193,6 +212,21 @@ func viaTCP(ctx context.Context, c *h3proxy.Client, target string, originTLS *tl
 		},
 	}
 	return tr, func() error { tr.CloseIdleConnections(); return conn.Close() }, nil
+}
+
+// tokens returns the Privacy Pass token pool of -account-key, reaching the
+// attester with hc.
+func (o *options) tokens(hc *http.Client) (*privacypass.Client, error) {
+	key, err := privacypass.ReadAPIKey(o.accountKey)
+	if err != nil {
+		return nil, fmt.Errorf("-account-key: %w", err)
+	}
+	return privacypass.NewClient(privacypass.ClientConfig{
+		AttesterURL:  o.attester,
+		DirectoryURL: o.issuerDirectory,
+		APIKey:       key,
+		HTTPClient:   hc,
+	})
 }
 
 // tlsConfigs returns the TLS configurations for the proxy (-ca, or the system
