@@ -42,7 +42,9 @@ type RedeemerConfig struct {
 	// RedisStore between proxies so a token spent on one is refused by all.
 	Spent SpentStore
 	// SpentTTL is how long a nonce stays spent when its key's retirement
-	// (PublicKey.NotAfter) is unknown; 0 = 30 days. It must outlive the key.
+	// (PublicKey.NotAfter) is unknown, as with keys from a directory; 0 =
+	// 31 days, the default issuer's key lifetime plus overlap. It must be at
+	// least the issuer's, or a token could be replayed late in a key's life.
 	SpentTTL time.Duration
 	// Logger records refusals, never tokens; nil = silent.
 	Logger *slog.Logger
@@ -73,7 +75,7 @@ func NewRedeemer(c RedeemerConfig) (*Redeemer, error) {
 		c.Spent = NewMemoryStore()
 	}
 	if c.SpentTTL == 0 {
-		c.SpentTTL = 30 * 24 * time.Hour
+		c.SpentTTL = 31 * 24 * time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
