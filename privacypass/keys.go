@@ -99,7 +99,8 @@ type Verifier interface {
 // safe for concurrent use.
 type PrivateKey struct {
 	pub    *PublicKey
-	rsa    *rsa.PrivateKey  // type 2, with CRT values precomputed
+	rsa    *rsa.PrivateKey // type 2
+	signer *rsaSigner
 	oprf   *oprf.PrivateKey // type 1
 	server oprf.VerifiableServer
 }
@@ -155,7 +156,11 @@ func newPrivateKey2(sk *rsa.PrivateKey, notBefore, notAfter time.Time) (*Private
 		return nil, err
 	}
 	pub.NotBefore, pub.NotAfter = notBefore, notAfter
-	return &PrivateKey{pub: pub, rsa: sk}, nil
+	signer, err := newRSASigner(sk)
+	if err != nil {
+		return nil, err
+	}
+	return &PrivateKey{pub: pub, rsa: sk, signer: signer}, nil
 }
 
 // Public is the key's public half.
@@ -170,7 +175,7 @@ func (k *PrivateKey) Issue(req *TokenRequest) ([]byte, error) {
 		return nil, malformed("token request: blinded message size")
 	}
 	if k.pub.Type == TypePublic {
-		return blindSign(k.rsa, req.BlindedMsg)
+		return k.signer.sign(req.BlindedMsg)
 	}
 	e := group.P384.NewElement()
 	if err := e.UnmarshalBinary(req.BlindedMsg); err != nil || e.IsIdentity() {

@@ -2,14 +2,13 @@ package privacypass
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	encasn1 "encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 
+	"filippo.io/bigmod"
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -67,39 +66,59 @@ func parseRSAPSSKey(der []byte) (*rsa.PublicKey, error) {
 
 var errBlindSign = errors.New("privacypass: blind signature failed its check")
 
-// blindSign is RSABSSA's BlindSign (RFC 9474 §4.3): the raw RSA private
-// operation on the blinded message. circl's does it without the Chinese
-// remainder theorem, four times slower; this one uses the key's precomputed
-// CRT values, blinds the operation (so math/big's variable timing says
-// nothing about the key), and checks the result against the public key
-// (so a fault cannot leak a factor).
-func blindSign(sk *rsa.PrivateKey, blinded []byte) ([]byte, error) {
-	n := sk.N
-	c := new(big.Int).SetBytes(blinded)
-	if len(blinded) != sk.Size() || c.Cmp(n) >= 0 {
+// rsaSigner is RSABSSA's BlindSign (RFC 9474 §4.3), the raw RSA private
+// operation on a blinded message, in constant time with the Chinese
+// remainder theorem: the way crypto/rsa decrypts, on filippo.io/bigmod
+// (crypto/rsa's own arithmetic, re-exported). circl's BlindSign uses
+// math/big without CRT, about three times slower. The result is checked
+// against the public key so that a fault cannot leak a factor.
+type rsaSigner struct {
+	n, p, q *bigmod.Modulus
+	dP, dQ  []byte
+	qInv    *bigmod.Nat // mod p
+	e       uint
+	size    int
+}
+
+func newRSASigner(sk *rsa.PrivateKey) (*rsaSigner, error) {
+	if len(sk.Primes) != 2 || sk.Precomputed.Dp == nil {
+		return nil, malformed("issuer key: not a two-prime RSA key")
+	}
+	s := &rsaSigner{e: uint(sk.E), size: sk.Size(), dP: sk.Precomputed.Dp.Bytes(), dQ: sk.Precomputed.Dq.Bytes()}
+	var err error
+	if s.n, err = bigmod.NewModulus(sk.N.Bytes()); err != nil {
+		return nil, err
+	}
+	if s.p, err = bigmod.NewModulus(sk.Primes[0].Bytes()); err != nil {
+		return nil, err
+	}
+	if s.q, err = bigmod.NewModulus(sk.Primes[1].Bytes()); err != nil {
+		return nil, err
+	}
+	if s.qInv, err = bigmod.NewNat().SetBytes(sk.Precomputed.Qinv.Bytes(), s.p); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sign returns blinded^d mod n.
+func (s *rsaSigner) sign(blinded []byte) ([]byte, error) {
+	if len(blinded) != s.size {
+		return nil, malformed("token request: blinded message size")
+	}
+	c, err := bigmod.NewNat().SetBytes(blinded, s.n)
+	if err != nil {
 		return nil, malformed("token request: blinded message out of range")
 	}
-	e := big.NewInt(int64(sk.E))
-	var r, rInv *big.Int
-	for {
-		var err error
-		if r, err = rand.Int(rand.Reader, n); err != nil {
-			return nil, err
-		}
-		if rInv = new(big.Int).ModInverse(r, n); rInv != nil {
-			break
-		}
-	}
-	cb := new(big.Int).Exp(r, e, n)
-	cb.Mul(cb, c).Mod(cb, n)
-	p, q, pc := sk.Primes[0], sk.Primes[1], sk.Precomputed
-	m1 := new(big.Int).Exp(cb, pc.Dp, p)
-	m2 := new(big.Int).Exp(cb, pc.Dq, q)
-	m1.Sub(m1, m2).Mul(m1, pc.Qinv).Mod(m1, p) // h = qInv(m1 − m2) mod p
-	m1.Mul(m1, q).Add(m1, m2)                  // m = m2 + h·q
-	m1.Mul(m1, rInv).Mod(m1, n)                // unblind
-	if new(big.Int).Exp(m1, e, n).Cmp(c) != 0 {
+	t := bigmod.NewNat()
+	m := bigmod.NewNat().Exp(t.Mod(c, s.p), s.dP, s.p)  // c^dP mod p
+	m2 := bigmod.NewNat().Exp(t.Mod(c, s.q), s.dQ, s.q) // c^dQ mod q
+	m.Sub(t.Mod(m2, s.p), s.p)                          // − m2 mod p
+	m.Mul(s.qInv, s.p)                                  // · qInv mod p
+	m.ExpandFor(s.n).Mul(s.q.Nat(), s.n)                // · q mod n
+	m.Add(m2.ExpandFor(s.n), s.n)                       // + m2 mod n
+	if bigmod.NewNat().ExpShortVarTime(m, s.e, s.n).Equal(c) != 1 {
 		return nil, errBlindSign
 	}
-	return m1.FillBytes(make([]byte, sk.Size())), nil
+	return m.Bytes(s.n), nil
 }
