@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 )
@@ -234,8 +235,9 @@ type ProxyConfig struct {
 	Redis string
 	// ProxyName is origin_info in the challenges; a host that is
 	// unspecified (0.0.0.0, ::) or empty means none.
-	ProxyName string
-	Logger    *slog.Logger
+	ProxyName  string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // for the Redeemer's counters; nil = not counted
 }
 
 // ProxyAuth is a running Privacy Pass setup for a proxy: its Redeemer is the
@@ -257,7 +259,7 @@ func StartProxyAuth(c ProxyConfig) (_ *ProxyAuth, err error) {
 			pa.Close()
 		}
 	}()
-	rc := RedeemerConfig{OriginInfo: originInfo(c.ProxyName), Logger: c.Logger}
+	rc := RedeemerConfig{OriginInfo: originInfo(c.ProxyName), Logger: c.Logger, Registerer: c.Registerer}
 	if c.Redis != "" {
 		opts := &redis.Options{Addr: c.Redis}
 		if strings.HasPrefix(c.Redis, "/") {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // KeySource supplies the issuer keys a Redeemer accepts tokens under.
@@ -48,7 +50,19 @@ type RedeemerConfig struct {
 	SpentTTL time.Duration
 	// Logger records refusals, never tokens; nil = silent.
 	Logger *slog.Logger
+	// Registerer gets masqued_privacypass_redemptions_total{result}; nil =
+	// not counted.
+	Registerer prometheus.Registerer
 }
+
+// Redemption results, the label values of masqued_privacypass_redemptions_total.
+const (
+	ResultAdmitted     = "admitted"
+	ResultNoToken      = "no_token"
+	ResultInvalid      = "invalid"       // malformed, forged, another challenge, unknown key
+	ResultSpent        = "spent"         // replayed
+	ResultStoreFailure = "store_failure" // the spent store did not answer: refused with 503
+)
 
 // Redeemer is the proxy's side of Privacy Pass: a tunnel authenticator
 // (Authenticate(*http.Request) error) that admits a request carrying a
@@ -59,6 +73,7 @@ type RedeemerConfig struct {
 type Redeemer struct {
 	cfg        RedeemerConfig
 	challenges map[TokenType]challengeInfo
+	results    map[string]prometheus.Counter // by result; nil when not counted
 }
 
 type challengeInfo struct {
@@ -81,6 +96,18 @@ func NewRedeemer(c RedeemerConfig) (*Redeemer, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	rd := &Redeemer{cfg: c, challenges: map[TokenType]challengeInfo{}}
+	if c.Registerer != nil {
+		vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_privacypass_redemptions_total", Help: "Tunnel requests checked for a Privacy Pass token, by result.",
+		}, []string{"result"})
+		if err := c.Registerer.Register(vec); err != nil {
+			return nil, err
+		}
+		rd.results = map[string]prometheus.Counter{}
+		for _, r := range []string{ResultAdmitted, ResultNoToken, ResultInvalid, ResultSpent, ResultStoreFailure} {
+			rd.results[r] = vec.WithLabelValues(r)
+		}
+	}
 	for _, t := range []TokenType{TypePrivate, TypePublic} {
 		tc := TokenChallenge{Type: t, IssuerName: c.IssuerName, RedemptionContext: c.RedemptionContext, OriginInfo: c.OriginInfo}
 		raw, err := tc.MarshalBinary()
@@ -96,7 +123,7 @@ func NewRedeemer(c RedeemerConfig) (*Redeemer, error) {
 // HTTPStatus and Header methods tell the proxy front what to answer.
 type Refusal struct {
 	Status int    // 407, or 503 when the spent store failed
-	Reason string // why, without the token
+	Reason string // why, a Result* constant; never the token
 	header http.Header
 	err    error
 }
@@ -123,10 +150,10 @@ func (rd *Redeemer) Authenticate(r *http.Request) error {
 	keys := rd.cfg.Keys.VerificationKeys()
 	tok, key, err := rd.check(r, keys)
 	if err != nil {
-		return rd.refuse(keys, "invalid token", err)
+		return rd.refuse(keys, ResultInvalid, err)
 	}
 	if tok == nil {
-		return rd.refuse(keys, "no token", nil)
+		return rd.refuse(keys, ResultNoToken, nil)
 	}
 	expiry := key.Public().NotAfter
 	if expiry.IsZero() {
@@ -134,13 +161,21 @@ func (rd *Redeemer) Authenticate(r *http.Request) error {
 	}
 	fresh, err := rd.cfg.Spent.Spend(r.Context(), tok.KeyID, tok.Nonce, expiry)
 	if err != nil {
+		rd.count(ResultStoreFailure)
 		rd.cfg.Logger.Warn("spent-token store failed; refusing", "error", err)
-		return &Refusal{Status: http.StatusServiceUnavailable, Reason: "token store unavailable", err: err}
+		return &Refusal{Status: http.StatusServiceUnavailable, Reason: ResultStoreFailure, err: err}
 	}
 	if !fresh {
-		return rd.refuse(keys, "token already spent", nil)
+		return rd.refuse(keys, ResultSpent, nil)
 	}
+	rd.count(ResultAdmitted)
 	return nil
+}
+
+func (rd *Redeemer) count(result string) {
+	if rd.results != nil {
+		rd.results[result].Inc()
+	}
 }
 
 // check finds, parses and verifies the token of r. It returns a nil token
@@ -178,6 +213,7 @@ func (rd *Redeemer) check(r *http.Request, keys []Verifier) (*Token, Verifier, e
 // refuse builds a 407 with a challenge for the preferred usable key of each
 // token type, type 2 first (anyone can verify it, so clients should prefer it).
 func (rd *Redeemer) refuse(keys []Verifier, reason string, err error) *Refusal {
+	rd.count(reason)
 	rd.cfg.Logger.Debug("token refused", "reason", reason)
 	h := http.Header{}
 	now := time.Now()

@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/masqued/masqued/internal/proc"
+	"github.com/masqued/masqued/internal/testnet"
 )
 
 // testKeys are one key of each type, made once: RSA key generation is slow.
@@ -134,7 +136,12 @@ func TestRedeemerRefuses(t *testing.T) {
 	wrongType[1] = 3
 	otherOrigin := testChallenge
 	otherOrigin.OriginInfo = "elsewhere.example"
-	rd := newTestRedeemer(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	rd, err := NewRedeemer(RedeemerConfig{IssuerName: "issuer.example", OriginInfo: "proxy.example",
+		Keys: StaticKeys{ks[1], ks[0]}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, cred := range map[string]string{
 		"forged":         FormatCredentials(forged),
 		"wrong key":      FormatCredentials(mint(t, other, testChallenge)),
@@ -160,8 +167,13 @@ func TestRedeemerRefuses(t *testing.T) {
 			t.Fatalf("%v: %v", sk.Public().Type, err)
 		}
 		ref := refusal(t, rd.Authenticate(tunnelRequest(cred)), http.StatusProxyAuthRequired)
-		if ref.Reason != "token already spent" {
+		if ref.Reason != ResultSpent {
 			t.Errorf("replay: %v", ref)
+		}
+	}
+	for result, want := range map[string]float64{ResultInvalid: 7, ResultNoToken: 1, ResultAdmitted: 2, ResultSpent: 2, ResultStoreFailure: 0} {
+		if got := testnet.Metric(t, reg, "masqued_privacypass_redemptions_total", "result", result); got != want {
+			t.Errorf("%s: counted %v, want %v", result, got, want)
 		}
 	}
 }
