@@ -123,9 +123,8 @@ func NewAttester(c AttesterConfig) (*Attester, error) {
 
 // ServeHTTP handles one token request.
 func (a *Attester) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	account := ""
-	if ok {
+	if scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		account = a.cfg.Accounts.lookup(strings.TrimSpace(key))
 	}
 	if account == "" {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -125,7 +127,14 @@ func TestAttester(t *testing.T) {
 			t.Errorf("%s: %s %s, want %d", name, res.Status, body, tt.status)
 		}
 	}
-	res, _ = ta.post(t, ta.key, MediaTypeRequest, p.Request)
+	req, _ := http.NewRequest(http.MethodPost, ta.attester.URL+DefaultRequestPath, bytes.NewReader(p.Request))
+	req.Header.Set("Content-Type", MediaTypeRequest)
+	req.Header.Set("Authorization", "bearer  "+ta.key) // the scheme is case-insensitive
+	res, err = ta.attester.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("third token: %s", res.Status)
 	}
@@ -165,5 +174,17 @@ func TestParseAccountsRejects(t *testing.T) {
 		if _, err := ParseAccounts(strings.NewReader(in)); err == nil {
 			t.Errorf("%q: no error", in)
 		}
+	}
+}
+
+func TestReadAPIKey(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(f, []byte("# a comment\n\n  secret-key  \nsecond\n"), 0o600)
+	if key, err := ReadAPIKey(f); err != nil || key != "secret-key" {
+		t.Fatalf("%q, %v", key, err)
+	}
+	os.WriteFile(f, []byte("# only a comment\n"), 0o600)
+	if _, err := ReadAPIKey(f); err == nil {
+		t.Fatal("a file without a key: no error")
 	}
 }

@@ -174,3 +174,25 @@ func slicesIndexType(ks []Verifier, t TokenType) int {
 	}
 	return -1
 }
+
+// FuzzParseDirectory checks that a directory from the network never panics
+// the parser and that every key it yields is usable.
+func FuzzParseDirectory(f *testing.F) {
+	is, err := NewIssuer(IssuerConfig{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(is.state.Load().directory)
+	f.Add([]byte(`{"issuer-request-uri":"/r","token-keys":[{"token-type":1,"token-key":"AA=="},{"token-type":9,"token-key":"x"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := ParseDirectory(b)
+		if err != nil {
+			return
+		}
+		for _, k := range d.Keys {
+			if again, err := ParsePublicKey(k.Type, k.Encoded()); err != nil || again.ID() != k.ID() {
+				t.Fatalf("a parsed key does not parse again: %v", err)
+			}
+		}
+	})
+}
