@@ -2,19 +2,22 @@
 # make bench  the benchmark table (cmd/masque-bench)
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
-# make deps   Debian packages the tests run: redis-server (root or sudo)
 #
-# Needs Go, and apt for deps: staticcheck is installed into GOPATH/bin on
-# first use, redis-server by deps when missing.
+# Needs Go. staticcheck is installed into GOPATH/bin on first use; the
+# clients the tests drive (curl, Debian's chromium) and the redis-server the
+# Privacy Pass tests start (on a Unix socket; they skip without it, except
+# under CI=true) are installed from Debian's packages if missing.
 
 GO                  ?= go
 FUZZTIME            ?= 60s
 TEST_TIMEOUT        ?= 10m
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
+DEB_PACKAGES        := curl chromium redis-server
+SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NESTED_MODULES      := interop/peers/masquego
 
-.PHONY: test fmt vet lint unit nested bench fuzz build deps
+.PHONY: test fmt vet lint deps unit nested bench fuzz build
 
 test: fmt vet lint unit nested
 
@@ -30,12 +33,13 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-# The Privacy Pass tests start their own redis-server on a Unix socket; they
-# skip without it, except under CI=true.
+# Debian package names are also the commands' names.
 deps:
-	@command -v redis-server >/dev/null || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq$$missing; \
+	fi
 
 unit: deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...

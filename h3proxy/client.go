@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"sync"
 	"time"
@@ -77,19 +76,11 @@ type ProxyError = proxyclient.ProxyError
 // Dial connects to the proxy at proxyURL ("https://host:port") and waits for
 // its HTTP/3 SETTINGS.
 func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
-	u, err := url.Parse(proxyURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("proxy URL must be https://host[:port], not %q", proxyURL)
+	authority, err := proxyclient.Authority(proxyURL)
+	if err != nil {
+		return nil, err
 	}
-	authority := u.Host
-	if u.Port() == "" {
-		authority = net.JoinHostPort(u.Hostname(), "443")
-	}
-	tmplText := c.Template
-	if tmplText == "" {
-		tmplText = tunnel.DefaultUDPTemplate
-	}
-	tmpl, err := tunnel.ParseTemplate(tmplText)
+	tmpl, err := proxyclient.ParseTemplate(c.Template)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +89,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 		tlsConf = c.TLSConfig.Clone()
 	}
 	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = u.Hostname()
+		tlsConf.ServerName, _, _ = net.SplitHostPort(authority)
 	}
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	qc := c.QUICConfig
@@ -212,7 +203,7 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 		return nil, err
 	}
 	c.ctl.opened()
-	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: addrOf(target, "tcp")}, nil
+	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: proxyclient.AddrOf(target, "tcp")}, nil
 }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP. The
@@ -222,15 +213,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	if !c.ctl.settings.extendedConnect {
 		return nil, errors.New("the proxy does not offer extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL), so no CONNECT-UDP")
 	}
-	host, port, err := net.SplitHostPort(target)
-	if err != nil {
-		return nil, fmt.Errorf("udp target: %w", err)
-	}
-	t, err := tunnel.NewTarget(host, port)
-	if err != nil {
-		return nil, fmt.Errorf("udp target: %w", err)
-	}
-	reqURL, err := c.template.Expand(c.authority, t)
+	reqURL, err := proxyclient.ExpandUDP(c.template, c.authority, target)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +232,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		}
 		// Registered before the request goes out: datagrams may follow the
 		// response faster than ReadResponse returns.
-		u := newUDPConn(c, rs, addrOf(target, "udp"))
+		u := newUDPConn(c, rs, proxyclient.AddrOf(target, "udp"))
 		if err := c.exchange(ctx, rs, req); err != nil {
 			u.closeQueues()
 			return nil, err
@@ -270,24 +253,6 @@ func setAuthorization(req *http.Request, authz string) {
 		req.Header.Set("Proxy-Authorization", authz)
 	}
 }
-
-// addrOf returns target as a net.Addr: a *net.TCPAddr or *net.UDPAddr for IP
-// literals, a tunnelAddr otherwise.
-func addrOf(target, network string) net.Addr {
-	if ap, err := netip.ParseAddrPort(target); err == nil {
-		if network == "udp" {
-			return net.UDPAddrFromAddrPort(ap)
-		}
-		return net.TCPAddrFromAddrPort(ap)
-	}
-	return tunnelAddr{network: network, target: target}
-}
-
-// tunnelAddr is the address of a tunnel's target when it is a name.
-type tunnelAddr struct{ network, target string }
-
-func (a tunnelAddr) Network() string { return a.network }
-func (a tunnelAddr) String() string  { return a.target }
 
 // tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream. Like a
 // net.TCPConn, it may be closed while another goroutine writes.

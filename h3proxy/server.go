@@ -157,6 +157,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.front.WriteError(w, err)
 		return
 	}
+	for k, vs := range t.Header() { // e.g. a Proxy-Status with details
+		w.Header()[k] = vs
+	}
 	if kind == tunnel.KindUDP {
 		w.Header().Set(http3.CapsuleProtocolHeader, "?1")
 	}

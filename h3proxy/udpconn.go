@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/internal/proxyclient"
 )
 
 // maxUDPPayload is the largest UDP payload a UDPConn reads or writes.
@@ -36,7 +37,7 @@ type UDPConn struct {
 
 	closeCtx  context.Context // done when the tunnel ends
 	closeConn context.CancelCauseFunc
-	deadline  readDeadline
+	deadline  proxyclient.ReadDeadline
 
 	// Datagram mode: received HTTP Datagrams, Context ID first, queued by
 	// the connection's dispatcher (and by watchStream for DATAGRAM capsules).
@@ -73,7 +74,7 @@ func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 		wbuf:      make([]byte, capsule.MaxHeaderLen+1+maxUDPPayload),
 	}
 	u.closeCtx, u.closeConn = context.WithCancelCause(context.Background())
-	u.deadline.init(u.closeCtx)
+	u.deadline.Init(u.closeCtx)
 	if u.datagrams {
 		u.in = make(chan []byte, inQueueLen)
 		u.ctl.register(u.qsid, u)
@@ -142,7 +143,7 @@ func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		var b []byte
 		if u.datagrams {
-			ctx := u.deadline.context()
+			ctx := u.deadline.Context()
 			select {
 			case b = <-u.in:
 			case <-ctx.Done():
@@ -241,53 +242,13 @@ func (u *UDPConn) SetReadDeadline(t time.Time) error {
 	if !u.datagrams {
 		return u.rs.SetReadDeadline(t)
 	}
-	u.deadline.set(t)
+	u.deadline.Set(t)
 	return nil
 }
 
 // SetWriteDeadline is accepted and ignored: WriteTo does not wait for the
 // network.
 func (u *UDPConn) SetWriteDeadline(time.Time) error { return nil }
-
-// readDeadline turns a read deadline into a context for ReceiveDatagram.
-type readDeadline struct {
-	mu     sync.Mutex // guards the fields below
-	parent context.Context
-	ctx    context.Context
-	cancel context.CancelFunc
-	timer  *time.Timer
-}
-
-func (d *readDeadline) init(parent context.Context) {
-	d.parent = parent
-	d.ctx, d.cancel = context.WithCancel(parent)
-}
-
-// context returns the context the next read waits on.
-func (d *readDeadline) context() context.Context {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.ctx
-}
-
-func (d *readDeadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
-	if d.ctx.Err() != nil { // an earlier deadline fired: start afresh
-		d.ctx, d.cancel = context.WithCancel(d.parent)
-	}
-	switch {
-	case t.IsZero():
-	case time.Until(t) <= 0:
-		d.cancel()
-	default:
-		d.timer = time.AfterFunc(time.Until(t), d.cancel)
-	}
-}
 
 // SetReadBuffer and SetWriteBuffer accept quic-go's socket-buffer tuning,
 // which has no meaning for a tunnel, so that quic-go does not warn about it.

@@ -12,12 +12,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/masqued/masqued/internal/proc"
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
 // binDir holds the peer programs built for this test run.
 var binDir string
 
 func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil { // the HTTP/2 front's CONNECT-UDP
+		panic(err)
+	}
 	dir, err := os.MkdirTemp("", "masqued-interop-")
 	if err != nil {
 		panic(err)

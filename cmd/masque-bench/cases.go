@@ -23,10 +23,12 @@ const (
 )
 
 // benchCase is one row of the table: a download of the payload over HTTP/3
-// (h3) or plain TCP, directly or through a proxy.
+// (h3), TLS over TCP or plain TCP, directly or through a proxy.
 type benchCase struct {
 	name   string
-	h3     bool   // HTTP/3 GET from the HTTP/3 origin; else read the TCP origin
+	h3     bool   // HTTP/3 GET from the HTTP/3 origin; else read a TCP origin
+	tls    bool   // read the TLS origin; else the plain TCP one
+	h2     bool   // reach the proxy over HTTP/2 (TLS+TCP); else HTTP/3
 	client string // masqueGo: its client program; "": ours, inside the bench
 	via    string // the proxy, or direct
 	vs     []comparison
@@ -48,6 +50,10 @@ var allCases = []benchCase{
 		{vs: "h3-direct", min: 0.35},
 		{vs: "h3-via-masque-go", note: "our client, masque-go's proxy", min: 2.5},
 		{vs: "h3-masque-go-stack", note: "masque-go's client and proxy", min: 2.5},
+	}},
+	{name: "tls-direct", tls: true},
+	{name: "tls-via-masqued-h2", tls: true, h2: true, via: masqued, vs: []comparison{
+		{vs: "tls-direct", note: "TLS over kernel TCP", min: 0.6},
 	}},
 	{name: "tcp-direct"},
 	{name: "tcp-via-masqued", via: masqued, vs: []comparison{

@@ -12,12 +12,16 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 )
 
 // open starts c's download with our client and returns its body; closing
 // the body closes everything the download opened.
 func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
+	if c.tls {
+		return e.openTLS(ctx, c)
+	}
 	var client *h3proxy.Client
 	if c.via != direct {
 		p := e.proxies[c.via]
@@ -57,6 +61,38 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 		body, err = withCloser(body, err, client.Close)
 	}
 	return body, err
+}
+
+// openTLS opens a TLS connection to the TLS origin, directly or through a
+// CONNECT tunnel over the proxy's HTTP/2 front, and returns it as the body.
+func (e *env) openTLS(ctx context.Context, c benchCase) (io.ReadCloser, error) {
+	if c.via == direct {
+		return (&tls.Dialer{Config: e.originTLS}).DialContext(ctx, "tcp", e.tlsOrigin.String())
+	}
+	p := e.proxies[c.via]
+	client, err := h2proxy.Dial(ctx, p.url, h2proxy.ClientConfig{TLSConfig: p.tls})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := client.DialTCP(ctx, e.tlsOrigin.String())
+	if err != nil {
+		return withCloser(nil, err, client.Close)
+	}
+	tlsConf := e.originTLS.Clone()
+	tlsConf.ServerName = e.tlsOrigin.IP.String()
+	tc := tls.Client(conn, tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return withCloser(nil, err, client.Close)
+	}
+	// The origin has closed when the download ends, and with it the tunnel:
+	// close the tunnel itself, as there is no one to send close_notify to.
+	return withCloser(readCloser{tc, conn}, nil, client.Close)
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // get GETs the payload from the HTTP/3 origin with rt; closeAll closes rt

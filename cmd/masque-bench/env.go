@@ -19,6 +19,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/proc"
@@ -68,6 +69,7 @@ type env struct {
 	originTLS *tls.Config     // trusts cert
 	h3Origin  *net.UDPAddr
 	tcpOrigin *net.TCPAddr
+	tlsOrigin *net.TCPAddr
 	proxies   map[string]*proxy
 
 	dir            string // the bench's files: programs, certificates, downloads
@@ -113,7 +115,10 @@ func setUp(ctx context.Context, o options, cs []benchCase) (e *env, err error) {
 		if e.h3Origin, err = e.startH3Origin(); err != nil {
 			return nil, err
 		}
-		if e.tcpOrigin, err = e.startTCPOrigin(); err != nil {
+		if e.tcpOrigin, err = e.startTCPOrigin(nil); err != nil {
+			return nil, err
+		}
+		if e.tlsOrigin, err = e.startTCPOrigin(e.serverTLS()); err != nil {
 			return nil, err
 		}
 	} else if err := e.startOriginProcess(o.size); err != nil {
@@ -169,11 +174,22 @@ func (e *env) startH3Origin() (*net.UDPAddr, error) {
 	return pc.LocalAddr().(*net.UDPAddr), nil
 }
 
-// startTCPOrigin sends the payload on every connection, then closes it.
-func (e *env) startTCPOrigin() (*net.TCPAddr, error) {
-	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: loopback})
+// serverTLS is the origins' TLS configuration.
+func (e *env) serverTLS() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{e.cert}}
+}
+
+// startTCPOrigin sends the payload on every connection, then closes it;
+// with tlsConf, over TLS.
+func (e *env) startTCPOrigin(tlsConf *tls.Config) (*net.TCPAddr, error) {
+	tl, err := net.ListenTCP("tcp", &net.TCPAddr{IP: loopback})
 	if err != nil {
 		return nil, err
+	}
+	addr := tl.Addr().(*net.TCPAddr)
+	var l net.Listener = tl
+	if tlsConf != nil {
+		l = tls.NewListener(tl, tlsConf)
 	}
 	var wg sync.WaitGroup
 	e.serve(func() error {
@@ -189,12 +205,12 @@ func (e *env) startTCPOrigin() (*net.TCPAddr, error) {
 			})
 		}
 	}, l.Close)
-	return l.Addr().(*net.TCPAddr), nil
+	return addr, nil
 }
 
-// startInProcess runs masqued's HTTP/3 proxy inside the bench, configured
-// as `masqued -allow-private-targets` would be, metrics included, with the
-// origins' certificate.
+// startInProcess runs masqued's proxy inside the bench, HTTP/3 and the
+// HTTP/2 front on one port, configured as `masqued -allow-private-targets`
+// would be, metrics included, with the origins' certificate.
 func (e *env) startInProcess() (*proxy, error) {
 	metrics, err := tunnel.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
@@ -205,16 +221,24 @@ func (e *env) startInProcess() (*proxy, error) {
 		return nil, err
 	}
 	addr := pc.LocalAddr().(*net.UDPAddr)
+	tl, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
 	core, err := tunnel.New(tunnel.Config{
 		Policy:  tunnel.Policy{AllowPrivate: true, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
 		Metrics: metrics,
 	})
 	if err != nil {
 		pc.Close()
+		tl.Close()
 		return nil, err
 	}
-	srv := &h3proxy.Server{Proxy: core, TLSConfig: &tls.Config{Certificates: []tls.Certificate{e.cert}}}
+	srv := &h3proxy.Server{Proxy: core, TLSConfig: e.serverTLS()}
 	e.serve(func() error { return srv.Serve(pc) }, func() error { return errors.Join(srv.Close(), pc.Close()) })
+	h2 := &h2proxy.Server{Proxy: core, TLSConfig: e.serverTLS()}
+	e.serve(func() error { return h2.Serve(tl) }, h2.Close)
 	return &proxy{url: "https://" + addr.String(), tls: e.originTLS, certFile: e.originCertFile}, nil
 }
 

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
 // options is the command line.
@@ -41,6 +43,10 @@ type options struct {
 }
 
 func main() {
+	if err := xconnect.Enable(); err != nil { // for -inprocess's HTTP/2 front
+		fmt.Fprintln(os.Stderr, "masque-bench:", err)
+		os.Exit(1)
+	}
 	o := options{size: 200e6}
 	flag.Func("size", "bytes per download, with a unit: KB, MB or GB (powers of 10) (default 200MB)", func(s string) (err error) {
 		o.size, err = parseSize(s)

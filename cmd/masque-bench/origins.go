@@ -50,6 +50,13 @@ func (e *env) startOriginProcess(size int64) error {
 	if err != nil {
 		return err
 	}
+	tlsAddr, err := p.Line("tls ")
+	if err != nil {
+		return err
+	}
+	if e.tlsOrigin, err = net.ResolveTCPAddr("tcp", tlsAddr); err != nil {
+		return err
+	}
 	if e.h3Origin, err = net.ResolveUDPAddr("udp", h3); err != nil {
 		return err
 	}
@@ -69,10 +76,13 @@ func serveOrigins(size int64, certFile, keyFile string) error {
 	if e.h3Origin, err = e.startH3Origin(); err != nil {
 		return err
 	}
-	if e.tcpOrigin, err = e.startTCPOrigin(); err != nil {
+	if e.tcpOrigin, err = e.startTCPOrigin(nil); err != nil {
 		return err
 	}
-	fmt.Printf("h3 %s\ntcp %s\n", e.h3Origin, e.tcpOrigin)
+	if e.tlsOrigin, err = e.startTCPOrigin(e.serverTLS()); err != nil {
+		return err
+	}
+	fmt.Printf("h3 %s\ntcp %s\ntls %s\n", e.h3Origin, e.tcpOrigin, e.tlsOrigin)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()

@@ -1,8 +1,13 @@
 // Command masque-client fetches a URL through a MASQUE proxy, like curl with
 // a proxy: HTTP/3 inside a CONNECT-UDP tunnel (-via udp), or HTTP/2 or
-// HTTP/1.1 over TLS inside a CONNECT tunnel (-via tcp).
+// HTTP/1.1 over TLS inside a CONNECT tunnel (-via tcp). It reaches the proxy
+// over HTTP/3, falling back to HTTP/2 over TCP where UDP is blocked, or over
+// the transport -via names (h3, h2, h1), as in -via tcp,h2. Or it serves a local
+// SOCKS5 and HTTP proxy that carries other programs' connections through
+// the MASQUE proxy (see internal/localproxy).
 //
 //	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem fetch https://example.com/
+//	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem serve -socks5 127.0.0.1:1080 -http 127.0.0.1:8080
 package main
 
 import (
@@ -17,10 +22,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client"
 	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/privacypass"
 )
@@ -33,13 +40,21 @@ type options struct {
 	accountKey, attester, issuerDirectory   string
 	disableDatagrams, verbose               bool
 	timeout                                 time.Duration
-	url                                     *url.URL // fetch's argument
+	tunnel                                  string // -via's tunnel: udp or tcp
+	transport                               client.Transport
+	url                                     *url.URL               // fetch's argument
+	serve                                   bool                   // the command is serve
+	authorizer                              proxyclient.Authorizer // Privacy Pass tokens, with -account-key
+	socks5, http                            string                 // serve's listen addresses
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
+       masque-client -proxy https://HOST:PORT [flags] serve [-socks5 ADDR] [-http ADDR]
 
-Fetches URL through the MASQUE proxy and writes the body to stdout (or -o).
-Flags may come before or after the command word.
+fetch fetches URL through the MASQUE proxy and writes the body to stdout (or -o).
+serve runs a local SOCKS5 and/or HTTP proxy whose connections all go through
+the MASQUE proxy, until SIGINT or SIGTERM. Flags may come before or after the
+command word.
 
 `
 
@@ -51,12 +66,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required)")
 	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
 	fs.StringVar(&o.originCA, "origin-ca", "", "PEM `file` to trust for the origin (default: system roots and -ca)")
-	fs.StringVar(&o.via, "via", "udp", "`udp` for HTTP/3 inside CONNECT-UDP, tcp for HTTP/2 or HTTP/1.1 inside CONNECT")
+	fs.StringVar(&o.via, "via", "udp", "`list` of a tunnel (udp: HTTP/3 inside CONNECT-UDP; tcp: HTTP/2 or HTTP/1.1 inside CONNECT)\nand a transport to the proxy (auto: HTTP/3, else HTTP/2 over TCP; h3; h2; h1), e.g. udp,h2")
 	fs.StringVar(&o.template, "udp-template", tunnel.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules on the stream, not QUIC datagrams")
 	fs.StringVar(&o.out, "o", "", "write the body to `file` instead of stdout")
 	fs.BoolVar(&o.verbose, "v", false, "report the tunnel, timings and throughput on stderr")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (serve: on connecting to the proxy)")
+	fs.StringVar(&o.socks5, "socks5", "", "serve: SOCKS5 listen `address`, such as 127.0.0.1:1080")
+	fs.StringVar(&o.http, "http", "", "serve: HTTP proxy listen `address`, such as 127.0.0.1:8080")
 	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; tokens are then minted and presented when the proxy asks")
 	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
 	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
@@ -66,11 +83,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case fs.NArg() == 0:
 		return nil, cli.Usagef(fs, "missing command")
-	case fs.Arg(0) != "fetch":
+	case fs.Arg(0) != "fetch" && fs.Arg(0) != "serve":
 		return nil, cli.Usagef(fs, "unknown command %q", fs.Arg(0))
 	}
+	o.serve = fs.Arg(0) == "serve"
 	if err := cli.Parse(fs, fs.Args()[1:]); err != nil {
 		return nil, err
+	}
+	if err := o.parseVia(); err != nil {
+		return nil, cli.Usagef(fs, "-via: %v", err)
+	}
+	if o.serve {
+		switch {
+		case fs.NArg() != 0:
+			return nil, cli.Usagef(fs, "serve takes no arguments, only -socks5 and -http")
+		case o.socks5 == "" && o.http == "":
+			return nil, cli.Usagef(fs, "serve needs -socks5 ADDR, -http ADDR or both")
+		case o.proxy == "":
+			return nil, cli.Usagef(fs, "-proxy is required")
+		}
+		return o, nil
 	}
 	if fs.NArg() != 1 {
 		return nil, cli.Usagef(fs, "fetch takes one URL")
@@ -81,15 +113,54 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, cli.Usagef(fs, "-proxy is required")
 	case (o.accountKey == "") != (o.attester == ""):
 		return nil, cli.Usagef(fs, "-account-key and -attester go together")
-	case o.via != "udp" && o.via != "tcp":
-		return nil, cli.Usagef(fs, "-via must be udp or tcp, not %q", o.via)
 	case err != nil || u.Host == "":
 		return nil, cli.Usagef(fs, "fetch needs an absolute URL, not %q", fs.Arg(0))
-	case u.Scheme != "https" && !(u.Scheme == "http" && o.via == "tcp"):
+	case u.Scheme != "https" && !(u.Scheme == "http" && o.tunnel == "tcp"):
 		return nil, cli.Usagef(fs, "-via %s fetches https URLs only (http needs -via tcp)", o.via)
 	}
 	o.url = u
 	return o, nil
+}
+
+// parseVia splits -via into a tunnel kind (udp, the default, or tcp) and a
+// transport to the proxy (auto, the default, h3, h2 or h1), each given at
+// most once.
+func (o *options) parseVia() error {
+	o.tunnel = ""
+	seenTransport := false
+	for part := range strings.SplitSeq(o.via, ",") {
+		switch part = strings.TrimSpace(part); part {
+		case "udp", "tcp":
+			if o.tunnel != "" {
+				return fmt.Errorf("two tunnels in %q", o.via)
+			}
+			o.tunnel = part
+		default:
+			t, err := client.ParseTransport(part)
+			if err != nil || part == "" {
+				return fmt.Errorf("%q is neither udp, tcp, auto, h3, h2 nor h1", part)
+			}
+			if seenTransport {
+				return fmt.Errorf("two transports in %q", o.via)
+			}
+			seenTransport, o.transport = true, t
+		}
+	}
+	if o.tunnel == "" {
+		o.tunnel = "udp"
+	}
+	return nil
+}
+
+// dialer is the proxy connection the options describe.
+func (o *options) dialer(proxyTLS *tls.Config) *client.Dialer {
+	return &client.Dialer{
+		TLSConfig:        proxyTLS,
+		Template:         o.template,
+		DisableDatagrams: o.disableDatagrams,
+		Transport:        o.transport,
+		Authorizer:       o.authorizer,
+	}
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -101,19 +172,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logf := func(format string, a ...any) {
-		if o.verbose {
-			fmt.Fprintf(stderr, "* "+format+"\n", a...)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-
-	cfg := h3proxy.ClientConfig{
-		TLSConfig:        proxyTLS,
-		Template:         o.template,
-		DisableDatagrams: o.disableDatagrams,
-	}
 	if o.accountKey != "" {
 		// The attester and the issuer directory are trusted as the proxy is.
 		tr := &http.Transport{TLSClientConfig: proxyTLS.Clone()}
@@ -123,15 +181,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer tokens.Close()
-		cfg.Authorizer = tokens
+		o.authorizer = tokens
 	}
+	if o.serve {
+		return serve(ctx, o, proxyTLS, stdout, stderr)
+	}
+	logf := func(format string, a ...any) {
+		if o.verbose {
+			fmt.Fprintf(stderr, "* "+format+"\n", a...)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
 	start := time.Now()
-	client, err := h3proxy.Dial(ctx, o.proxy, cfg)
+	conn, err := o.dialer(proxyTLS).Dial(ctx, o.proxy)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	logf("connected to proxy %s in %s", o.proxy, since(start))
+	defer conn.Close()
+	logf("connected to proxy %s over %s in %s", o.proxy, conn.Transport(), since(start))
+	if why := conn.FallbackReason(); why != nil {
+		logf("not over HTTP/3: %v", why)
+	}
 
 	target := o.url.Host
 	if o.url.Port() == "" {
@@ -139,13 +211,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	tunnelStart := time.Now()
 	open, kind := viaTCP, "connect"
-	if o.via == "udp" {
+	if o.tunnel == "udp" {
 		open, kind = viaUDP, "connect-udp over capsules"
-		if client.Datagrams() {
+		if conn.Datagrams() {
 			kind = "connect-udp over QUIC datagrams"
 		}
 	}
-	rt, closeTunnel, err := open(ctx, client, target, originTLS)
+	rt, closeTunnel, err := open(ctx, conn, target, originTLS)
 	if err != nil {
 		return fmt.Errorf("opening a tunnel to %s: %w", target, err)
 	}
@@ -180,19 +252,19 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(time.Microsec
 // viaUDP opens a CONNECT-UDP tunnel to target and returns an HTTP/3
 // transport whose QUIC connection runs inside it, and a function that closes
 // both.
-func viaUDP(ctx context.Context, c *h3proxy.Client, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
+func viaUDP(ctx context.Context, c *client.Conn, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
 	pc, err := c.ListenUDP(ctx, target)
 	if err != nil {
 		return nil, nil, err
 	}
-	h3 := pc.HTTP3(originTLS, nil)
+	h3 := proxyclient.NewOriginTransport(pc, originTLS, nil)
 	return h3, func() error { return errors.Join(h3.Close(), pc.Close()) }, nil
 }
 
 // viaTCP opens a CONNECT tunnel to target and returns a transport that runs
 // HTTP/2 or HTTP/1.1 (by ALPN; TLS for https) over it, and a function that
 // closes both. The transport has one connection: the tunnel.
-func viaTCP(ctx context.Context, c *h3proxy.Client, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
+func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
 	conn, err := c.DialTCP(ctx, target)
 	if err != nil {
 		return nil, nil, err

@@ -20,9 +20,15 @@ import (
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // body is what the origins serve: large enough to span many packets.
 var body = bytes.Repeat([]byte("masque-client "), 100_000)
@@ -79,6 +85,33 @@ func fetch(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	var out, errOut bytes.Buffer
 	err = run(ctx, args, &out, &errOut)
 	return out.String(), errOut.String(), err
+}
+
+// TestFetchTransports fetches over each transport to the proxy that -via
+// names, with each kind of tunnel.
+func TestFetchTransports(t *testing.T) {
+	proxy := proxytest.Start(t, testnet.IPv4, true).URL
+	ca := caFile(t)
+	h3 := "https://" + testnet.H3Origin(t, testnet.IPv4, http.HandlerFunc(serveBody)).String()
+	https := httpsOrigin(t)
+	for _, tc := range []struct{ via, url, want string }{
+		{"h3", h3, "over h3"},
+		{"auto", h3, "over h3"},
+		{"udp,h2", h3, "over h2"},
+		{"h1", h3, "over http/1.1"},
+		{"tcp,h2", https, "over h2"},
+		{"h1,tcp", https, "over http/1.1"},
+	} {
+		t.Run(tc.via, func(t *testing.T) {
+			stdout, stderr, err := fetch(t, "-proxy", proxy, "-ca", ca, "-v", "-via", tc.via, "fetch", tc.url+"/")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if stdout != string(body) || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("body %d bytes, want %d; -v report lacks %q:\n%s", len(stdout), len(body), tc.want, stderr)
+			}
+		})
+	}
 }
 
 func TestFetch(t *testing.T) {
@@ -211,9 +244,15 @@ func TestUsage(t *testing.T) {
 		{"two URLs", []string{"-proxy", "https://127.0.0.1:1", "fetch", "https://a/", "https://b/"}, "one URL"},
 		{"no proxy", []string{"fetch", "https://x/"}, "-proxy is required"},
 		{"bad via", []string{"-proxy", "https://127.0.0.1:1", "-via", "sctp", "fetch", "https://x/"}, "-via"},
+		{"two tunnels", []string{"-proxy", "https://127.0.0.1:1", "-via", "udp,tcp", "fetch", "https://x/"}, "two tunnels"},
+		{"two transports", []string{"-proxy", "https://127.0.0.1:1", "-via", "h2,h3", "fetch", "https://x/"}, "two transports"},
+		{"empty via", []string{"-proxy", "https://127.0.0.1:1", "-via", "udp,", "fetch", "https://x/"}, "-via"},
 		{"relative URL", []string{"-proxy", "https://127.0.0.1:1", "fetch", "/index.html"}, "absolute URL"},
 		{"http over udp", []string{"-proxy", "https://127.0.0.1:1", "fetch", "http://x/"}, "-via tcp"},
 		{"unknown flag", []string{"-insecure", "fetch", "https://x/"}, "insecure"},
+		{"serve without addresses", []string{"-proxy", "https://127.0.0.1:1", "serve"}, "serve needs -socks5"},
+		{"serve with an argument", []string{"-proxy", "https://127.0.0.1:1", "serve", "-socks5", "127.0.0.1:0", "x"}, "serve takes no arguments"},
+		{"serve without proxy", []string{"serve", "-http", "127.0.0.1:0"}, "-proxy is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, err := fetch(t, tc.args...)

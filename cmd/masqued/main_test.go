@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -20,13 +19,18 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/masqued/masqued/h3proxy"
-	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // daemon is masqued running in-process for one test.
 type daemon struct {
@@ -89,15 +93,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // CONNECT-UDP, trusting the certificate d printed.
 func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	t.Helper()
-	pemBytes, err := os.ReadFile(d.certPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := certs.Pool(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: &tls.Config{RootCAs: pool}}, origin, "/hello")
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)}, origin, "/hello")
 	return string(body)
 }
 
@@ -213,6 +209,10 @@ func TestBadConfig(t *testing.T) {
 		{"argument", []string{"serve"}, "serve", true},
 		{"negative limit", []string{"-max-tunnels", "-1"}, "negative", true},
 		{"listen", []string{"-listen", "127.0.0.1:99999"}, "99999", false},
+		{"geoip without pools", []string{"-geoip-db", "x.mmdb"}, "-egress-pools", true},
+		{"missing pools", []string{"-egress-pools", "no-such-file.csv"}, "egress pools", false},
+		{"resolver", []string{"-resolver", "ftp://1.1.1.1"}, "-resolver", false},
+		{"precision", []string{"-egress-pools", "../../geoegress/testdata/pools.csv", "-geohash-precision", "13"}, "precision", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
@@ -229,5 +229,43 @@ func TestBadConfig(t *testing.T) {
 				t.Errorf("printed %q to stdout", stdout.String())
 			}
 		})
+	}
+}
+
+// TestEgressFlags: with -egress-pools, tunnels leave from a pool address.
+func TestEgressFlags(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	pools := filepath.Join(t.TempDir(), "pools.csv")
+	if err := os.WriteFile(pools, []byte("127.0.0.8,,,,,\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, "-listen", "127.0.0.1:0", "-allow-private-targets", "-egress-pools", pools, "-resolver", "udp://127.0.0.1:53")
+	origin := testnet.WhoAmI(t, testnet.IPv4)
+	ctx := testnet.Context(t, 20*time.Second)
+	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := c.DialTCP(ctx, origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if seen := testnet.ReadWhoAmI(t, conn); seen.Addr().String() != "127.0.0.8" {
+		t.Errorf("origin saw %s, want the pool's 127.0.0.8", seen)
+	}
+
+	// The TCP front publishes the pools (RFC 8805).
+	tr := &http.Transport{TLSClientConfig: trust(t, d.certPath)}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + d.addr + "/.well-known/geofeed.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(feed), "127.0.0.8/32") {
+		t.Errorf("geofeed: %s\n%s", resp.Status, feed)
 	}
 }

@@ -1,12 +1,15 @@
-// Package proxytest runs masqued's HTTP/3 proxy in-process on loopback for
-// the tests of the packages around it (commands, interop), so that each does
-// not wire the tunnel core, metrics and server again. h3proxy's own tests
-// cannot import it (it imports h3proxy) and keep their own helper.
+// Package proxytest runs masqued's proxy in-process on loopback for the
+// tests of the packages around it (commands, interop), so that each does not
+// wire the tunnel core, metrics and servers again: HTTP/3 alone (StartH3), or
+// with the HTTP/2 and HTTP/1.1 front on the same port (Start, which needs
+// xconnect.Enable in TestMain). The fronts' own tests cannot import it and
+// keep their own helpers.
 package proxytest
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -38,12 +42,25 @@ type Proxy struct {
 // add an Authenticator or a Logger, say).
 func StartH3(t testing.TB, host string, allowPrivate bool, configure ...func(*tunnel.Config)) *Proxy {
 	t.Helper()
+	return start(t, host, allowPrivate, false, configure)
+}
+
+// Start runs the proxy as masqued does: HTTP/3 on a UDP port of host's
+// loopback address, HTTP/2 and HTTP/1.1 on the same TCP port. configure is
+// as for StartH3.
+func Start(t testing.TB, host string, allowPrivate bool, configure ...func(*tunnel.Config)) *Proxy {
+	t.Helper()
+	return start(t, host, allowPrivate, true, configure)
+}
+
+func start(t testing.TB, host string, allowPrivate, tcp bool, configure []func(*tunnel.Config)) *Proxy {
+	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m, err := tunnel.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := testnet.UDP(t, host)
+	pc, tl := listen(t, host, tcp)
 	addr := pc.LocalAddr().(*net.UDPAddr)
 	c := tunnel.Config{
 		Policy:  tunnel.Policy{AllowPrivate: allowPrivate, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
@@ -62,15 +79,44 @@ func StartH3(t testing.TB, host string, allowPrivate bool, configure ...func(*tu
 		t.Fatal(err)
 	}
 	srv := &h3proxy.Server{Proxy: p, TLSConfig: cert.ServerTLS()}
+	serve(t, func() error { return srv.Serve(pc) }, srv.Close)
+	if tl != nil {
+		h2 := &h2proxy.Server{Proxy: p, TLSConfig: cert.ServerTLS(), AltSvc: fmt.Sprintf(`h3=":%d"`, addr.Port)}
+		serve(t, func() error { return h2.Serve(tl) }, h2.Close)
+	}
+	return &Proxy{URL: "https://" + addr.String(), Addr: addr, CertFile: certFile, Registry: reg}
+}
+
+// listen opens a UDP socket on host and, with tcp, a TCP listener on the
+// same port, closed at cleanup.
+func listen(t testing.TB, host string, tcp bool) (*net.UDPConn, net.Listener) {
+	t.Helper()
+	for try := 0; ; try++ {
+		pc := testnet.UDP(t, host)
+		if !tcp {
+			return pc, nil
+		}
+		tl, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, tl
+		}
+		pc.Close()
+		if try == 10 {
+			t.Fatalf("no port free on both UDP and TCP: %v", err)
+		}
+	}
+}
+
+// serve runs a front until the test ends.
+func serve(t testing.TB, serve func() error, closeFn func() error) {
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(pc) }()
+	go func() { done <- serve() }()
 	t.Cleanup(func() {
-		srv.Close()
+		closeFn()
 		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("proxy: %v", err)
 		}
 	})
-	return &Proxy{URL: "https://" + addr.String(), Addr: addr, CertFile: certFile, Registry: reg}
 }
 
 // Metric returns the value of the counter or gauge name, summed over the

@@ -240,7 +240,15 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Tar
 		if kind == KindUDP {
 			network = "udp"
 		}
-		t.target, err = f.p.cfg.Dialer.Dial(ctx, network, addrs, r)
+		var detail string
+		if dd, ok := f.p.cfg.Dialer.(DetailDialer); ok {
+			t.target, detail, err = dd.DialDetail(ctx, network, addrs, r)
+		} else {
+			t.target, err = f.p.cfg.Dialer.Dial(ctx, network, addrs, r)
+		}
+		if detail != "" {
+			t.header = http.Header{"Proxy-Status": {f.p.cfg.Identity + "; details=" + sfString(detail)}}
+		}
 	}
 	if err != nil {
 		t.release()
@@ -292,8 +300,14 @@ type Tunnel struct {
 	conn     *ConnState
 	counters *kindCounters
 	target   net.Conn
+	header   http.Header // for the success response; see Header
 	closed   atomic.Bool
 }
+
+// Header returns header fields the front adds to its success response, such
+// as a Proxy-Status with details from the Dialer (DetailDialer); nil if none.
+// The caller must not modify it.
+func (t *Tunnel) Header() http.Header { return t.header }
 
 var errTooManyTunnels = errors.New("tunnel limit reached")
 
@@ -333,4 +347,29 @@ func (t *Tunnel) Close() error {
 		c.active.Dec()
 	}
 	return t.target.Close()
+}
+
+// Conn returns the connection to the target for a front that speaks to the
+// target itself instead of relaying a client stream, as plain-HTTP
+// forwarding does. Bytes through it count as the tunnel's. Close the Tunnel,
+// not the Conn.
+func (t *Tunnel) Conn() net.Conn { return &countingConn{Conn: t.target, counters: t.counters} }
+
+// countingConn counts a forwarding front's bytes: writes go up to the
+// target, reads come down from it.
+type countingConn struct {
+	net.Conn
+	counters *kindCounters
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.counters.down(n)
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.counters.up(n)
+	return n, err
 }

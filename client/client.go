@@ -1,0 +1,297 @@
+// Package client opens tunnels through a MASQUE proxy the way a browser
+// reaches a proxy on a hostile network: HTTP/3 first, and HTTP/2 over TLS+TCP
+// when QUIC does not answer within a short delay (a race in the manner of
+// Happy Eyeballs, RFC 8305), remembering per proxy for a while that UDP was
+// blocked so that the next connection does not wait again. h3proxy and
+// h2proxy hold the two transports; this package only chooses between them.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/masqued/masqued/h2proxy"
+	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/proxyclient"
+)
+
+// Transport names a way to reach the proxy.
+type Transport string
+
+const (
+	Auto  Transport = ""         // HTTP/3, falling back to HTTP/2 (or HTTP/1.1)
+	HTTP3 Transport = "h3"       // QUIC only
+	HTTP2 Transport = "h2"       // TLS+TCP, HTTP/2 if the proxy offers it
+	HTTP1 Transport = "http/1.1" // TLS+TCP, a connection per tunnel
+)
+
+// ParseTransport parses "auto", "h3", "h2" or "h1"/"http/1.1".
+func ParseTransport(s string) (Transport, error) {
+	switch s {
+	case "auto", "":
+		return Auto, nil
+	case "h3":
+		return HTTP3, nil
+	case "h2":
+		return HTTP2, nil
+	case "h1", "http/1.1":
+		return HTTP1, nil
+	}
+	return "", fmt.Errorf("unknown transport %q: want auto, h3, h2 or h1", s)
+}
+
+// Defaults for Dialer's zero fields.
+const (
+	DefaultFallbackDelay = 300 * time.Millisecond
+	DefaultRemember      = 5 * time.Minute
+)
+
+// Dialer connects to proxies. Set its fields before the first Dial. The zero
+// Dialer races HTTP/3 against HTTP/2 with the system roots. It is safe for
+// concurrent use.
+type Dialer struct {
+	// TLSConfig verifies the proxy.
+	TLSConfig *tls.Config
+	// QUICConfig tunes HTTP/3; nil means h3proxy.DefaultClientQUICConfig().
+	QUICConfig *quic.Config
+	// Template is the proxy's CONNECT-UDP URI template; "" is the default.
+	Template string
+	// Authorizer answers the proxy's 407s; nil sends no credentials.
+	Authorizer proxyclient.Authorizer
+	// Transport restricts the dialer to one transport; Auto races.
+	Transport Transport
+	// DisableDatagrams carries UDP in capsules on HTTP/3 too.
+	DisableDatagrams bool
+	// FallbackDelay is how long HTTP/3 has before HTTP/2 starts too; 0 is
+	// DefaultFallbackDelay.
+	FallbackDelay time.Duration
+	// Remember is how long a proxy reached only over TCP is dialled over
+	// TCP alone; 0 is DefaultRemember.
+	Remember time.Duration
+
+	mu      sync.Mutex
+	tcpOnly map[string]time.Time // proxy authority → until when
+}
+
+// Conn is a connection to a proxy that tunnels are opened on.
+type Conn struct {
+	tunneler
+	transport Transport
+	whyNotH3  error
+}
+
+// tunneler is what h3proxy.Client and h2proxy.Client have in common.
+type tunneler interface {
+	DialTCP(ctx context.Context, target string) (net.Conn, error)
+	Close() error
+}
+
+// Transport reports how the connection reaches the proxy: HTTP3, HTTP2 or
+// HTTP1.
+func (c *Conn) Transport() Transport { return c.transport }
+
+// FallbackReason says why a racing Dial did not use HTTP/3: the QUIC error,
+// or that QUIC did not answer in time. It is nil for HTTP/3 connections and
+// for Dials that did not race.
+func (c *Conn) FallbackReason() error { return c.whyNotH3 }
+
+// Datagrams reports whether UDP tunnels travel as QUIC DATAGRAM frames;
+// otherwise DATAGRAM capsules on the stream carry them.
+func (c *Conn) Datagrams() bool {
+	h3, ok := c.tunneler.(*h3proxy.Client)
+	return ok && h3.Datagrams()
+}
+
+// ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP.
+func (c *Conn) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
+	switch t := c.tunneler.(type) {
+	case *h3proxy.Client:
+		return t.ListenUDP(ctx, target)
+	case *h2proxy.Client:
+		return t.ListenUDP(ctx, target)
+	}
+	panic("client: unknown transport")
+}
+
+// Dial connects to the proxy at proxyURL ("https://host:port").
+func (d *Dialer) Dial(ctx context.Context, proxyURL string) (*Conn, error) {
+	authority, err := proxyclient.Authority(proxyURL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := proxyclient.ParseTemplate(d.Template); err != nil {
+		return nil, err // fails both transports alike: no race
+	}
+	switch d.Transport {
+	case HTTP3:
+		return d.dialH3(ctx, proxyURL)
+	case HTTP2, HTTP1:
+		return d.dialTCP(ctx, proxyURL)
+	case Auto:
+	default:
+		return nil, fmt.Errorf("client: unknown transport %q", d.Transport)
+	}
+	if d.rememberedTCP(authority) {
+		return d.dialTCP(ctx, proxyURL)
+	}
+	c, err := d.race(ctx, proxyURL)
+	if c != nil && c.transport != HTTP3 {
+		d.remember(authority)
+	}
+	return c, err
+}
+
+// race dials HTTP/3 at once and TCP after FallbackDelay or as soon as HTTP/3
+// fails, and returns the first connection made; the other attempt is
+// cancelled and waited for. A connection over TCP records why HTTP/3 lost;
+// failure joins both errors.
+func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		c   *Conn
+		err error
+	}
+	h3c, tcpc := make(chan result, 1), make(chan result, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { c, err := d.dialH3(ctx, proxyURL); h3c <- result{c, err} })
+	startTCP := func() { wg.Go(func() { c, err := d.dialTCP(ctx, proxyURL); tcpc <- result{c, err} }) }
+	timer := time.NewTimer(d.fallbackDelay())
+	defer timer.Stop()
+
+	var h3err, tcpErr error
+	pending, tcpStarted := 1, false
+	var won *Conn
+	for pending > 0 && won == nil {
+		select {
+		case <-timer.C:
+			if !tcpStarted {
+				tcpStarted = true
+				pending++
+				startTCP()
+			}
+		case r := <-h3c:
+			pending--
+			if r.err == nil {
+				won = r.c
+				break
+			}
+			h3err = r.err
+			if !tcpStarted {
+				tcpStarted = true
+				pending++
+				startTCP()
+			}
+		case r := <-tcpc:
+			pending--
+			if r.err == nil {
+				won = r.c
+				break
+			}
+			tcpErr = r.err
+		}
+	}
+	cancel()
+	wg.Wait()
+	// The loser may have connected before it saw the cancellation.
+	for _, ch := range []chan result{h3c, tcpc} {
+		select {
+		case r := <-ch:
+			if r.c != nil && r.c != won {
+				r.c.Close()
+			}
+		default:
+		}
+	}
+	if won != nil {
+		if won.transport != HTTP3 {
+			won.whyNotH3 = h3err
+			if h3err == nil {
+				won.whyNotH3 = fmt.Errorf("HTTP/3 did not answer within %s", d.fallbackDelay())
+			}
+		}
+		return won, nil
+	}
+	if tcpErr == nil {
+		return nil, h3err
+	}
+	return nil, fmt.Errorf("%w; %w", h3err, tcpErr) // one line, for command-line tools
+}
+
+func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
+	c, err := h3proxy.Dial(ctx, proxyURL, h3proxy.ClientConfig{
+		TLSConfig:        d.TLSConfig,
+		QUICConfig:       d.QUICConfig,
+		Template:         d.Template,
+		DisableDatagrams: d.DisableDatagrams,
+		Authorizer:       d.Authorizer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("HTTP/3: %w", err)
+	}
+	return &Conn{tunneler: c, transport: HTTP3}, nil
+}
+
+func (d *Dialer) dialTCP(ctx context.Context, proxyURL string) (*Conn, error) {
+	c, err := h2proxy.Dial(ctx, proxyURL, h2proxy.ClientConfig{
+		TLSConfig:  d.TLSConfig,
+		Template:   d.Template,
+		Authorizer: d.Authorizer,
+		HTTP1:      d.Transport == HTTP1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("TLS over TCP: %w", err)
+	}
+	t := HTTP2
+	if c.Protocol() != "h2" {
+		t = HTTP1
+	}
+	return &Conn{tunneler: c, transport: t}, nil
+}
+
+func (d *Dialer) fallbackDelay() time.Duration {
+	if d.FallbackDelay > 0 {
+		return d.FallbackDelay
+	}
+	return DefaultFallbackDelay
+}
+
+// rememberedTCP reports whether HTTP/3 to authority lost a race recently.
+func (d *Dialer) rememberedTCP(authority string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	until, ok := d.tcpOnly[authority]
+	if ok && time.Now().After(until) {
+		delete(d.tcpOnly, authority)
+		return false
+	}
+	return ok
+}
+
+// remember records that HTTP/3 to authority lost a race.
+func (d *Dialer) remember(authority string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tcpOnly == nil {
+		d.tcpOnly = make(map[string]time.Time)
+	}
+	keep := d.Remember
+	if keep <= 0 {
+		keep = DefaultRemember
+	}
+	d.tcpOnly[authority] = time.Now().Add(keep)
+}
+
+// Forget drops what the dialer remembers about every proxy, so that the next
+// Dial tries HTTP/3 again (after a network change, say).
+func (d *Dialer) Forget() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.tcpOnly)
+}

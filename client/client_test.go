@@ -1,0 +1,176 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/masqued/masqued/h2proxy"
+	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/internal/xconnect"
+)
+
+func TestMain(m *testing.M) {
+	if err := xconnect.Enable(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// startProxy serves the TCP front on a loopback port and, with h3, HTTP/3 on
+// the same UDP port. Without h3 a UDP socket holds the port and drops every
+// packet: QUIC is black-holed, as on a network that blocks UDP.
+func startProxy(t *testing.T, h3 bool) string {
+	t.Helper()
+	var pc *net.UDPConn
+	var tl net.Listener
+	for {
+		pc = testnet.UDP(t, "127.0.0.1")
+		var err error
+		if tl, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	p, err := tunnel.New(tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true, SelfPorts: []netip.AddrPort{addr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf := testnet.NewCert(t).ServerTLS()
+	h2 := &h2proxy.Server{Proxy: p, TLSConfig: tlsConf}
+	serve(t, h2.Serve, tl, h2.Close)
+	if h3 {
+		s := &h3proxy.Server{Proxy: p, TLSConfig: tlsConf}
+		serve(t, s.Serve, net.PacketConn(pc), s.Close)
+	}
+	return "https://" + addr.String()
+}
+
+func serve[L any](t *testing.T, serve func(L) error, l L, closeFn func() error) {
+	done := make(chan error, 1)
+	go func() { done <- serve(l) }()
+	t.Cleanup(func() {
+		closeFn()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+func dial(t *testing.T, d *Dialer, proxyURL string) (*Conn, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := d.Dial(ctx, proxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, time.Since(start)
+}
+
+// echo checks a TCP and a UDP tunnel on c.
+func echo(t *testing.T, c *Conn) {
+	t.Helper()
+	ctx := testnet.Context(t, 10*time.Second)
+	conn, err := c.DialTCP(ctx, testnet.TCPEcho(t, "127.0.0.1").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	u, err := c.ListenUDP(ctx, testnet.UDPEcho(t, "127.0.0.1").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.SetReadDeadline(time.Now().Add(5 * time.Second))
+	u.WriteTo([]byte("ping"), nil)
+	buf := make([]byte, 16)
+	if n, _, err := u.ReadFrom(buf); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("UDP echo %q, %v", buf[:n], err)
+	}
+}
+
+func TestPrefersHTTP3(t *testing.T) {
+	proxy := startProxy(t, true)
+	d := &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS()}
+	c, _ := dial(t, d, proxy)
+	if c.Transport() != HTTP3 || c.FallbackReason() != nil {
+		t.Fatalf("transport %q (%v), want h3", c.Transport(), c.FallbackReason())
+	}
+	echo(t, c)
+}
+
+// TestFallsBackWhenUDPBlocked is the hotel Wi-Fi case: QUIC packets vanish,
+// and the client must complete over HTTP/2 within a second, then go straight
+// to TCP while it remembers.
+func TestFallsBackWhenUDPBlocked(t *testing.T) {
+	proxy := startProxy(t, false)
+	d := &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS()}
+	c, took := dial(t, d, proxy)
+	if c.Transport() != HTTP2 {
+		t.Fatalf("transport %q, want h2", c.Transport())
+	}
+	if took > time.Second {
+		t.Fatalf("fallback took %s, want under 1s", took)
+	}
+	if c.FallbackReason() == nil {
+		t.Error("no FallbackReason for a TCP connection after a race")
+	}
+	echo(t, c)
+
+	c2, took := dial(t, d, proxy)
+	if c2.Transport() != HTTP2 || took >= DefaultFallbackDelay {
+		t.Fatalf("second dial: %q after %s, want h2 at once from memory", c2.Transport(), took)
+	}
+	d.Forget()
+	if _, took := dial(t, d, proxy); took < DefaultFallbackDelay {
+		t.Fatalf("after Forget: %s, want a new race", took)
+	}
+}
+
+func TestForcedTransport(t *testing.T) {
+	proxy := startProxy(t, true)
+	for _, tr := range []Transport{HTTP3, HTTP2, HTTP1} {
+		t.Run(string(tr), func(t *testing.T) {
+			c, _ := dial(t, &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: tr}, proxy)
+			if c.Transport() != tr {
+				t.Fatalf("transport %q, want %q", c.Transport(), tr)
+			}
+			echo(t, c)
+		})
+	}
+}
+
+func TestBothFail(t *testing.T) {
+	l := testnet.TCP(t, "127.0.0.1")
+	addr := l.Addr().String()
+	l.Close() // nothing listens on TCP; nothing on UDP either
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := (&Dialer{FallbackDelay: 10 * time.Millisecond}).Dial(ctx, "https://"+addr)
+	if err == nil {
+		t.Fatal("Dial succeeded with no proxy")
+	}
+}
+
+func TestParseTransport(t *testing.T) {
+	for in, want := range map[string]Transport{"auto": Auto, "": Auto, "h3": HTTP3, "h2": HTTP2, "h1": HTTP1, "http/1.1": HTTP1} {
+		if got, err := ParseTransport(in); err != nil || got != want {
+			t.Errorf("ParseTransport(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseTransport("h4"); err == nil {
+		t.Error("ParseTransport(h4) succeeded")
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/masqued/masqued/internal/localproxy"
+)
+
+// drainTimeout is how long serve waits for open connections on SIGINT or
+// SIGTERM before it cuts them.
+const drainTimeout = 5 * time.Second
+
+// entryServer is what localproxy's two servers have in common.
+type entryServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+// serve runs the local entry point until ctx is done: a SOCKS5 server on
+// -socks5 and an HTTP proxy on -http, both through one connection to the
+// MASQUE proxy. It prints "socks5 listening on ADDR" and "http listening on
+// ADDR" once it accepts connections.
+func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr io.Writer) error {
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	dialCtx, cancel := context.WithTimeout(ctx, o.timeout)
+	tun, err := o.dialer(proxyTLS).Dial(dialCtx, o.proxy)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer tun.Close()
+	logger.Info("connected to the proxy", "transport", tun.Transport())
+
+	var servers []entryServer
+	served := make(chan error, 2)
+	for _, s := range []struct {
+		name, addr string
+		srv        entryServer
+	}{
+		{"socks5", o.socks5, &localproxy.SOCKS5Server{Tunneler: tun, Logger: logger}},
+		{"http", o.http, &localproxy.HTTPServer{Tunneler: tun, Logger: logger}},
+	} {
+		if s.addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			return errors.Join(fmt.Errorf("-%s: %w", s.name, err), shutdown(servers, served, len(servers)))
+		}
+		servers = append(servers, s.srv)
+		go func() { served <- s.srv.Serve(l) }()
+		fmt.Fprintf(stdout, "%s listening on %s\n", s.name, l.Addr())
+	}
+
+	running := len(servers)
+	select {
+	case err = <-served:
+		err = fmt.Errorf("serving: %w", err)
+		running--
+	case <-ctx.Done():
+	}
+	return errors.Join(err, shutdown(servers, served, running))
+}
+
+// shutdown drains servers for up to drainTimeout, then closes them, and
+// collects the results of the running Serve calls from served.
+func shutdown(servers []entryServer, served <-chan error, running int) error {
+	// A fresh context: the signal's is done already, and would cut the drain.
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for range running {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

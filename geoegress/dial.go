@@ -1,0 +1,60 @@
+package geoegress
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"syscall"
+
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+// Dialer is the tunnel core's Dialer with geo-hashed egress: it locates the
+// client of each request, selects the cell's egress address per family, and
+// connects with Happy Eyeballs from those addresses. The client's address is
+// used for the lookup and then dropped. A Dialer is safe for concurrent use.
+type Dialer struct {
+	Selector *Selector // required
+	Locator  *Locator  // nil = no geolocation: every client takes the default pool
+	Net      tunnel.NetDialer
+	// AllowPrivate permits targets inside the egress pools, as
+	// tunnel.Policy.AllowPrivate does for the host's other addresses.
+	// Without it they are refused: a prefix routed to this host (AnyIP)
+	// reaches the host's own services at every address in it.
+	AllowPrivate bool
+}
+
+// DialDetail implements tunnel.DetailDialer. Only addresses of a family that
+// has an egress address are dialed: leaving from an address outside the
+// pools would defeat them. A Sec-CH-Geohash hint that did not count becomes
+// the detail, not a failure.
+func (d *Dialer) DialDetail(ctx context.Context, network string, addrs []netip.AddrPort, r *http.Request) (net.Conn, string, error) {
+	cell, detail := d.Selector.locate(d.Locator, r)
+	src := d.Selector.Select(cell)
+	usable := make([]netip.AddrPort, 0, len(addrs))
+	var refusal error
+	for _, ap := range addrs {
+		switch {
+		case !d.AllowPrivate && d.Selector.inPools(ap.Addr()):
+			refusal = &tunnel.Error{HTTPStatus: http.StatusForbidden, Kind: tunnel.StatusIPProhibited,
+				Details: "target is one of the proxy's egress addresses"}
+		case !src.ForFamily(ap.Addr()).IsValid():
+			refusal = fmt.Errorf("no egress address for the target's address family: %w", syscall.ENETUNREACH)
+		default:
+			usable = append(usable, ap)
+		}
+	}
+	if len(usable) == 0 {
+		return nil, detail, refusal
+	}
+	c, err := d.Net.DialFrom(ctx, network, usable, src)
+	return c, detail, err
+}
+
+// Dial implements tunnel.Dialer.
+func (d *Dialer) Dial(ctx context.Context, network string, addrs []netip.AddrPort, r *http.Request) (net.Conn, error) {
+	c, _, err := d.DialDetail(ctx, network, addrs, r)
+	return c, err
+}

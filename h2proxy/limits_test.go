@@ -1,0 +1,90 @@
+package h2proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/internal/tunnel"
+)
+
+func TestPerConnectionLimit(t *testing.T) {
+	p := startProxy(t, "127.0.0.1", func(c *tunnel.Config, _ *Server) { c.Limits.MaxTunnelsPerConn = 1 })
+	echo := testnet.TCPEcho(t, "127.0.0.1")
+	c := p.dial(t, ClientConfig{})
+	first, err := c.DialTCP(testContext(t), echo.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.DialTCP(testContext(t), echo.String())
+	var pe *proxyclient.ProxyError
+	if !errors.As(err, &pe) || pe.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second tunnel on the connection: %v, want 429", err)
+	}
+	// Another connection has its own allowance, and closing frees the slot.
+	if conn, err := p.dial(t, ClientConfig{}).DialTCP(testContext(t), echo.String()); err != nil {
+		t.Fatalf("tunnel on a second connection: %v", err)
+	} else {
+		conn.Close()
+	}
+	first.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := c.DialTCP(testContext(t), echo.String())
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot was not freed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCloseEndsTunnels checks that Close ends open tunnels of both kinds of
+// connection, the hijacked HTTP/1.1 ones included, and Shutdown waits for
+// them until its context ends.
+func TestCloseEndsTunnels(t *testing.T) {
+	for _, stop := range []string{"close", "shutdown"} {
+		t.Run(stop, func(t *testing.T) {
+			p := startProxy(t, "127.0.0.1")
+			echo := testnet.TCPEcho(t, "127.0.0.1")
+			var conns []io.ReadCloser
+			for _, m := range modes {
+				conn, err := p.dial(t, m.cfg).DialTCP(testContext(t), echo.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, conn)
+			}
+			start := time.Now()
+			if stop == "close" {
+				p.srv.Close()
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				err := p.srv.Shutdown(ctx)
+				cancel()
+				if took := time.Since(start); took < 250*time.Millisecond || err == nil {
+					t.Errorf("Shutdown returned %v after %s, want a timeout after the context's 300ms", err, took)
+				}
+				p.srv.Close()
+			}
+			for i, conn := range conns {
+				done := make(chan error, 1)
+				go func() { _, err := io.ReadAll(conn); done <- err }()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s tunnel still open after %s", modes[i].name, stop)
+				}
+				conn.Close()
+			}
+		})
+	}
+}
