@@ -34,6 +34,23 @@ func issue(t testing.TB, sk *PrivateKey, p *PendingToken) []byte {
 	return resp
 }
 
+// finalizeAs finalises resp and checks that the token is vector i's, want.
+func finalizeAs(t *testing.T, i int, p *PendingToken, resp []byte, want string) *Token {
+	t.Helper()
+	tok, err := p.Finalize(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := tok.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(enc); got != want {
+		t.Fatalf("vector %d: token\n got %s\nwant %s", i, got, want)
+	}
+	return tok
+}
+
 // TestRFC9578Type2 reproduces the token request, the issuer's response and
 // the token of every RFC 9578 Appendix A.2 vector byte for byte, and
 // verifies the token.
@@ -62,17 +79,7 @@ func TestRFC9578Type2(t *testing.T) {
 		if got := hex.EncodeToString(resp); got != v.response {
 			t.Fatalf("vector %d: token response\n got %s\nwant %s", i, got, v.response)
 		}
-		tok, err := p.Finalize(resp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		enc, err := tok.MarshalBinary()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := hex.EncodeToString(enc); got != v.token {
-			t.Fatalf("vector %d: token\n got %s\nwant %s", i, got, v.token)
-		}
+		finalizeAs(t, i, p, resp, v.token)
 		var parsed Token
 		if err := parsed.UnmarshalBinary(unhex(t, v.token)); err != nil {
 			t.Fatal(err)
@@ -119,17 +126,7 @@ func TestRFC9578Type1(t *testing.T) {
 		if _, err := p.Finalize(resp); err != nil {
 			t.Fatalf("vector %d: finalising our own response: %v", i, err)
 		}
-		tok, err := p.Finalize(unhex(t, v.response))
-		if err != nil {
-			t.Fatal(err)
-		}
-		enc, err := tok.MarshalBinary()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := hex.EncodeToString(enc); got != v.token {
-			t.Fatalf("vector %d: token\n got %s\nwant %s", i, got, v.token)
-		}
+		tok := finalizeAs(t, i, p, unhex(t, v.response), v.token)
 		if err := sk.Verify(tok); err != nil {
 			t.Errorf("vector %d: %v", i, err)
 		}
