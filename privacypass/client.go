@@ -31,6 +31,11 @@ type ClientConfig struct {
 	HTTPClient *http.Client
 	// PoolSize is how many tokens are kept minted ahead; 0 = 4.
 	PoolSize int
+	// Prefetch, with DirectoryURL, is the challenge the proxy is expected
+	// to send (its Type picks the directory's current key): the pool fills
+	// from NewClient on, so that the first tunnel need not wait for a 407.
+	// A proxy that sends another challenge is answered as usual.
+	Prefetch *TokenChallenge
 	// Logger records minting failures, never tokens; nil = silent.
 	Logger *slog.Logger
 }
@@ -77,8 +82,15 @@ func NewClient(c ClientConfig) (*Client, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Prefetch != nil && c.DirectoryURL == "" {
+		return nil, errors.New("privacypass: Prefetch needs DirectoryURL")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{cfg: c, ownHTTP: own, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}, nil
+	cl := &Client{cfg: c, ownHTTP: own, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
+	if c.Prefetch != nil {
+		cl.refill()
+	}
+	return cl, nil
 }
 
 // Close stops background minting and waits for it. Tokens in the pool are
@@ -183,6 +195,12 @@ func (c *Client) refillLoop() {
 			return
 		case <-c.wake:
 		}
+		if err := c.prefetchPool(); err != nil {
+			if c.ctx.Err() == nil {
+				c.cfg.Logger.Warn("prefetching tokens", "error", err)
+			}
+			continue
+		}
 		for {
 			c.mu.Lock()
 			p := c.pool
@@ -205,6 +223,34 @@ func (c *Client) refillLoop() {
 			c.mu.Unlock()
 		}
 	}
+}
+
+// prefetchPool makes the pool for the Prefetch challenge if there is no pool
+// yet.
+func (c *Client) prefetchPool() error {
+	c.mu.Lock()
+	have := c.pool != nil
+	c.mu.Unlock()
+	if have || c.cfg.Prefetch == nil {
+		return nil
+	}
+	raw, err := c.cfg.Prefetch.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	key, err := c.listed(c.ctx, c.cfg.Prefetch.Type, nil)
+	if err != nil {
+		return err
+	}
+	if key == nil {
+		return fmt.Errorf("the issuer directory has no current key of type %v", c.cfg.Prefetch.Type)
+	}
+	c.mu.Lock()
+	if c.pool == nil && !c.closed {
+		c.pool = &tokenPool{challenge: raw, key: key}
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // choose picks the first challenge this client can answer, with its key.

@@ -144,3 +144,32 @@ func TestClientChoosesChallenges(t *testing.T) {
 		t.Errorf("error %q", me)
 	}
 }
+
+// TestClientPrefetch: with the challenge it expects, a client presents a
+// token to the first tunnel request, before any 407.
+func TestClientPrefetch(t *testing.T) {
+	ta := newTestAuthority(t, rate.Inf, 0)
+	rd, err := NewRedeemer(RedeemerConfig{IssuerName: "issuer.example", OriginInfo: "proxy.example", Keys: ta.issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect := TokenChallenge{Type: TypePublic, IssuerName: "issuer.example", OriginInfo: "proxy.example"}
+	cl := newTestClient(t, ta, ClientConfig{DirectoryURL: ta.directory, PoolSize: 2, Prefetch: &expect})
+	deadline := time.Now().Add(10 * time.Second)
+	for cl.pooled() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool holds %d tokens", cl.pooled())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cred, err := cl.Authorize(context.Background(), nil)
+	if err != nil || cred == "" {
+		t.Fatalf("first request: %q, %v", cred, err)
+	}
+	if err := rd.Authenticate(tunnelRequest(cred)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(ClientConfig{AttesterURL: "https://a.example/", Prefetch: &expect}); err == nil {
+		t.Error("Prefetch without DirectoryURL: no error")
+	}
+}

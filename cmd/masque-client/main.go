@@ -287,18 +287,23 @@ func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.C
 }
 
 // tokens returns the Privacy Pass token pool of -account-key, reaching the
-// attester with hc.
+// attester with hc. serve, which opens many tunnels, starts minting at once
+// for the challenge masqued sends (issuer: the directory's host; origin: the
+// proxy's host:port); fetch mints on the proxy's 407.
 func (o *options) tokens(hc *http.Client) (*privacypass.Client, error) {
 	key, err := privacypass.ReadAPIKey(o.accountKey)
 	if err != nil {
 		return nil, fmt.Errorf("-account-key: %w", err)
 	}
-	return privacypass.NewClient(privacypass.ClientConfig{
-		AttesterURL:  o.attester,
-		DirectoryURL: o.issuerDirectory,
-		APIKey:       key,
-		HTTPClient:   hc,
-	})
+	c := privacypass.ClientConfig{AttesterURL: o.attester, DirectoryURL: o.issuerDirectory, APIKey: key, HTTPClient: hc}
+	dir, err := url.Parse(o.issuerDirectory)
+	proxy, perr := url.Parse(o.proxy)
+	if o.serve && o.issuerDirectory != "" && err == nil && perr == nil {
+		c.Prefetch = &privacypass.TokenChallenge{Type: privacypass.TypePublic, IssuerName: dir.Host, OriginInfo: proxy.Host}
+	} else {
+		c.PoolSize = 1
+	}
+	return privacypass.NewClient(c)
 }
 
 // tlsConfigs returns the TLS configurations for the proxy (-ca, or the system

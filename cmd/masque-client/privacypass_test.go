@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/proc"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -49,4 +55,51 @@ func TestFetchWithTokens(t *testing.T) {
 func isUsage(err error) bool {
 	var u *cli.UsageError
 	return errors.As(err, &u)
+}
+
+// TestServeBinariesWithTokens runs the built masqued -auth privacypass, with
+// its in-process issuer and attester, and masque-client serve with the demo
+// account, which mints tokens ahead; curl fetches through the entry point.
+func TestServeBinariesWithTokens(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, cmd := range []string{"masqued", "masque-client"} {
+		if err := proc.GoBuild(ctx, filepath.Join("cmd", cmd), filepath.Join(dir, cmd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("through " + r.URL.Path))
+	}))
+	defer origin.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0") // a port for the attester, free a moment ago
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp := l.Addr().String()
+	l.Close()
+
+	proxy := startBinary(t, filepath.Join(dir, "masqued"), "-listen", "127.0.0.1:0", "-allow-private-targets",
+		"-cert-out", filepath.Join(dir, "cert.pem"), "-log-level", "warn",
+		"-auth", "privacypass", "-pp-listen", pp, "-pp-state", filepath.Join(dir, "pp"))
+	proxyAddr := line(t, proxy, "listening on ")
+	cert := line(t, proxy, "certificate ")
+	client := startBinary(t, filepath.Join(dir, "masque-client"), "-proxy", "https://"+proxyAddr, "-ca", cert,
+		"-account-key", filepath.Join(dir, "pp", "demo.key"), "-attester", "https://"+pp+privacypass.DefaultRequestPath,
+		"-issuer-directory", "https://"+pp+privacypass.DirectoryPath,
+		"serve", "-socks5", "127.0.0.1:0", "-http", "127.0.0.1:0")
+	socks := line(t, client, "socks5 listening on ")
+	httpProxy := line(t, client, "http listening on ")
+	for i := range 3 {
+		for _, args := range [][]string{
+			{"--socks5-hostname", socks, origin.URL + "/socks5"},
+			{"-x", "http://" + httpProxy, origin.URL + "/http"},
+		} {
+			want := "through " + args[2][len(origin.URL):]
+			if got := testnet.Curl(t, args...); got != want {
+				t.Errorf("round %d: curl %q: %q, want %q", i, args, got, want)
+			}
+		}
+	}
 }
