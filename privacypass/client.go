@@ -29,7 +29,9 @@ type ClientConfig struct {
 	// HTTPClient reaches the attester and the directory; nil = a client
 	// with a 10-second timeout.
 	HTTPClient *http.Client
-	// PoolSize is how many tokens are kept minted ahead; 0 = 4.
+	// PoolSize is how many tokens are kept minted ahead; 0 = 4; negative =
+	// none: a token is minted when a 407 asks for one (for a client that
+	// opens one tunnel and exits).
 	PoolSize int
 	// Prefetch, with DirectoryURL, is the challenge the proxy is expected
 	// to send (its Type picks the directory's current key): the pool fills
@@ -82,8 +84,8 @@ func NewClient(c ClientConfig) (*Client, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Prefetch != nil && c.DirectoryURL == "" {
-		return nil, errors.New("privacypass: Prefetch needs DirectoryURL")
+	if c.Prefetch != nil && (c.DirectoryURL == "" || c.PoolSize < 0) {
+		return nil, errors.New("privacypass: Prefetch needs DirectoryURL and a pool")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cl := &Client{cfg: c, ownHTTP: own, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
@@ -171,7 +173,7 @@ func (c *Client) refill() {
 
 // refillLocked wakes the refill goroutine, starting it on first use.
 func (c *Client) refillLocked() {
-	if c.closed {
+	if c.closed || c.cfg.PoolSize < 0 {
 		return
 	}
 	if !c.started {

@@ -173,3 +173,27 @@ func TestClientPrefetch(t *testing.T) {
 		t.Error("Prefetch without DirectoryURL: no error")
 	}
 }
+
+// TestClientWithoutPool mints exactly one token per 407 and none ahead.
+func TestClientWithoutPool(t *testing.T) {
+	ta := newTestAuthority(t, rate.Inf, 0)
+	rd, err := NewRedeemer(RedeemerConfig{IssuerName: "issuer.example", Keys: ta.issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := newTestClient(t, ta, ClientConfig{PoolSize: -1})
+	for range 2 {
+		cred, err := cl.Authorize(context.Background(), challenges(t, rd, tunnelRequest()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rd.Authenticate(tunnelRequest(cred)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // room for a refill that must not happen
+	ta.checkPrivacy(t, 2)
+	if cl.pooled() != 0 {
+		t.Fatalf("%d tokens minted ahead", cl.pooled())
+	}
+}

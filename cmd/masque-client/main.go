@@ -289,7 +289,7 @@ func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.C
 // tokens returns the Privacy Pass token pool of -account-key, reaching the
 // attester with hc. serve, which opens many tunnels, starts minting at once
 // for the challenge masqued sends (issuer: the directory's host; origin: the
-// proxy's host:port); fetch mints on the proxy's 407.
+// proxy's host:port); fetch mints one token, on the proxy's 407.
 func (o *options) tokens(hc *http.Client) (*privacypass.Client, error) {
 	key, err := privacypass.ReadAPIKey(o.accountKey)
 	if err != nil {
@@ -301,7 +301,7 @@ func (o *options) tokens(hc *http.Client) (*privacypass.Client, error) {
 	if o.serve && o.issuerDirectory != "" && err == nil && perr == nil {
 		c.Prefetch = &privacypass.TokenChallenge{Type: privacypass.TypePublic, IssuerName: dir.Host, OriginInfo: proxy.Host}
 	} else {
-		c.PoolSize = 1
+		c.PoolSize = -1 // one tunnel: mint on the 407, nothing ahead
 	}
 	return privacypass.NewClient(c)
 }
