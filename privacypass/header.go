@@ -114,10 +114,17 @@ func decodeParam(params map[string]string, name string) ([]byte, bool) {
 }
 
 // decodeBase64URL decodes base64url with or without padding: RFC 9577 asks
-// for padding, and not every peer sends it.
+// for padding, and not every peer sends it. Line breaks, which
+// encoding/base64 skips, are refused, as is an empty value.
 func decodeBase64URL(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	s = strings.TrimRight(s, "=")
+	if s == "" || strings.ContainsAny(s, "\r\n") {
+		return nil, errBase64
+	}
+	return base64.RawURLEncoding.Strict().DecodeString(s)
 }
+
+var errBase64 = errors.New("privacypass: not base64url")
 
 // authItem is one challenge or credential of an auth header: a scheme and
 // its parameters, names lower-cased. broken marks one with a syntax error
