@@ -33,6 +33,13 @@ import (
 
 func main() { cli.Main("pp-issuer", run) }
 
+const usage = `usage: pp-issuer [flags]
+       pp-issuer new-account -accounts FILE NAME
+
+Serves a Privacy Pass issuer (-keys), an attester (-accounts), or both.
+
+`
+
 // config is pp-issuer's command line.
 type config struct {
 	listen, tlsCert, tlsKey, keys, accounts, issuerURL, logLevel string
@@ -45,6 +52,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("pp-issuer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:4435", "TCP `address` to serve on")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate chain PEM `file` (with -tls-key); none = plain HTTP")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key PEM `file` (with -tls-cert)")
