@@ -5,7 +5,7 @@
 #
 # Needs Go. staticcheck is installed into GOPATH/bin on first use; the
 # clients the tests drive (curl, Debian's chromium) and the redis-server the
-# Privacy Pass tests start (on a Unix socket; they skip without it, except
+# Privacy Pass tests start (on loopback; they skip without it, except
 # under CI=true) are installed from Debian's packages if missing.
 
 GO                  ?= go

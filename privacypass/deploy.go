@@ -261,11 +261,7 @@ func StartProxyAuth(c ProxyConfig) (_ *ProxyAuth, err error) {
 	}()
 	rc := RedeemerConfig{OriginInfo: originInfo(c.ProxyName), Logger: c.Logger, Registerer: c.Registerer}
 	if c.Redis != "" {
-		opts := &redis.Options{Addr: c.Redis}
-		if strings.HasPrefix(c.Redis, "/") {
-			opts.Network = "unix"
-		}
-		rdb := redis.NewClient(opts)
+		rdb := redis.NewClient(redisOptions(c.Redis))
 		pa.closers = append(pa.closers, rdb.Close)
 		if err := rdb.Ping(context.Background()).Err(); err != nil {
 			return nil, fmt.Errorf("redis %s: %w", c.Redis, err)
@@ -292,6 +288,14 @@ func StartProxyAuth(c ProxyConfig) (_ *ProxyAuth, err error) {
 		return nil, err
 	}
 	return pa, nil
+}
+
+// redisOptions connects to addr: host:port, or the path of a Unix socket.
+func redisOptions(addr string) *redis.Options {
+	if strings.HasPrefix(addr, "/") {
+		return &redis.Options{Network: "unix", Addr: addr}
+	}
+	return &redis.Options{Addr: addr}
 }
 
 // startEmbedded serves an Embedded issuer and attester on c.Listen.

@@ -10,12 +10,12 @@ import (
 )
 
 // TestProxyAuthWithIssuerElsewhere sets a proxy up as masqued -auth
-// privacypass -pp-issuer URL -pp-redis SOCKET does: it accepts the
+// privacypass -pp-issuer URL -pp-redis HOST:PORT does: it accepts the
 // directory's type-2 keys only, and spends tokens in Redis.
 func TestProxyAuthWithIssuerElsewhere(t *testing.T) {
 	ta := newTestAuthority(t, rate.Inf, 0)
-	sock := startRedis(t)
-	pa, err := StartProxyAuth(ProxyConfig{IssuerDirectory: ta.directory, Redis: sock, ProxyName: "0.0.0.0:443"})
+	r := startRedis(t)
+	pa, err := StartProxyAuth(ProxyConfig{IssuerDirectory: ta.directory, Redis: r.addr, ProxyName: "0.0.0.0:443"})
 	if err != nil {
 		t.Fatal(err)
 	}

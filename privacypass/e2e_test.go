@@ -178,11 +178,11 @@ func TestEndToEnd(t *testing.T) {
 // TestReplayAcrossProxies spends a token on one proxy and presents it to
 // another sharing the Redis store.
 func TestReplayAcrossProxies(t *testing.T) {
-	sock := startRedis(t)
+	r := startRedis(t)
 	ks := testKeys()
 	keys := StaticKeys{ks[1]}
-	a := startTestProxy(t, keys, NewRedisStore(newRedisClient(t, sock), "pp:"), false)
-	b := startTestProxy(t, keys, NewRedisStore(newRedisClient(t, sock), "pp:"), false)
+	a := startTestProxy(t, keys, NewRedisStore(newRedisClient(t, r.addr), "pp:"), false)
+	b := startTestProxy(t, keys, NewRedisStore(newRedisClient(t, r.addr), "pp:"), false)
 	echo := testnet.UDPEcho(t, "127.0.0.1")
 	cred := FormatCredentials(mint(t, ks[1], testChallenge))
 	if err := udpPing(t, dialProxy(t, a, fixedAuthorizer(cred)), echo); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -200,11 +201,17 @@ func TestMemoryStoreExpiry(t *testing.T) {
 	}
 }
 
-// startRedis runs a redis-server for the test on a Unix socket in a
-// temporary directory, and returns the socket's path. It skips the test
-// when redis-server is missing, except in CI (CI=true), where `make test`
-// must have installed it.
-func startRedis(t *testing.T) string {
+// testRedis is a redis-server of the test's own, reachable two ways.
+type testRedis struct {
+	addr string // 127.0.0.1:PORT
+	sock string // the path of its Unix socket
+}
+
+// startRedis runs a redis-server for the test, with its files in a
+// temporary directory, on a loopback port and a Unix socket. It skips the
+// test when redis-server is missing, except in CI (CI=true), where `make
+// test` must have installed it.
+func startRedis(t *testing.T) testRedis {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -214,31 +221,57 @@ func startRedis(t *testing.T) string {
 		t.Skip("redis-server is not installed; make deps installs it")
 	}
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	p, err := proc.Start(context.Background(), path, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-		"--dir", dir, "--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, "redis.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Error(err)
+	r := testRedis{sock: filepath.Join(dir, "redis.sock")}
+	for try := 0; ; try++ {
+		// redis-server has no "any free port": take one that was free a
+		// moment ago, and try again if another process took it meanwhile.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	c := newRedisClient(t, sock)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
+		r.addr = l.Addr().String()
+		l.Close()
+		_, port, _ := net.SplitHostPort(r.addr)
+		p, err := proc.Start(context.Background(), path, "--bind", "127.0.0.1", "--port", port,
+			"--unixsocket", r.sock, "--unixsocketperm", "700", "--dir", dir, "--save", "", "--appendonly", "no",
+			"--logfile", filepath.Join(dir, "redis.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ready(r.addr) {
+			t.Cleanup(func() {
+				if err := p.Stop(); err != nil {
+					t.Error(err)
+				}
+			})
+			return r
+		}
+		p.Stop()
+		if try == 3 {
 			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
 			t.Fatalf("redis-server did not answer: %s", log)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	return sock
 }
 
-func newRedisClient(t *testing.T, sock string) *redis.Client {
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, MaxRetries: -1})
+// ready reports whether a redis-server answers at addr within 10 seconds.
+func ready(addr string) bool {
+	c := redis.NewClient(redisOptions(addr))
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c.Ping(context.Background()).Err() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// newRedisClient connects to addr (host:port or a socket path) until the
+// test ends.
+func newRedisClient(t *testing.T, addr string) *redis.Client {
+	opts := redisOptions(addr)
+	opts.MaxRetries = -1
+	c := redis.NewClient(opts)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -246,9 +279,9 @@ func newRedisClient(t *testing.T, sock string) *redis.Client {
 // TestRedisReplayAcrossProxies spends a token on one proxy and presents it
 // to another that shares the Redis store.
 func TestRedisReplayAcrossProxies(t *testing.T) {
-	sock := startRedis(t)
-	a := newTestRedeemer(t, NewRedisStore(newRedisClient(t, sock), "pp:"))
-	b := newTestRedeemer(t, NewRedisStore(newRedisClient(t, sock), "pp:"))
+	r := startRedis(t)
+	a := newTestRedeemer(t, NewRedisStore(newRedisClient(t, r.addr), "pp:"))
+	b := newTestRedeemer(t, NewRedisStore(newRedisClient(t, r.sock), "pp:"))
 	ks := testKeys()
 	for _, sk := range ks {
 		cred := FormatCredentials(mint(t, sk, testChallenge))
@@ -259,7 +292,7 @@ func TestRedisReplayAcrossProxies(t *testing.T) {
 		refusal(t, a.Authenticate(tunnelRequest(cred)), http.StatusProxyAuthRequired)
 	}
 	// The nonce expires with its key.
-	c := newRedisClient(t, sock)
+	c := newRedisClient(t, r.addr)
 	keys, err := c.Keys(context.Background(), "pp:*").Result()
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("%d keys in redis: %v", len(keys), err)
