@@ -11,6 +11,17 @@
 // (a tunnel authenticator) with its spent-nonce stores, and the client's
 // token pool. The cryptography is cloudflare/circl's; the token layer is ours.
 //
+// A token admits one tunnel by default. A proxy may instead let it admit its
+// connection (tunnel.Config.AuthPerConn): that spends fewer tokens and loses
+// no privacy, since the proxy links the tunnels of one connection anyway, but
+// one token then buys any number of tunnels for as long as the client keeps
+// the connection open, which weakens the attester's rate limit.
+//
+// Deployments: an Issuer and an Attester in one process with the proxy
+// (StartProxyAuth without an issuer directory: masqued's quick start), or
+// apart (cmd/pp-issuer), the proxy following the issuer's directory
+// (DirectoryKeys) and sharing spent tokens with its fleet through Redis.
+//
 // Nothing here logs a token, a nonce, an API key or an account id.
 package privacypass
 
