@@ -5,15 +5,16 @@
 # make build  binaries into bin/
 #
 # Needs Go. staticcheck is installed into GOPATH/bin on first use; the
-# clients the tests drive (curl, Debian's chromium) are installed from
-# Debian's packages if missing.
+# clients the tests drive (curl, Debian's chromium) and the redis-server the
+# Privacy Pass tests start (on loopback; they skip without it, except
+# under CI=true) are installed from Debian's packages if missing.
 
 GO                  ?= go
 FUZZTIME            ?= 60s
 TEST_TIMEOUT        ?= 10m
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
-DEB_PACKAGES        := curl chromium
+DEB_PACKAGES        := curl chromium redis-server
 SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NESTED_MODULES      := interop/peers/masquego
 

@@ -93,7 +93,8 @@ func (s *Server) build() error {
 		Handler:           s,
 		TLSConfig:         tlsConf,
 		Protocols:         &protos,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second, // bounds the TLS handshake too
+		IdleTimeout:       2 * time.Minute,  // a connection without requests or tunnels
 		MaxHeaderBytes:    16 << 10,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams:          maxConcurrentStreams,

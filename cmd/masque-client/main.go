@@ -29,6 +29,7 @@ import (
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/privacypass"
 )
 
 func main() { cli.Main("masque-client", run) }
@@ -36,13 +37,15 @@ func main() { cli.Main("masque-client", run) }
 // options is masque-client's command line.
 type options struct {
 	proxy, ca, originCA, via, template, out string
+	accountKey, attester, issuerDirectory   string
 	disableDatagrams, verbose               bool
 	timeout                                 time.Duration
 	tunnel                                  string // -via's tunnel: udp or tcp
 	transport                               client.Transport
-	url                                     *url.URL // fetch's argument
-	serve                                   bool     // the command is serve
-	socks5, http                            string   // serve's listen addresses
+	url                                     *url.URL               // fetch's argument
+	serve                                   bool                   // the command is serve
+	authorizer                              proxyclient.Authorizer // Privacy Pass tokens, with -account-key
+	socks5, http                            string                 // serve's listen addresses
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
@@ -71,6 +74,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (serve: on connecting to the proxy)")
 	fs.StringVar(&o.socks5, "socks5", "", "serve: SOCKS5 listen `address`, such as 127.0.0.1:1080")
 	fs.StringVar(&o.http, "http", "", "serve: HTTP proxy listen `address`, such as 127.0.0.1:8080")
+	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; tokens are then minted and presented when the proxy asks")
+	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
+	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -105,6 +111,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.proxy == "":
 		return nil, cli.Usagef(fs, "-proxy is required")
+	case (o.accountKey == "") != (o.attester == ""):
+		return nil, cli.Usagef(fs, "-account-key and -attester go together")
 	case err != nil || u.Host == "":
 		return nil, cli.Usagef(fs, "fetch needs an absolute URL, not %q", fs.Arg(0))
 	case u.Scheme != "https" && !(u.Scheme == "http" && o.tunnel == "tcp"):
@@ -151,6 +159,7 @@ func (o *options) dialer(proxyTLS *tls.Config) *client.Dialer {
 		Template:         o.template,
 		DisableDatagrams: o.disableDatagrams,
 		Transport:        o.transport,
+		Authorizer:       o.authorizer,
 	}
 }
 
@@ -162,6 +171,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	proxyTLS, originTLS, err := o.tlsConfigs()
 	if err != nil {
 		return err
+	}
+	if o.accountKey != "" {
+		// The attester and the issuer directory are trusted as the proxy is.
+		tr := &http.Transport{TLSClientConfig: proxyTLS.Clone()}
+		defer tr.CloseIdleConnections()
+		tokens, err := o.tokens(&http.Client{Transport: tr, Timeout: o.timeout})
+		if err != nil {
+			return err
+		}
+		defer tokens.Close()
+		o.authorizer = tokens
 	}
 	if o.serve {
 		return serve(ctx, o, proxyTLS, stdout, stderr)
@@ -264,6 +284,26 @@ func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.C
 		},
 	}
 	return tr, func() error { tr.CloseIdleConnections(); return conn.Close() }, nil
+}
+
+// tokens returns the Privacy Pass token pool of -account-key, reaching the
+// attester with hc. serve, which opens many tunnels, starts minting at once
+// for the challenge masqued sends (issuer: the directory's host; origin: the
+// proxy's host:port); fetch mints one token, on the proxy's 407.
+func (o *options) tokens(hc *http.Client) (*privacypass.Client, error) {
+	key, err := privacypass.ReadAPIKey(o.accountKey)
+	if err != nil {
+		return nil, fmt.Errorf("-account-key: %w", err)
+	}
+	c := privacypass.ClientConfig{AttesterURL: o.attester, DirectoryURL: o.issuerDirectory, APIKey: key, HTTPClient: hc}
+	dir, err := url.Parse(o.issuerDirectory)
+	proxy, perr := url.Parse(o.proxy)
+	if o.serve && o.issuerDirectory != "" && err == nil && perr == nil {
+		c.Prefetch = &privacypass.TokenChallenge{Type: privacypass.TypePublic, IssuerName: dir.Host, OriginInfo: proxy.Host}
+	} else {
+		c.PoolSize = -1 // one tunnel: mint on the 407, nothing ahead
+	}
+	return privacypass.NewClient(c)
 }
 
 // tlsConfigs returns the TLS configurations for the proxy (-ca, or the system

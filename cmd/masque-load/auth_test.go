@@ -25,12 +25,14 @@ func (challenge) Header() http.Header {
 // (-proxy-authorization here, a Privacy Pass token pool later); without it
 // every tunnel is refused, and the breakdown says so.
 func TestProxyAuthorization(t *testing.T) {
-	p := proxytest.StartH3Auth(t, testnet.IPv4, true, tunnel.AuthenticatorFunc(func(r *http.Request) error {
-		if r.Header.Get("Proxy-Authorization") != "Bearer load-test" {
-			return challenge{}
-		}
-		return nil
-	}))
+	p := proxytest.StartH3(t, testnet.IPv4, true, func(c *tunnel.Config) {
+		c.Auth = tunnel.AuthenticatorFunc(func(r *http.Request) error {
+			if r.Header.Get("Proxy-Authorization") != "Bearer load-test" {
+				return challenge{}
+			}
+			return nil
+		})
+	})
 	args := []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "setup", "-c", "1", "-t", "2", "-d", "300ms", "-warmup", "0s", "-json"}
 
 	stdout, stderr, err := runLoad(t, append(args, "-proxy-authorization", "Bearer load-test")...)

@@ -37,6 +37,7 @@ import (
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/internal/xconnect"
+	"github.com/masqued/masqued/privacypass"
 )
 
 func main() {
@@ -55,6 +56,9 @@ type config struct {
 	allowPrivate, noTCP                                     bool
 	limits                                                  tunnel.Limits
 	drainTimeout                                            time.Duration
+	auth                                                    string
+	pp                                                      privacypass.ProxyConfig
+	ppPerConn                                               bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -84,6 +88,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.resolver, "resolver", "", "DNS server for targets: udp://IP[:53], tcp://IP[:53], tls://IP[:853] or https://HOST/dns-query (`URL`); none = the system resolver")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT or SIGTERM, wait this long for tunnels to end")
+	fs.StringVar(&c.auth, "auth", "none", "tunnel authentication: none, or privacypass (Privacy Pass tokens, RFC 9577)")
+	fs.StringVar(&c.pp.IssuerDirectory, "pp-issuer", "", "privacypass: the issuer directory `URL` whose type-2 keys to accept; none = run an issuer and an attester with a demo account in this process")
+	fs.StringVar(&c.pp.Listen, "pp-listen", "127.0.0.1:4434", "privacypass: TCP `address` of the in-process issuer directory and attester (HTTPS)")
+	fs.StringVar(&c.pp.StateDir, "pp-state", "", "privacypass: `dir` of the in-process issuer's keys and the demo account (default $XDG_STATE_HOME/masqued/privacypass)")
+	fs.StringVar(&c.pp.Redis, "pp-redis", "", "privacypass: Redis `address` (host:port or socket path) for spent tokens shared by several proxies; none = memory")
+	fs.BoolVar(&c.ppPerConn, "pp-per-connection", false, "privacypass: a token admits every tunnel of its connection, not one tunnel")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -94,6 +104,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, cli.Usagef(fs, "-egress-key and -geoip-db need -egress-pools")
 	}
 	l := c.limits
+	if c.auth != "none" && c.auth != "privacypass" {
+		return nil, cli.Usagef(fs, "-auth must be none or privacypass, not %q", c.auth)
+	}
 	if l.MaxTunnels < 0 || l.MaxTunnelsPerConn < 0 || l.IdleTimeout < 0 || l.DialTimeout < 0 || l.MaxUDPPayload < 0 || c.drainTimeout < 0 {
 		return nil, cli.Usagef(fs, "limits and timeouts must not be negative")
 	}
@@ -155,6 +168,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer pc.Close()
 	bound := pc.LocalAddr().(*net.UDPAddr)
+	var auth tunnel.Authenticator
+	if c.auth == "privacypass" {
+		if c.pp.StateDir == "" {
+			if c.pp.StateDir, err = statePath("privacypass", "-pp-state"); err != nil {
+				return err
+			}
+		}
+		c.pp.TLSConfig, c.pp.ProxyName, c.pp.Logger = &tls.Config{Certificates: []tls.Certificate{cert}}, bound.String(), logger
+		pp, err := privacypass.StartProxyAuth(c.pp)
+		if err != nil {
+			return fmt.Errorf("-auth privacypass: %w", err)
+		}
+		defer pp.Close()
+		auth = pp
+		if pp.AttesterURL != "" {
+			logger.Info("privacypass: issuer and attester in this process", "attester", pp.AttesterURL, "directory", pp.DirectoryURL, "demo_key_file", pp.KeyFile)
+		}
+	}
 	selfPorts := []netip.AddrPort{bound.AddrPort()}
 	proxy, err := tunnel.New(tunnel.Config{
 		Template: tmpl,
@@ -168,6 +199,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Limits:   c.limits,
 		Metrics:  metrics,
 		Logger:   logger,
+
+		Auth:        auth,
+		AuthPerConn: c.ppPerConn,
 	})
 	if err != nil {
 		return err
@@ -289,13 +323,17 @@ func (c *config) certificate() (tls.Certificate, string, error) {
 }
 
 // defaultCertPath is cert.pem in masqued's XDG state directory.
-func defaultCertPath() (string, error) {
+func defaultCertPath() (string, error) { return statePath("cert.pem", "-cert-out") }
+
+// statePath is name in masqued's XDG state directory; flag is the option
+// that sets the path instead, for the error when there is no such directory.
+func statePath(name, flag string) (string, error) {
 	if dir := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
-		return filepath.Join(dir, "masqued", "cert.pem"), nil
+		return filepath.Join(dir, "masqued", name), nil
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("no state directory for the certificate (give -cert-out): %w", err)
+		return "", fmt.Errorf("no state directory (give %s): %w", flag, err)
 	}
-	return filepath.Join(home, ".local", "state", "masqued", "cert.pem"), nil
+	return filepath.Join(home, ".local", "state", "masqued", name), nil
 }

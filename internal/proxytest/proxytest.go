@@ -37,27 +37,23 @@ type Proxy struct {
 
 // StartH3 runs an HTTP/3 proxy on host's loopback address until the test
 // ends. allowPrivate opts in to loopback targets, as -allow-private-targets
-// does; without it the proxy keeps the production SSRF policy.
-func StartH3(t testing.TB, host string, allowPrivate bool) *Proxy {
+// does; without it the proxy keeps the production SSRF policy. Each
+// configure function may then change the tunnel core's configuration (to
+// add an Authenticator or a Logger, say).
+func StartH3(t testing.TB, host string, allowPrivate bool, configure ...func(*tunnel.Config)) *Proxy {
 	t.Helper()
-	return start(t, host, allowPrivate, false, nil)
-}
-
-// StartH3Auth is StartH3 with auth deciding which tunnel requests it admits,
-// for tests of clients' proxy authorization.
-func StartH3Auth(t testing.TB, host string, allowPrivate bool, auth tunnel.Authenticator) *Proxy {
-	t.Helper()
-	return start(t, host, allowPrivate, false, auth)
+	return start(t, host, allowPrivate, false, configure)
 }
 
 // Start runs the proxy as masqued does: HTTP/3 on a UDP port of host's
-// loopback address, HTTP/2 and HTTP/1.1 on the same TCP port.
-func Start(t testing.TB, host string, allowPrivate bool) *Proxy {
+// loopback address, HTTP/2 and HTTP/1.1 on the same TCP port. configure is
+// as for StartH3.
+func Start(t testing.TB, host string, allowPrivate bool, configure ...func(*tunnel.Config)) *Proxy {
 	t.Helper()
-	return start(t, host, allowPrivate, true, nil)
+	return start(t, host, allowPrivate, true, configure)
 }
 
-func start(t testing.TB, host string, allowPrivate, tcp bool, auth tunnel.Authenticator) *Proxy {
+func start(t testing.TB, host string, allowPrivate, tcp bool, configure []func(*tunnel.Config)) *Proxy {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m, err := tunnel.NewMetrics(reg)
@@ -66,11 +62,14 @@ func start(t testing.TB, host string, allowPrivate, tcp bool, auth tunnel.Authen
 	}
 	pc, tl := listen(t, host, tcp)
 	addr := pc.LocalAddr().(*net.UDPAddr)
-	p, err := tunnel.New(tunnel.Config{
+	c := tunnel.Config{
 		Policy:  tunnel.Policy{AllowPrivate: allowPrivate, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
-		Auth:    auth,
 		Metrics: m,
-	})
+	}
+	for _, f := range configure {
+		f(&c)
+	}
+	p, err := tunnel.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,13 @@ func TestLayering(t *testing.T) {
 		{"github.com/masqued/masqued/h3proxy", []string{
 			"github.com/masqued/masqued/interop",
 			"github.com/masqued/masqued/h2proxy",
+			"github.com/masqued/masqued/privacypass",
+		}},
+		{"github.com/masqued/masqued/privacypass", []string{ // satisfies the core's seams with standard-library types
+			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/masqued/masqued/h3proxy",
+			"github.com/masqued/masqued/h2proxy",
+			"github.com/quic-go/quic-go",
 		}},
 		{"github.com/masqued/masqued/cmd/masqued", []string{
 			"github.com/masqued/masqued/interop",

@@ -85,6 +85,12 @@ type Config struct {
 	Limits   Limits
 	Metrics  *Metrics     // nil = not counted
 	Logger   *slog.Logger // nil = silent
+
+	// AuthPerConn makes Auth admit connections rather than tunnels: once one
+	// request of a client connection passes Auth, the connection's further
+	// tunnel requests are not asked again. False: every tunnel request is
+	// authenticated (with Privacy Pass, one token per tunnel).
+	AuthPerConn bool
 }
 
 // Proxy is the tunnel core. It is safe for concurrent use.
@@ -152,7 +158,10 @@ type Front struct {
 
 // ConnState tracks the tunnels of one client connection, for the
 // per-connection limit. The zero ConnState is ready to use.
-type ConnState struct{ open atomic.Int64 }
+type ConnState struct {
+	open   atomic.Int64
+	authed atomic.Bool // a request passed Auth (see Config.AuthPerConn)
+}
 
 // WriteError answers a failed tunnel request (see the package-level
 // WriteError) and counts it.
@@ -208,9 +217,12 @@ func protocolName(s string) string {
 // WriteError(err). conn is the client connection's state.
 func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (*Tunnel, error) {
 	start := time.Now()
-	if f.p.cfg.Auth != nil {
+	if f.p.cfg.Auth != nil && !(f.p.cfg.AuthPerConn && conn != nil && conn.authed.Load()) {
 		if err := f.p.cfg.Auth.Authenticate(r); err != nil {
 			return nil, err
+		}
+		if conn != nil {
+			conn.authed.Store(true)
 		}
 	}
 	t := &Tunnel{f: f, conn: conn, counters: f.tcp}

@@ -286,6 +286,36 @@ func TestOpenAuthenticator(t *testing.T) {
 	}
 }
 
+// TestOpenAuthPerConn: with AuthPerConn a connection authenticates once;
+// without it, and for another connection, every request asks again.
+func TestOpenAuthPerConn(t *testing.T) {
+	echo := testnet.TCPEcho(t, testnet.IPv4)
+	for _, perConn := range []bool{false, true} {
+		var asked atomic.Int32
+		auth := tunnel.AuthenticatorFunc(func(*http.Request) error {
+			if asked.Add(1) > 1 {
+				return proxyAuthRequired() // the token is spent
+			}
+			return nil
+		})
+		p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true}, Auth: auth, AuthPerConn: perConn})
+		var conn, other tunnel.ConnState
+		for i := range 2 {
+			tun, err := openTarget(t, p, tunnel.KindTCP, echo.String(), &conn)
+			if i == 1 && !perConn {
+				wantStatus(t, err, http.StatusProxyAuthRequired, tunnel.StatusHTTPRequestDenied)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("perConn %v, tunnel %d: %v", perConn, i, err)
+			}
+			tun.Close()
+		}
+		_, err := openTarget(t, p, tunnel.KindTCP, echo.String(), &other)
+		wantStatus(t, err, http.StatusProxyAuthRequired, tunnel.StatusHTTPRequestDenied)
+	}
+}
+
 func TestNewDefaults(t *testing.T) {
 	p, err := tunnel.New(tunnel.Config{})
 	if err != nil {
