@@ -10,6 +10,7 @@ import (
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/privacypass"
 )
 
 // challenge is the refusal of a request without the right credentials.
@@ -53,5 +54,54 @@ func TestProxyAuthorization(t *testing.T) {
 		if err := json.Unmarshal([]byte(stdout), &rep); err != nil || rep.Errors == 0 || rep.ErrorsByClass["407 http_request_denied"] != rep.Errors {
 			t.Errorf("with %q: %v, errors %v", authz, err, rep.ErrorsByClass)
 		}
+	}
+}
+
+// Privacy Pass: tokens minted before the run through the proxy's attester,
+// one presented per tunnel; when they run out, the breakdown says so.
+func TestPrivacyPassTokens(t *testing.T) {
+	pa, err := privacypass.StartProxyAuth(privacypass.ProxyConfig{Listen: "127.0.0.1:0", TLSConfig: testnet.NewCert(t).ServerTLS(), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pa.Close() })
+	p := proxytest.Start(t, testnet.IPv4, true, func(c *tunnel.Config) { c.Auth = pa })
+	args := []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "setup", "-c", "1", "-t", "2", "-n", "20", "-warmup", "0s", "-json",
+		"-account-key", pa.KeyFile, "-attester", pa.AttesterURL, "-issuer-directory", pa.DirectoryURL}
+	for _, tc := range []struct {
+		via         string
+		tokens      string
+		ops, errors int64
+	}{
+		// 45 tokens in all: the demo account may mint 50 at once.
+		{"h3", "20", 20, 0},
+		{"h2", "20", 20, 0},
+		{"h3", "5", 5, 15}, // used up
+	} {
+		stdout, stderr, err := runLoad(t, append(args, "-via", tc.via, "-tokens", tc.tokens)...)
+		if err != nil {
+			t.Fatalf("%s, %s tokens: %v\n%s%s", tc.via, tc.tokens, err, stdout, stderr)
+		}
+		var rep load.Report
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Ops != tc.ops || rep.Errors != tc.errors || rep.ErrorsByClass["auth"] != tc.errors {
+			t.Errorf("%s, %s tokens: %d ops, errors %v; want %d and %d auth", tc.via, tc.tokens, rep.Ops, rep.ErrorsByClass, tc.ops, tc.errors)
+		}
+		if !strings.Contains(stderr, "minted "+tc.tokens+" tokens") {
+			t.Errorf("stderr %q", stderr)
+		}
+	}
+	// The demo account has used up its burst of 50.
+	_, _, err = runLoad(t, append(args, "-tokens", "50")...)
+	if err == nil || !strings.Contains(err.Error(), "429") || !strings.Contains(err.Error(), "lower -tokens") {
+		t.Errorf("minting past the attester's limit: %v", err)
+	}
+	// A proxy that wants no credentials gets no tokens.
+	open := proxytest.StartH3(t, testnet.IPv4, true)
+	_, _, err = runLoad(t, "-proxy", open.URL, "-ca", open.CertFile, "-account-key", pa.KeyFile, "-attester", pa.AttesterURL, "-d", "1s")
+	if err == nil || !strings.Contains(err.Error(), "admits tunnels without credentials") {
+		t.Errorf("error %v", err)
 	}
 }

@@ -4,7 +4,9 @@
 // throughput, latency percentiles and errors by proxy status, and with
 // -baseline the same work straight to the origins and the ratios. Unless
 // targets are given it starts its own origins on loopback (the proxy must
-// then allow private targets).
+// then allow private targets). With a Privacy Pass account (-account-key,
+// -attester) it mints -tokens tokens before the run and presents one per
+// tunnel, so that authenticated load measures redemption, not issuance.
 //
 //	masque-load -proxy https://127.0.0.1:4433 -ca cert.pem -mode setup -c 1 -t 50 -rate 1000 -d 10s
 package main
@@ -15,9 +17,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -25,7 +29,9 @@ import (
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/load"
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/privacypass"
 )
 
 func main() { cli.Main("masque-load", run) }
@@ -33,6 +39,8 @@ func main() { cli.Main("masque-load", run) }
 // options is masque-load's command line.
 type options struct {
 	proxy, ca, via, mode, template, originCA, authorization string
+	accountKey, attester, issuerDirectory                   string
+	tokens                                                  int
 	tcpTarget, udpTarget, h3Target                          string
 	conns, tunnels, size, pid                               int
 	rate                                                    float64
@@ -40,6 +48,7 @@ type options struct {
 	count                                                   int64
 	jsonOut, baseline, disableDatagrams                     bool
 	progress                                                string
+	transport                                               client.Transport // -via
 }
 
 const usage = `usage: masque-load -proxy https://HOST:PORT [flags]
@@ -61,6 +70,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.template, "udp-template", tunnel.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules, not QUIC datagrams")
 	fs.StringVar(&o.authorization, "proxy-authorization", "", "Proxy-Authorization field `value` sent with every tunnel request")
+	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; -tokens tokens are minted before the run")
+	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
+	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
+	fs.IntVar(&o.tokens, "tokens", 50, "Privacy Pass: tokens to mint before the run, one per tunnel (a run that needs more counts auth errors);\nan attester limits the rate per account (masqued's demo account: a burst of 50, then 1/s; pp-issuer -rate, -burst)")
 	fs.StringVar(&o.mode, "mode", "tcp", "what tunnels do: tcp, udp, h3, setup or idle")
 	fs.IntVar(&o.conns, "c", 10, "connections to the proxy")
 	fs.IntVar(&o.tunnels, "t", 10, "tunnels (workers) per connection")
@@ -98,13 +111,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, cli.Usagef(fs, "-rate, -n, -d, -warmup and -size cannot be negative, -timeout must be positive")
 	case o.duration == 0 && o.count == 0:
 		return nil, cli.Usagef(fs, "give -d, -n or both")
+	case (o.accountKey == "") != (o.attester == ""):
+		return nil, cli.Usagef(fs, "-account-key and -attester go together")
+	case o.accountKey != "" && o.authorization != "":
+		return nil, cli.Usagef(fs, "-account-key and -proxy-authorization are two kinds of credentials: give one")
+	case o.tokens < 1:
+		return nil, cli.Usagef(fs, "-tokens must be at least 1")
 	case o.progress != "auto" && o.progress != "on" && o.progress != "off":
 		return nil, cli.Usagef(fs, "-progress is auto, on or off, not %q", o.progress)
 	}
 	if _, err := load.ParseMode(o.mode); err != nil {
 		return nil, cli.Usagef(fs, "-mode: %v", err)
 	}
-	if _, err := client.ParseTransport(o.via); err != nil {
+	var err error
+	if o.transport, err = client.ParseTransport(o.via); err != nil {
 		return nil, cli.Usagef(fs, "-via: %v", err)
 	}
 	return o, nil
@@ -116,7 +136,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	mode, _ := load.ParseMode(o.mode)
-	transport, _ := client.ParseTransport(o.via)
 	proxyTLS := &tls.Config{}
 	if o.ca != "" {
 		if proxyTLS.RootCAs, err = loadPool(o.ca); err != nil {
@@ -155,14 +174,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.progress == "on" || o.progress == "auto" && isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
-	d := &client.Dialer{
-		TLSConfig:        proxyTLS,
-		Template:         o.template,
-		Transport:        transport,
-		DisableDatagrams: o.disableDatagrams,
-	}
-	if o.authorization != "" {
-		d.Authorizer = load.StaticAuthorization(o.authorization)
+	d := o.dialer(proxyTLS, nil)
+	switch {
+	case o.authorization != "":
+		d = o.dialer(proxyTLS, load.StaticAuthorization(o.authorization))
+	case o.accountKey != "":
+		tokens, err := o.mintTokens(ctx, proxyTLS, cfg.Targets.TCP, stderr)
+		if err != nil {
+			return err
+		}
+		d = o.dialer(proxyTLS, tokens)
 	}
 	cfg.Connect = func(ctx context.Context) (load.Conn, error) {
 		c, err := d.Dial(ctx, o.proxy)
@@ -193,6 +214,63 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = fmt.Errorf("no operation succeeded (%d failed)", rep.Errors)
 	}
 	return err
+}
+
+// dialer returns the dialer to the proxy, with authorization from a.
+func (o *options) dialer(proxyTLS *tls.Config, a proxyclient.Authorizer) *client.Dialer {
+	return &client.Dialer{
+		TLSConfig:        proxyTLS,
+		Template:         o.template,
+		Transport:        o.transport,
+		DisableDatagrams: o.disableDatagrams,
+		Authorizer:       a,
+	}
+}
+
+// mintTokens mints -tokens Privacy Pass tokens with -account-key at
+// -attester (trusted as the proxy is) for the challenge the proxy answers a
+// tunnel request to target with.
+func (o *options) mintTokens(ctx context.Context, proxyTLS *tls.Config, target string, stderr io.Writer) (*load.Tokens, error) {
+	key, err := privacypass.ReadAPIKey(o.accountKey)
+	if err != nil {
+		return nil, fmt.Errorf("-account-key: %w", err)
+	}
+	tr := &http.Transport{TLSClientConfig: proxyTLS.Clone()}
+	defer tr.CloseIdleConnections()
+	pp, err := privacypass.NewClient(privacypass.ClientConfig{
+		AttesterURL: o.attester, DirectoryURL: o.issuerDirectory, APIKey: key,
+		HTTPClient: &http.Client{Transport: tr, Timeout: o.timeout},
+		PoolSize:   -1, // a token minted at each call, by MintTokens
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer pp.Close()
+	probeCtx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	probe, err := o.dialer(proxyTLS, nil).Dial(probeCtx, o.proxy)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.proxy, err)
+	}
+	challenges, err := load.Challenges(probeCtx, probe, target)
+	probe.Close()
+	if err != nil {
+		return nil, err
+	}
+	if challenges == nil {
+		return nil, fmt.Errorf("%s admits tunnels without credentials: no tokens to mint", o.proxy)
+	}
+	start := time.Now()
+	tokens, err := load.MintTokens(ctx, pp, challenges, o.tokens, 8)
+	var refused *privacypass.MintError
+	if errors.As(err, &refused) && refused.StatusCode == http.StatusTooManyRequests {
+		return nil, fmt.Errorf("%w: the attester limits how fast an account mints; lower -tokens or raise its rate", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "minted %d tokens in %s\n", o.tokens, time.Since(start).Round(time.Millisecond))
+	return tokens, nil
 }
 
 func write(w io.Writer, rep *load.Report, asJSON bool) error {
