@@ -120,7 +120,7 @@ func tail(s string, n int) string {
 // transport with tunnel ("udp" or "tcp"), then extra.
 func (c *cellRun) masqueClient(cl *client, p *proxy, tunnel string, extra ...string) []string {
 	return append([]string{"-proxy", p.url, "-ca", p.certFile, "-origin-ca", c.env.origins.caFile,
-		"-via", tunnel + "," + cl.transport, "-v", "-timeout", "60s"}, extra...)
+		"-via", tunnel + "," + cl.transport, "-v", "-timeout", "20s"}, extra...)
 }
 
 // url is an origin URL for this cell.
