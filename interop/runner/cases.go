@@ -598,14 +598,18 @@ func blackholedFront(target netip.AddrPort) (netip.AddrPort, func(), error) {
 			return netip.AddrPort{}, nil, err
 		}
 		var wg sync.WaitGroup
-		var mu sync.Mutex // guards conns
+		var mu sync.Mutex // guards conns and stopped
 		conns := map[net.Conn]bool{}
+		stopped := false
 		track := func(c net.Conn, add bool) {
 			mu.Lock()
 			defer mu.Unlock()
-			if add {
+			switch {
+			case add && stopped: // accepted as stop ran: close it now
+				c.Close()
+			case add:
 				conns[c] = true
-			} else {
+			default:
 				delete(conns, c)
 			}
 		}
@@ -644,6 +648,7 @@ func blackholedFront(target netip.AddrPort) (netip.AddrPort, func(), error) {
 			pc.Close()
 			l.Close()
 			mu.Lock()
+			stopped = true
 			for c := range conns {
 				c.Close()
 			}

@@ -94,18 +94,60 @@ func (r *Results) Matrix(w io.Writer) {
 	}
 }
 
-// Markdown writes the results as Markdown: a table per case.
+// Markdown writes the results as Markdown: one table, a row per case and a
+// column per client, each entry the client's results against every server
+// in the order of the header's note; then the failures.
 func (r *Results) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "✓ passed, ✕ failed, − unsupported by the client or the server (not a failure). Rows are clients, columns servers.\n")
-	for _, g := range r.grids() {
-		fmt.Fprintf(w, "\n**%s**: %s\n\n", g.tc.name, g.tc.desc)
-		fmt.Fprintf(w, "| client | %s |\n|---|%s\n", strings.Join(g.servers, " | "), strings.Repeat(":-:|", len(g.servers)))
+	gs := r.grids()
+	var clients, servers []string
+	for _, g := range gs {
 		for _, cl := range g.clients {
-			fmt.Fprintf(w, "| %s |", cl)
-			for _, sv := range g.servers {
-				fmt.Fprintf(w, " %s |", mark(g.cells[[2]string{cl, sv}]))
+			if !slices.Contains(clients, cl) {
+				clients = append(clients, cl)
 			}
-			fmt.Fprintln(w)
+		}
+		for _, sv := range g.servers {
+			if !slices.Contains(servers, sv) {
+				servers = append(servers, sv)
+			}
 		}
 	}
+	fmt.Fprintf(w, "Each entry is the client against %s, in that order: ✓ passed, ✕ failed, − unsupported by the client or the server (not a failure).\n\n", strings.Join(servers, " · "))
+	fmt.Fprintf(w, "| case | %s |\n|---|%s\n", strings.Join(clients, " | "), strings.Repeat(":-:|", len(clients)))
+	for _, g := range gs {
+		fmt.Fprintf(w, "| %s |", g.tc.name)
+		for _, cl := range clients {
+			var marks []string
+			for _, sv := range servers {
+				marks = append(marks, or(mark(g.cells[[2]string{cl, sv}]), " "))
+			}
+			fmt.Fprintf(w, " %s |", strings.Join(marks, " "))
+		}
+		fmt.Fprintln(w)
+	}
+	counts := map[Status]int{}
+	for _, c := range r.Cells {
+		counts[c.Status]++
+	}
+	fmt.Fprintf(w, "\n%d passed, %d failed, %d unsupported.\n", counts[Pass], counts[Fail], counts[Unsupported])
+	for _, c := range r.Failed() {
+		fmt.Fprintf(w, "- ✕ `%s`: %s\n", c.Name(), firstLine(c.Detail))
+	}
+	for _, c := range r.Cells {
+		if c.Status == Unsupported && c.Seconds > 0 { // found out by running it
+			fmt.Fprintf(w, "- − `%s`: %s\n", c.Name(), c.Detail)
+		}
+	}
+	fmt.Fprintf(w, "\n<details><summary>The cases</summary>\n\n")
+	for _, g := range gs {
+		fmt.Fprintf(w, "- **%s**: %s\n", g.tc.name, g.tc.desc)
+	}
+	fmt.Fprintf(w, "\n</details>\n")
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }

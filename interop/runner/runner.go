@@ -218,6 +218,9 @@ func (e *env) run(ctx context.Context, cell *Cell, i int) {
 		cell.Status = Pass
 	}
 	fmt.Fprintf(c.log, "\n== %s: %s %s\n", cell.Name(), cell.Status, cell.Detail)
+	if cell.Status != Fail {
+		os.RemoveAll(c.dir) // certificates, browser profiles: kept only for failures
+	}
 }
 
 // unsupportedError is a cell's finding that the client does not support
