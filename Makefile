@@ -64,8 +64,9 @@ interop:
 	fi; \
 	$(GO) run ./cmd/masque-interop -out $(INTEROP_OUT) $$flags $(INTEROP_FLAGS)
 
+# Into a temporary directory, removed when every cell passed.
 test-interop:
-	@out=$$(mktemp -d); $(MAKE) --no-print-directory interop INTEROP_OUT=$$out
+	@out=$$(mktemp -d); $(MAKE) --no-print-directory interop INTEROP_OUT=$$out && rm -rf $$out
 
 bench:
 	$(GO) run ./cmd/masque-bench
