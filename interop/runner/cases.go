@@ -223,7 +223,7 @@ var cases = []*testCase{
 	},
 	{
 		name: "auth-missing", needs: auth, opts: proxyOptions{auth: true},
-		desc: "a tunnel without a token: 407 with a PrivateToken challenge, and nothing reaches the origin",
+		desc: "a tunnel without a token: 407 (curl also shows the PrivateToken challenge; the other clients report only the status), and nothing reaches the origin",
 		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
 			_, stderr, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, "udp", "fetch", c.url("https", c.env.origins.h3, "hello"))...)
 			return c.refused(err, stderr, "proxy answered 407")
