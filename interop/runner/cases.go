@@ -120,14 +120,8 @@ var cases = []*testCase{
 		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
 			return c.fetchHello(ctx, cl, p, "udp", "h3", c.env.origins.h3)
 		}), map[string]runFunc{
-			"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-				body, _, err := c.masqueGo(ctx, p, p.template, c.url("https", c.env.origins.h3, "hello"))
-				if err != nil {
-					return err
-				}
-				return c.checkBody(p, body, hello(c.id, "h3"))
-			},
-			"chromium": chromiumQUICProxy,
+			"masque-go": masqueGoHello,
+			"chromium":  chromiumQUICProxy,
 		}),
 	},
 	{
@@ -223,26 +217,8 @@ var cases = []*testCase{
 	},
 	{
 		name: "auth-missing", needs: auth, opts: proxyOptions{auth: true},
-		desc: "a tunnel without a token: 407 (curl also shows the PrivateToken challenge; the other clients report only the status), and nothing reaches the origin",
-		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
-			_, stderr, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, "udp", "fetch", c.url("https", c.env.origins.h3, "hello"))...)
-			return c.refused(err, stderr, "proxy answered 407")
-		}), map[string]runFunc{
-			"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-				_, stderr, err := c.masqueGo(ctx, p, p.template, c.url("https", c.env.origins.h3, "hello"))
-				return c.refused(err, stderr, "407")
-			},
-			"curl": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-				_, challenges, err := c.curlConnect(ctx, p, c.url("https", c.env.origins.https, "hello"))
-				if err != nil {
-					return err
-				}
-				if !hasPrivateToken(challenges) {
-					return fmt.Errorf("no PrivateToken challenge in %q", challenges)
-				}
-				return c.checkNone()
-			},
-		}),
+		desc:    "a tunnel without a token: 407 (curl also shows the PrivateToken challenge; the other clients report only the status), and nothing reaches the origin",
+		clients: refusals("407", "udp", hasPrivateToken),
 	},
 	{
 		name: "auth-replay", needs: auth, opts: proxyOptions{auth: true},
@@ -278,13 +254,7 @@ var cases = []*testCase{
 		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
 			return c.fetchHello(ctx, cl, p, "tcp", "https", c.env.origins.https)
 		}), map[string]runFunc{
-			"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-				body, _, err := c.masqueGo(ctx, p, p.template, c.url("https", c.env.origins.h3, "hello"))
-				if err != nil {
-					return err
-				}
-				return c.checkBody(p, body, hello(c.id, "h3"))
-			},
+			"masque-go": masqueGoHello,
 			"curl": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				return c.curlHello(ctx, p, "https", c.env.origins.https)
 			},
@@ -296,24 +266,7 @@ var cases = []*testCase{
 	{
 		name: "ssrf-blocked", needs: policy, opts: proxyOptions{strict: true},
 		desc: "a proxy that refuses private targets: a tunnel to the loopback origin gets 403, and the origin sees nothing",
-		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
-			_, stderr, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, "tcp", "fetch", c.url("https", c.env.origins.https, "hello"))...)
-			return c.refused(err, stderr, "proxy answered 403")
-		}), map[string]runFunc{
-			"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-				_, stderr, err := c.masqueGo(ctx, p, p.template, c.url("https", c.env.origins.h3, "hello"))
-				return c.refused(err, stderr, "403")
-			},
-			"curl": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-				code, _, err := c.curlConnect(ctx, p, c.url("https", c.env.origins.https, "hello"))
-				if err != nil {
-					return err
-				}
-				if code != "403" {
-					return fmt.Errorf("CONNECT got %s, want 403", code)
-				}
-				return c.checkNone()
-			},
+		clients: with(refusals("403", "tcp", nil), map[string]runFunc{
 			"chromium": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				dom, loadErr, err := c.chromium(ctx, p, p.url, c.url("https", c.env.origins.https, "page"))
 				if err != nil {
@@ -362,6 +315,48 @@ var cases = []*testCase{
 			},
 		},
 	},
+}
+
+// masqueGoHello fetches /CELL/hello with masque-go's client over HTTP/3
+// inside CONNECT-UDP, and checks the body and the egress.
+func masqueGoHello(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
+	body, _, err := c.masqueGo(ctx, p, p.template, c.url("https", c.env.origins.h3, "hello"))
+	if err != nil {
+		return err
+	}
+	return c.checkBody(p, body, hello(c.id, "h3"))
+}
+
+// refusals are the runs of a case whose pass criterion is that the proxy
+// refuses the tunnel with status (masque-client asking for a tunnel of kind
+// tunnel) and nothing reaches the origin; with challenged, curl also checks
+// the Proxy-Authenticate challenges it saw.
+func refusals(status, tunnel string, challenged func([]string) bool) map[string]runFunc {
+	return with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
+		url := c.url("https", c.env.origins.https, "hello")
+		if tunnel == "udp" {
+			url = c.url("https", c.env.origins.h3, "hello")
+		}
+		_, stderr, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, tunnel, "fetch", url)...)
+		return c.refused(err, stderr, "proxy answered "+status)
+	}), map[string]runFunc{
+		"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
+			_, stderr, err := c.masqueGo(ctx, p, p.template, c.url("https", c.env.origins.h3, "hello"))
+			return c.refused(err, stderr, "server responded with "+status)
+		},
+		"curl": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
+			code, challenges, err := c.curlConnect(ctx, p, c.url("https", c.env.origins.https, "hello"))
+			switch {
+			case err != nil:
+				return err
+			case code != status:
+				return fmt.Errorf("CONNECT got %s, want %s", code, status)
+			case challenged != nil && !challenged(challenges):
+				return fmt.Errorf("unexpected challenges %q", challenges)
+			}
+			return c.checkNone()
+		},
+	})
 }
 
 // lookup finds a cell's case, client and server.
