@@ -31,6 +31,9 @@ type testCase struct {
 	clients    map[string]runFunc // absent: the client cannot play the case
 }
 
+// echoPackets is how many packets connect-udp sends.
+const echoPackets = 10
+
 // runFunc plays a case with one client against a running proxy and
 // returns nil if the pass criterion holds.
 type runFunc func(ctx context.Context, c *cellRun, cl *client, p *proxy) error
@@ -101,17 +104,25 @@ var cases = []*testCase{
 	},
 	{
 		name: "connect-udp",
-		desc: "UDP packets through CONNECT-UDP (masque-client serve's SOCKS5 UDP relay) to an echo origin; each comes back, and the origin saw them from the egress address",
-		clients: masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
+		desc: "UDP packets through CONNECT-UDP (masque-client serve's SOCKS5 UDP relay; masque-go's udp peer) to an echo origin; each comes back, and the origin saw them from the egress address",
+		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
 			socks, err := c.serveLocal(ctx, cl, p, "udp", "-socks5", "socks5")
 			if err != nil {
 				return err
 			}
-			const n = 10
-			if err := socksUDP(ctx, socks, c.env.origins.echo, c.id, n); err != nil {
+			if err := socksUDP(ctx, socks, c.env.origins.echo, c.id, echoPackets); err != nil {
 				return err
 			}
-			return c.checkEgress(p, n)
+			return c.checkEgress(p, echoPackets)
+		}), map[string]runFunc{
+			"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
+				_, _, err := c.exec(ctx, c.env.bin["masquego"], "udp", "-template", p.template, "-ca", p.certFile,
+					"-n", fmt.Sprint(echoPackets), "-prefix", c.id, c.env.origins.echo.String())
+				if err != nil {
+					return err
+				}
+				return c.checkEgress(p, echoPackets)
+			},
 		}),
 	},
 	{

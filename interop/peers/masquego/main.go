@@ -17,6 +17,10 @@
 //
 //	masquego proxy  [-listen ADDR] [-cert FILE -key FILE] [-cert-out FILE] [-template T] [-strict-host]
 //	masquego client -template T [-ca FILE] [-origin-ca FILE] [-insecure] [-o FILE] [-n N] [-disable-pmtud] URL
+//	masquego udp    -template T [-ca FILE] [-insecure] [-n N] [-prefix P] HOST:PORT
+//
+// "udp" sends N packets "P packet I" through a tunnel to a UDP echo server
+// and checks that each comes back: CONNECT-UDP without QUIC inside.
 package main
 
 import (
@@ -56,13 +60,15 @@ const outerPacketSize = 1350
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	cmd, err := "", errors.New("usage: masquego proxy|client [flags] (-h for each subcommand's flags)")
+	cmd, err := "", errors.New("usage: masquego proxy|client|udp [flags] (-h for each subcommand's flags)")
 	if len(os.Args) > 1 {
 		switch cmd = os.Args[1]; cmd {
 		case "proxy":
 			err = runProxy(ctx, os.Args[2:], os.Stdout)
 		case "client":
 			err = runClient(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		case "udp":
+			err = runUDP(ctx, os.Args[2:], os.Stdout)
 		}
 	}
 	stop()
@@ -232,35 +238,14 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	tmpl, err := uritemplate.New(*tmplStr)
-	if err != nil {
-		return fmt.Errorf("invalid template: %w", err)
-	}
-	proxyTLS, err := clientTLS(*caFile, *insecure)
-	if err != nil {
-		return err
-	}
-	proxyTLS.NextProtos = []string{http3.NextProtoH3}
 	originTLS, err := clientTLS(*originCAFile, *insecure)
 	if err != nil {
 		return err
 	}
 	originTLS.ServerName = target.Hostname()
-
-	req, err := masque.NewRequest(ctx, tmpl, raddr.String())
+	pconn, err := dialTunnel(ctx, *tmplStr, *caFile, *insecure, raddr)
 	if err != nil {
 		return err
-	}
-	mt := &masque.Transport{
-		TLSClientConfig: proxyTLS,
-		QUICConfig:      &quic.Config{EnableDatagrams: true, InitialPacketSize: outerPacketSize},
-	}
-	pconn, rsp, err := mt.Dial(req)
-	if err != nil {
-		if rsp != nil {
-			err = fmt.Errorf("%w (Proxy-Status: %q)", err, rsp.Header.Values("Proxy-Status"))
-		}
-		return fmt.Errorf("opening CONNECT-UDP tunnel to %s: %w", raddr, err)
 	}
 	defer pconn.Close()
 	qt := &quic.Transport{Conn: tunnelConn{pconn}}
@@ -307,6 +292,83 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if f != nil {
 		return f.Close()
 	}
+	return nil
+}
+
+// dialTunnel opens a CONNECT-UDP tunnel to raddr through the proxy that
+// tmplStr names, trusting caFile for the proxy.
+func dialTunnel(ctx context.Context, tmplStr, caFile string, insecure bool, raddr *net.UDPAddr) (*masque.Conn, error) {
+	tmpl, err := uritemplate.New(tmplStr)
+	if err != nil {
+		return nil, fmt.Errorf("invalid template: %w", err)
+	}
+	proxyTLS, err := clientTLS(caFile, insecure)
+	if err != nil {
+		return nil, err
+	}
+	proxyTLS.NextProtos = []string{http3.NextProtoH3}
+	req, err := masque.NewRequest(ctx, tmpl, raddr.String())
+	if err != nil {
+		return nil, err
+	}
+	mt := &masque.Transport{
+		TLSClientConfig: proxyTLS,
+		QUICConfig:      &quic.Config{EnableDatagrams: true, InitialPacketSize: outerPacketSize},
+	}
+	pconn, rsp, err := mt.Dial(req)
+	if err != nil {
+		if rsp != nil {
+			err = fmt.Errorf("%w (Proxy-Status: %q)", err, rsp.Header.Values("Proxy-Status"))
+		}
+		return nil, fmt.Errorf("opening CONNECT-UDP tunnel to %s: %w", raddr, err)
+	}
+	return pconn, nil
+}
+
+// runUDP sends packets through a CONNECT-UDP tunnel to a UDP echo server
+// and checks that each comes back, retrying a lost one a few times. It
+// prints "echoed N" when all have.
+func runUDP(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("masquego udp", flag.ContinueOnError)
+	usage := "usage: masquego udp -template T [flags] HOST:PORT"
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), usage); fs.PrintDefaults() }
+	tmplStr := fs.String("template", "", "the proxy's CONNECT-UDP URI template (required)")
+	caFile := fs.String("ca", "", "PEM certificate(s) to trust for the proxy")
+	insecure := fs.Bool("insecure", false, "skip certificate verification of the proxy")
+	count := fs.Int("n", 10, "packets to send")
+	prefix := fs.String("prefix", "masquego", "what each packet starts with")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *tmplStr == "" || fs.NArg() != 1 || *count < 1 {
+		return errors.New(usage)
+	}
+	raddr, err := net.ResolveUDPAddr("udp", fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	pconn, err := dialTunnel(ctx, *tmplStr, *caFile, *insecure, raddr)
+	if err != nil {
+		return err
+	}
+	defer pconn.Close()
+	buf := make([]byte, 2048)
+	for i := range *count {
+		payload := fmt.Sprintf("%s packet %d", *prefix, i)
+		echoed := false
+		for try := 0; try < 5 && !echoed && ctx.Err() == nil; try++ {
+			if _, err := pconn.WriteTo([]byte(payload), raddr); err != nil {
+				return err
+			}
+			pconn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, _, err := pconn.ReadFrom(buf)
+			echoed = err == nil && string(buf[:n]) == payload
+		}
+		if !echoed {
+			return fmt.Errorf("packet %d did not come back", i)
+		}
+	}
+	fmt.Fprintf(stdout, "echoed %d\n", *count)
 	return nil
 }
 
