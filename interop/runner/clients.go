@@ -136,9 +136,25 @@ func (c *cellRun) checkEgress(p *proxy, want int) error {
 		return fmt.Errorf("the origins saw %d requests or packets of the cell, want %d", len(saw), want)
 	}
 	for _, a := range saw {
-		if p.egress.IsValid() && a != p.egress {
-			return fmt.Errorf("the origin saw traffic from %s, not from the proxy's egress address %s", a, p.egress)
+		if p.egress.IsValid() && a.Addr() != p.egress {
+			return fmt.Errorf("the origin saw traffic from %s, not from the proxy's egress address %s", a.Addr(), p.egress)
 		}
+	}
+	return nil
+}
+
+// checkSources checks that the origins saw the cell's traffic come from
+// at least want source ports (on the egress address): one per tunnel.
+func (c *cellRun) checkSources(p *proxy, want int) error {
+	if err := c.checkEgress(p, want); err != nil {
+		return err
+	}
+	ports := map[netip.AddrPort]bool{}
+	for _, a := range c.env.origins.saw(c.id) {
+		ports[a] = true
+	}
+	if len(ports) < want {
+		return fmt.Errorf("the origin saw traffic from %d source ports, want one per tunnel: %d", len(ports), want)
 	}
 	return nil
 }

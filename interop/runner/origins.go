@@ -49,7 +49,7 @@ type origins struct {
 	wg                    sync.WaitGroup
 	largeSum              [sha256.Size]byte
 	mu                    sync.Mutex // guards seen and holds
-	seen                  map[string][]netip.Addr
+	seen                  map[string][]netip.AddrPort
 	holds                 map[string]*hold
 }
 
@@ -58,7 +58,7 @@ func startOrigins(dir string) (*origins, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &origins{caFile: filepath.Join(dir, "origin-ca.pem"), seen: map[string][]netip.Addr{}, holds: map[string]*hold{}}
+	o := &origins{caFile: filepath.Join(dir, "origin-ca.pem"), seen: map[string][]netip.AddrPort{}, holds: map[string]*hold{}}
 	if err := os.WriteFile(o.caFile, pemBytes, 0o644); err != nil {
 		return nil, err
 	}
@@ -139,15 +139,15 @@ func (o *origins) note(cell, remote string) {
 		return
 	}
 	o.mu.Lock()
-	o.seen[cell] = append(o.seen[cell], ap.Addr().Unmap())
+	o.seen[cell] = append(o.seen[cell], netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	o.mu.Unlock()
 }
 
 // saw returns the source addresses of the cell's requests and packets.
-func (o *origins) saw(cell string) []netip.Addr {
+func (o *origins) saw(cell string) []netip.AddrPort {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return append([]netip.Addr(nil), o.seen[cell]...)
+	return append([]netip.AddrPort(nil), o.seen[cell]...)
 }
 
 // ServeHTTP serves /CELL/hello, /CELL/page and /CELL/sub.js (a page and the

@@ -22,6 +22,8 @@ func TestSupport(t *testing.T) {
 		{"browser-page/chromium/masqued", ""},
 		{"browser-page/curl/masqued", "curl has no way"},
 		{"auth-replay/curl/masqued", ""},
+		{"many-tunnels/masque-go/masque-go", ""},
+		{"many-tunnels/masque-client/h3/masque-go", "masque-go lacks CONNECT"},
 	} {
 		parts := strings.SplitN(tc.cell, "/", 2)
 		i := strings.LastIndex(parts[1], "/")

@@ -195,10 +195,10 @@ func TestUDPThroughProxy(t *testing.T) {
 	t.Cleanup(func() { echo.Close(); <-done })
 
 	var stdout bytes.Buffer
-	if err := runUDP(context.Background(), []string{"-template", tmpl, "-ca", proxyCA, "-n", "5", echo.LocalAddr().String()}, &stdout); err != nil {
+	if err := runUDP(context.Background(), []string{"-template", tmpl, "-ca", proxyCA, "-n", "5", "-tunnels", "3", echo.LocalAddr().String()}, &stdout); err != nil {
 		t.Fatal(err)
 	}
-	if stdout.String() != "echoed 5\n" {
+	if stdout.String() != "echoed 15\n" {
 		t.Fatalf("stdout %q", stdout.String())
 	}
 	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
