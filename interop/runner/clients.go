@@ -49,7 +49,7 @@ type cellRun struct {
 // start starts a long-running program for the cell; the cell stops it and
 // logs its output when it ends.
 func (c *cellRun) start(ctx context.Context, path string, args ...string) (*proc.Process, error) {
-	fmt.Fprintf(c.log, "$ %s %s &\n", filepath.Base(path), strings.Join(args, " "))
+	fmt.Fprintf(c.log, "$ %s %s &\n", filepath.Base(path), redact(args))
 	p, err := proc.Start(ctx, path, args...)
 	if err != nil {
 		return nil, err
@@ -62,15 +62,15 @@ func (c *cellRun) start(ctx context.Context, path string, args ...string) (*proc
 // stdout and stderr. Its error, for a non-zero exit, ends with the last
 // lines of stderr.
 func (c *cellRun) exec(ctx context.Context, path string, args ...string) (string, string, error) {
-	fmt.Fprintf(c.log, "$ %s %s\n", filepath.Base(path), strings.Join(args, " "))
+	fmt.Fprintf(c.log, "$ %s %s\n", filepath.Base(path), redact(args))
 	cmd := exec.CommandContext(ctx, path, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	fmt.Fprintf(c.log, "-- stdout (%d bytes):\n%s\n-- stderr:\n%s\n-- %v\n", stdout.Len(), clip(stdout.String()), stderr.String(), errOr(err, "exit 0"))
+	fmt.Fprintf(c.log, "-- stdout (%d bytes):\n%s\n-- stderr:\n%s\n-- %v\n", stdout.Len(), clip(stdout.String()), redactLines(stderr.String()), errOr(err, "exit 0"))
 	if err != nil {
-		err = fmt.Errorf("%s: %w: %s", filepath.Base(path), err, tail(stderr.String(), 3))
+		err = fmt.Errorf("%s: %w: %s", filepath.Base(path), err, tail(redactLines(stderr.String()), 3))
 	}
 	return stdout.String(), stderr.String(), err
 }
@@ -88,6 +88,32 @@ func (c *cellRun) stopAll() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// redact joins a command line for the log, leaving out the tokens of
+// Proxy-Authorization headers: logs never hold tokens.
+func redact(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if name, _, ok := strings.Cut(a, ":"); ok && strings.EqualFold(name, "Proxy-Authorization") {
+			a = name + ": [redacted]"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
+// redactLines leaves the tokens out of Proxy-Authorization header lines
+// (curl -v shows the request headers).
+func redactLines(s string) string {
+	var b strings.Builder
+	for l := range strings.Lines(s) {
+		if i := strings.Index(strings.ToLower(l), "proxy-authorization:"); i >= 0 {
+			l = l[:i] + "Proxy-Authorization: [redacted]\n"
+		}
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 func errOr(err error, ok string) string {

@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,7 +196,7 @@ func weight(c Cell) int {
 // run runs one cell, recording its outcome, time and log in cell.
 func (e *env) run(ctx context.Context, cell *Cell, i int) {
 	start := time.Now()
-	logName := filepath.Join("logs", fmt.Sprintf("%s--%s--%s.log", cell.Case, filepath.Base(cell.Client), cell.Server))
+	logName := filepath.Join("logs", fmt.Sprintf("%s--%s--%s.log", cell.Case, strings.ReplaceAll(cell.Client, "/", "-"), cell.Server))
 	cell.Log = logName
 	f, err := os.Create(filepath.Join(e.out, logName))
 	if err != nil {
@@ -247,7 +248,7 @@ type env struct {
 	masquedArgs []string
 	bin         map[string]string // program → path
 	origins     *origins
-	chromium    string // path, or "" with chromiumMissing saying why
+	chromium    string // path, or "" with chromiumWhy saying why
 	chromiumWhy string
 }
 
