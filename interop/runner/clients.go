@@ -1,21 +1,21 @@
 package runner
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/masqued/masqued/internal/proc"
+	"github.com/masqued/masqued/privacypass"
 )
 
 // client is a program the runner drives through the cases.
@@ -35,113 +35,6 @@ var clients = []*client{
 	{name: "chromium", program: "chromium", needs: tcpFront | connect},
 }
 
-// cellRun is one cell while it runs.
-type cellRun struct {
-	env  *env
-	cell *Cell
-	id   string // names the cell at the origins
-	dir  string // its files
-	log  io.Writer
-
-	stops []*proc.Process // started by start, stopped by stopAll
-}
-
-// start starts a long-running program for the cell; the cell stops it and
-// logs its output when it ends.
-func (c *cellRun) start(ctx context.Context, path string, args ...string) (*proc.Process, error) {
-	fmt.Fprintf(c.log, "$ %s %s &\n", filepath.Base(path), redact(args))
-	p, err := proc.Start(ctx, path, args...)
-	if err != nil {
-		return nil, err
-	}
-	c.stops = append(c.stops, p)
-	return p, nil
-}
-
-// exec runs a program to its end, logs what it printed and returns its
-// stdout and stderr. Its error, for a non-zero exit, ends with the last
-// lines of stderr.
-func (c *cellRun) exec(ctx context.Context, path string, args ...string) (string, string, error) {
-	fmt.Fprintf(c.log, "$ %s %s\n", filepath.Base(path), redact(args))
-	cmd := exec.CommandContext(ctx, path, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	fmt.Fprintf(c.log, "-- stdout (%d bytes):\n%s\n-- stderr:\n%s\n-- %v\n", stdout.Len(), clip(stdout.String()), redactLines(stderr.String()), errOr(err, "exit 0"))
-	if err != nil {
-		err = fmt.Errorf("%s: %w: %s", filepath.Base(path), err, tail(redactLines(stderr.String()), 3))
-	}
-	return stdout.String(), stderr.String(), err
-}
-
-// stopAll stops the cell's programs and logs their output. Its error
-// reports a server that did not exit cleanly.
-func (c *cellRun) stopAll() error {
-	var errs []error
-	for i := len(c.stops) - 1; i >= 0; i-- {
-		p := c.stops[i]
-		err := p.Stop()
-		fmt.Fprintf(c.log, "-- %s stopped: %v; %s\n", p.Name(), errOr(err, "exit 0"), p.Output())
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s did not exit cleanly", p.Name()))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// redact joins a command line for the log, leaving out the tokens of
-// Proxy-Authorization headers: logs never hold tokens.
-func redact(args []string) string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if name, _, ok := strings.Cut(a, ":"); ok && strings.EqualFold(name, "Proxy-Authorization") {
-			a = name + ": [redacted]"
-		}
-		out[i] = a
-	}
-	return strings.Join(out, " ")
-}
-
-// redactLines leaves the tokens out of Proxy-Authorization header lines
-// (curl -v shows the request headers).
-func redactLines(s string) string {
-	var b strings.Builder
-	for l := range strings.Lines(s) {
-		if i := strings.Index(strings.ToLower(l), "proxy-authorization:"); i >= 0 {
-			l = l[:i] + "Proxy-Authorization: [redacted]\n"
-		}
-		b.WriteString(l)
-	}
-	return b.String()
-}
-
-func errOr(err error, ok string) string {
-	if err != nil {
-		return err.Error()
-	}
-	return ok
-}
-
-// clip shortens long output for the log.
-func clip(s string) string {
-	if len(s) > 4096 {
-		return s[:4096] + fmt.Sprintf("… (%d bytes more)", len(s)-4096)
-	}
-	return s
-}
-
-// tail is the last n non-empty lines of s, joined by " | ".
-func tail(s string, n int) string {
-	var lines []string
-	for l := range strings.Lines(s) {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
-		}
-	}
-	return strings.Join(lines[max(0, len(lines)-n):], " | ")
-}
-
 // masqueClient returns masque-client's flags for p over the client's
 // transport with tunnel ("udp" or "tcp"), then extra.
 func (c *cellRun) masqueClient(cl *client, p *proxy, tunnel string, extra ...string) []string {
@@ -149,157 +42,167 @@ func (c *cellRun) masqueClient(cl *client, p *proxy, tunnel string, extra ...str
 		"-via", tunnel + "," + cl.transport, "-v", "-timeout", "20s"}, extra...)
 }
 
-// url is an origin URL for this cell.
-func (c *cellRun) url(scheme string, addr netip.AddrPort, what string) string {
-	return scheme + "://" + addr.String() + "/" + c.id + "/" + what
-}
-
-// checkEgress checks that the origins saw want requests or packets of the
-// cell, all from the proxy's egress address.
-func (c *cellRun) checkEgress(p *proxy, want int) error {
-	saw := c.env.origins.saw(c.id)
-	if len(saw) < want {
-		return fmt.Errorf("the origins saw %d requests or packets of the cell, want %d", len(saw), want)
-	}
-	for _, a := range saw {
-		if p.egress.IsValid() && a.Addr() != p.egress {
-			return fmt.Errorf("the origin saw traffic from %s, not from the proxy's egress address %s", a.Addr(), p.egress)
-		}
-	}
-	return nil
-}
-
-// checkSources checks that the origins saw the cell's traffic come from
-// at least want source ports (on the egress address): one per tunnel.
-func (c *cellRun) checkSources(p *proxy, want int) error {
-	if err := c.checkEgress(p, want); err != nil {
-		return err
-	}
-	ports := map[netip.AddrPort]bool{}
-	for _, a := range c.env.origins.saw(c.id) {
-		ports[a] = true
-	}
-	if len(ports) < want {
-		return fmt.Errorf("the origin saw traffic from %d source ports, want one per tunnel: %d", len(ports), want)
-	}
-	return nil
-}
-
-// checkNone checks that nothing of the cell reached the origins.
-func (c *cellRun) checkNone() error {
-	if saw := c.env.origins.saw(c.id); len(saw) > 0 {
-		return fmt.Errorf("the origins saw %d requests or packets of the cell from %s, want none", len(saw), saw[0])
-	}
-	return nil
-}
-
-// ChromiumArgs are the flags that make headless Chromium load pages through
-// a proxy (proxyURL, such as https://127.0.0.1:4433), loopback included,
-// trusting the certificates whose public keys hash to spkis (see SPKIHash),
-// with a fresh profile in userDataDir and nothing else on the network.
-func ChromiumArgs(proxyURL, userDataDir string, spkis ...string) []string {
-	return []string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir=" + userDataDir,
-		"--proxy-server=" + proxyURL,
-		"--proxy-bypass-list=<-loopback>", // proxy loopback too: the origins are local
-		"--ignore-certificate-errors-spki-list=" + strings.Join(spkis, ","),
-	}
-}
-
-// findChromium returns Debian's chromium, or why there is none.
-func findChromium() (path, why string) {
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		return "", "chromium is not installed (apt-get install chromium)"
-	}
-	return path, ""
-}
-
-// chromium loads url in headless Chromium through proxyURL, trusting the
-// proxy's and the origins' certificates, and returns the page's DOM and the
-// load error Chromium logged, if any (such as net::ERR_NO_SUPPORTED_PROXIES).
-func (c *cellRun) chromium(ctx context.Context, p *proxy, proxyURL, url string) (dom, loadErr string, err error) {
-	if c.env.chromium == "" {
-		return "", "", errors.New(c.env.chromiumWhy)
-	}
-	var spkis []string
-	for _, file := range []string{p.certFile, c.env.origins.caFile} {
-		pemBytes, err := os.ReadFile(file)
-		if err != nil {
-			return "", "", err
-		}
-		spki, err := SPKIHash(pemBytes)
-		if err != nil {
-			return "", "", fmt.Errorf("%s: %w", file, err)
-		}
-		spkis = append(spkis, spki)
-	}
-	args := append(ChromiumArgs(proxyURL, filepath.Join(c.dir, "chromium"), spkis...),
-		"--disable-quic", "--enable-logging=stderr", "--dump-dom", url)
-	dom, stderr, err := c.exec(ctx, c.env.chromium, args...)
-	if _, after, ok := strings.Cut(stderr, "Page load failed: "); ok {
-		loadErr, _, _ = strings.Cut(after, "\n")
-	}
-	return dom, loadErr, err
-}
-
-// socksUDP sends packets through a SOCKS5 proxy's UDP ASSOCIATE (RFC 1928
-// §7) to the echo origin and checks that each comes back.
-func socksUDP(ctx context.Context, socks string, echo netip.AddrPort, cell string, n int) error {
-	var d net.Dialer
-	ctl, err := d.DialContext(ctx, "tcp", socks)
+// fetchHello fetches /CELL/hello with masque-client through a tunnel
+// ("udp" or "tcp") to origin, and checks the body and the egress.
+func (c *cellRun) fetchHello(ctx context.Context, cl *client, p *proxy, tunnel, proto string, origin netip.AddrPort, extra ...string) error {
+	args := c.masqueClient(cl, p, tunnel, append(extra, "fetch", c.url("https", origin, "hello"))...)
+	body, _, err := c.exec(ctx, c.env.bin["masque-client"], args...)
 	if err != nil {
 		return err
 	}
-	defer ctl.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		ctl.SetDeadline(dl)
+	return c.checkBody(p, body, hello(c.id, proto))
+}
+
+// masqueGo runs masque-go's client with template and extra arguments.
+func (c *cellRun) masqueGo(ctx context.Context, p *proxy, template string, args ...string) (string, string, error) {
+	return c.exec(ctx, c.env.bin["masquego"], append([]string{"client", "-template", template, "-ca", p.certFile, "-origin-ca", c.env.origins.caFile}, args...)...)
+}
+
+// serveLocal starts masque-client serve with listen ("-socks5" or "-http")
+// on a free port and returns the address it prints after name.
+func (c *cellRun) serveLocal(ctx context.Context, cl *client, p *proxy, tunnel, listen, name string) (string, error) {
+	sp, err := c.start(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, tunnel, "serve", listen, "127.0.0.1:0")...)
+	if err != nil {
+		return "", err
 	}
-	// No authentication; then UDP ASSOCIATE from any address.
-	if _, err := ctl.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
-		return err
-	}
-	reply := make([]byte, 2+10)
-	if _, err := io.ReadFull(ctl, reply); err != nil {
-		return fmt.Errorf("SOCKS5 UDP ASSOCIATE: %w", err)
-	}
-	if reply[1] != 0 || reply[3] != 0 || reply[5] != 1 {
-		return fmt.Errorf("SOCKS5 UDP ASSOCIATE: reply % x", reply)
-	}
-	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(reply[6:10])), binary.BigEndian.Uint16(reply[10:12]))
-	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(relay))
+	return sp.Line(name + " listening on ")
+}
+
+// manyThrough makes manyTunnels requests at once through an HTTP proxy, each
+// in a CONNECT tunnel of its own, and checks that each is answered.
+func (c *cellRun) manyThrough(ctx context.Context, httpProxy string) error {
+	pool, err := loadPool(c.env.origins.caFile)
 	if err != nil {
 		return err
 	}
-	defer uc.Close()
-	header := append([]byte{0, 0, 0, 1}, echo.Addr().AsSlice()...)
-	header = binary.BigEndian.AppendUint16(header, echo.Port())
-	buf := make([]byte, 2048)
-	for i := range n {
-		payload := fmt.Sprintf("%s packet %d", cell, i)
-		var got string
-		// UDP may lose a packet, even on loopback while a tunnel opens.
-		for try := 0; try < 5 && got != payload; try++ {
-			if _, err := uc.Write(append(header, payload...)); err != nil {
-				return err
-			}
-			uc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			m, err := uc.Read(buf)
+	proxyURL := &url.URL{Scheme: "http", Host: httpProxy}
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	errs := make(chan error, manyTunnels)
+	var wg sync.WaitGroup
+	for i := range manyTunnels {
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("https", c.env.origins.https, fmt.Sprintf("hold/%d", i)), nil)
 			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				continue
+				errs <- err
+				return
 			}
-			if m > len(header) {
-				got = string(buf[len(header):m])
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				errs <- err
+				return
 			}
-		}
-		if got != payload {
-			return fmt.Errorf("packet %d did not come back from the echo origin", i)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && (resp.StatusCode != http.StatusOK || string(body) != hello(c.id, "https")) {
+				err = fmt.Errorf("%s: %q", resp.Status, body)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var failed []error
+	for err := range errs {
+		if err != nil {
+			failed = append(failed, err)
 		}
 	}
+	fmt.Fprintf(c.log, "-- %d of %d requests failed\n", len(failed), manyTunnels)
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d requests failed, the first: %w", len(failed), manyTunnels, failed[0])
+	}
 	return nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("no certificate in %s", file)
+	}
+	return pool, nil
+}
+
+// curl runs curl with p as its HTTPS proxy.
+func (c *cellRun) curl(ctx context.Context, p *proxy, args ...string) (string, string, error) {
+	return c.exec(ctx, "curl", append([]string{"-sS", "-v", "--max-time", "60", "-x", p.url,
+		"--proxy-cacert", p.certFile, "--cacert", c.env.origins.caFile}, args...)...)
+}
+
+// curlHello fetches /CELL/hello with curl and checks the body and egress.
+func (c *cellRun) curlHello(ctx context.Context, p *proxy, scheme string, origin netip.AddrPort) error {
+	body, _, err := c.curl(ctx, p, "--fail", c.url(scheme, origin, "hello"))
+	if err != nil {
+		return err
+	}
+	return c.checkBody(p, body, hello(c.id, scheme))
+}
+
+// curlConnect makes curl CONNECT to url's origin, expecting the proxy to
+// refuse, and returns the CONNECT's status and the Proxy-Authenticate
+// challenges.
+func (c *cellRun) curlConnect(ctx context.Context, p *proxy, url string, args ...string) (string, []string, error) {
+	out, stderr, err := c.curl(ctx, p, append(args, "-o", os.DevNull, "-w", "%{http_connect}", url)...)
+	if err == nil {
+		return "", nil, errors.New("curl's request went through, want a refusal")
+	}
+	var challenges []string
+	for l := range strings.Lines(stderr) {
+		if v, ok := cutHeader(l, "< Proxy-Authenticate:"); ok {
+			challenges = append(challenges, v)
+		}
+	}
+	return strings.TrimSpace(out), challenges, nil
+}
+
+// cutHeader returns the value of a header line in curl -v's output.
+func cutHeader(line, prefix string) (string, bool) {
+	if len(line) < len(prefix) || !strings.EqualFold(line[:len(prefix)], prefix) {
+		return "", false
+	}
+	return strings.TrimSpace(line[len(prefix):]), true
+}
+
+func hasPrivateToken(challenges []string) bool {
+	for _, ch := range challenges {
+		if strings.HasPrefix(ch, "PrivateToken ") {
+			return true
+		}
+	}
+	return false
+}
+
+// curlToken gets the proxy's challenge as curl sees it (a 407) and mints a
+// token for it with masqued's demo account: the Proxy-Authorization value.
+func (c *cellRun) curlToken(ctx context.Context, p *proxy) (string, error) {
+	code, challenges, err := c.curlConnect(ctx, p, c.url("https", c.env.origins.https, "hello"))
+	if err != nil {
+		return "", err
+	}
+	if code != "407" || !hasPrivateToken(challenges) {
+		return "", fmt.Errorf("without a token: %s with challenges %q, want 407 with PrivateToken", code, challenges)
+	}
+	key, err := privacypass.ReadAPIKey(p.pp.keyFile)
+	if err != nil {
+		return "", err
+	}
+	pool, err := loadPool(p.certFile) // the in-process issuer uses the proxy's certificate
+	if err != nil {
+		return "", err
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	pc, err := privacypass.NewClient(privacypass.ClientConfig{
+		AttesterURL: p.pp.attester, DirectoryURL: p.pp.directory, APIKey: key,
+		HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second}, PoolSize: -1,
+	})
+	if err != nil {
+		return "", err
+	}
+	defer pc.Close()
+	return pc.Authorize(ctx, challenges)
 }
