@@ -58,26 +58,15 @@ type Client struct {
 // Dial connects to the proxy at proxyURL ("https://host:port") over TLS and
 // returns a Client once the handshake is done.
 func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
-	authority, err := proxyclient.Authority(proxyURL)
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := proxyclient.ParseTemplate(c.Template)
-	if err != nil {
-		return nil, err
-	}
-	tlsConf := &tls.Config{}
-	if c.TLSConfig != nil {
-		tlsConf = c.TLSConfig.Clone()
-	}
-	if tlsConf.ServerName == "" {
-		tlsConf.ServerName, _, _ = net.SplitHostPort(authority)
-	}
-	tlsConf.NextProtos = []string{"h2", "http/1.1"}
+	protos := []string{"h2", "http/1.1"}
 	if c.HTTP1 {
-		tlsConf.NextProtos = []string{"http/1.1"}
+		protos = []string{"http/1.1"}
 	}
-	cl := &Client{authority: authority, tlsConf: tlsConf, template: tmpl, auth: c.Authorizer}
+	p, err := proxyclient.NewProxy(proxyURL, c.Template, c.TLSConfig, protos...)
+	if err != nil {
+		return nil, err
+	}
+	cl := &Client{authority: p.Authority, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer}
 	conn, err := cl.dialTLS(ctx)
 	if err != nil {
 		return nil, err

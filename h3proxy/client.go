@@ -76,36 +76,24 @@ type ProxyError = proxyclient.ProxyError
 // Dial connects to the proxy at proxyURL ("https://host:port") and waits for
 // its HTTP/3 SETTINGS.
 func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
-	authority, err := proxyclient.Authority(proxyURL)
+	p, err := proxyclient.NewProxy(proxyURL, c.Template, c.TLSConfig, http3.NextProtoH3)
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := proxyclient.ParseTemplate(c.Template)
-	if err != nil {
-		return nil, err
-	}
-	tlsConf := &tls.Config{}
-	if c.TLSConfig != nil {
-		tlsConf = c.TLSConfig.Clone()
-	}
-	if tlsConf.ServerName == "" {
-		tlsConf.ServerName, _, _ = net.SplitHostPort(authority)
-	}
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	qc := c.QUICConfig
 	if qc == nil {
 		qc = DefaultClientQUICConfig()
 	}
 	qc = qc.Clone()
 	qc.EnableDatagrams = !c.DisableDatagrams
-	conn, err := quic.DialAddr(ctx, authority, tlsConf, qc)
+	conn, err := quic.DialAddr(ctx, p.Authority, p.TLS, qc)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to proxy: %w", err)
 	}
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: authority, template: tmpl, auth: c.Authorizer}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():

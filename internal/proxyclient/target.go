@@ -1,6 +1,7 @@
 package proxyclient
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -71,3 +72,34 @@ type Addr struct{ Net, Target string }
 
 func (a Addr) Network() string { return a.Net }
 func (a Addr) String() string  { return a.Target }
+
+// Proxy is what a client needs to know of the proxy before it dials: where
+// it is, its CONNECT-UDP template, and the TLS configuration to verify it.
+type Proxy struct {
+	Authority string // host:port
+	Template  *tunnel.Template
+	TLS       *tls.Config // a copy of the caller's, with ServerName and NextProtos set
+}
+
+// NewProxy parses proxyURL ("https://host[:port]") and template ("" for the
+// default) and prepares a copy of tlsConf (nil for the defaults) with the
+// proxy's name and nextProtos.
+func NewProxy(proxyURL, template string, tlsConf *tls.Config, nextProtos ...string) (*Proxy, error) {
+	authority, err := Authority(proxyURL)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := ParseTemplate(template)
+	if err != nil {
+		return nil, err
+	}
+	c := &tls.Config{}
+	if tlsConf != nil {
+		c = tlsConf.Clone()
+	}
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(authority)
+	}
+	c.NextProtos = nextProtos
+	return &Proxy{Authority: authority, Template: tmpl, TLS: c}, nil
+}

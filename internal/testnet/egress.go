@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,44 +67,17 @@ func Blackhole(t testing.TB, host string, port int) *net.TCPAddr {
 // which egress address a tunnel left from.
 func WhoAmI(t testing.TB, host string) *net.TCPAddr {
 	t.Helper()
-	l := TCP(t, host)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = c.Write([]byte(c.RemoteAddr().String() + "\n"))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	return l.Addr().(*net.TCPAddr)
+	return tcpServer(t, host, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte(c.RemoteAddr().String() + "\n"))
+	})
 }
 
 // UDPWhoAmI starts a UDP server on host that answers every packet with the
 // address it came from ("IP:PORT").
 func UDPWhoAmI(t testing.TB, host string) *net.UDPAddr {
 	t.Helper()
-	c := UDP(t, host)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = c.WriteToUDPAddrPort([]byte(from.String()), from)
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return c.LocalAddr().(*net.UDPAddr)
+	return udpServer(t, host, 2048, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.String()) })
 }
 
 // ReadWhoAmI reads WhoAmI's answer from c: the address the origin saw.

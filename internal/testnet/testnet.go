@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -95,17 +96,24 @@ func TCP(t testing.TB, host string) net.Listener {
 // returns its address.
 func UDPEcho(t testing.TB, host string) *net.UDPAddr {
 	t.Helper()
+	return udpServer(t, host, 65536, func(pkt []byte, _ netip.AddrPort) []byte { return pkt })
+}
+
+// udpServer answers every packet to host with what reply returns, until the
+// test ends, and returns its address.
+func udpServer(t testing.TB, host string, bufSize int, reply func(pkt []byte, from netip.AddrPort) []byte) *net.UDPAddr {
+	t.Helper()
 	c := UDP(t, host)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]byte, 65536)
+		buf := make([]byte, bufSize)
 		for {
-			n, addr, err := c.ReadFromUDPAddrPort(buf)
+			n, from, err := c.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
 			}
-			_, _ = c.WriteToUDPAddrPort(buf[:n], addr)
+			_, _ = c.WriteToUDPAddrPort(reply(buf[:n], from), from)
 		}
 	}()
 	t.Cleanup(func() { c.Close(); <-done })
@@ -115,6 +123,18 @@ func UDPEcho(t testing.TB, host string) *net.UDPAddr {
 // TCPEcho starts a TCP server on host that echoes each connection until the
 // client half-closes, then half-closes back, and returns its address.
 func TCPEcho(t testing.TB, host string) *net.TCPAddr {
+	t.Helper()
+	return tcpServer(t, host, func(c net.Conn) {
+		if _, err := io.Copy(c, c); err == nil {
+			_ = c.(*net.TCPConn).CloseWrite()
+		}
+	})
+}
+
+// tcpServer serves each connection to host with handle, then closes it,
+// until the test ends: cleanup closes the listener and open connections and
+// waits for every handler. It returns the server's address.
+func tcpServer(t testing.TB, host string, handle func(net.Conn)) *net.TCPAddr {
 	t.Helper()
 	l := TCP(t, host)
 	var wg sync.WaitGroup
@@ -135,9 +155,7 @@ func TCPEcho(t testing.TB, host string) *net.TCPAddr {
 			go func() {
 				defer wg.Done()
 				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
-				if _, err := io.Copy(c, c); err == nil {
-					_ = c.(*net.TCPConn).CloseWrite()
-				}
+				handle(c)
 			}()
 		}
 	}()
