@@ -89,6 +89,9 @@ func (r *Results) Matrix(w io.Writer) {
 		counts[c.Status]++
 	}
 	fmt.Fprintf(w, "\n%d passed, %d failed, %d unsupported, in %.0fs\n", counts[Pass], counts[Fail], counts[Unsupported], r.Seconds)
+	if v := r.versionLine(); v != "" {
+		fmt.Fprintf(w, "programs: %s\n", v)
+	}
 	for _, c := range r.Failed() {
 		fmt.Fprintf(w, "FAIL %s: %s\n     log: %s\n", c.Name(), firstLine(c.Detail), c.Log)
 	}
@@ -129,7 +132,11 @@ func (r *Results) Markdown(w io.Writer) {
 	for _, c := range r.Cells {
 		counts[c.Status]++
 	}
-	fmt.Fprintf(w, "\n%d passed, %d failed, %d unsupported.\n", counts[Pass], counts[Fail], counts[Unsupported])
+	fmt.Fprintf(w, "\n%d passed, %d failed, %d unsupported.", counts[Pass], counts[Fail], counts[Unsupported])
+	if v := r.versionLine(); v != "" {
+		fmt.Fprintf(w, " Programs: %s.", v)
+	}
+	fmt.Fprintln(w)
 	for _, c := range r.Failed() {
 		fmt.Fprintf(w, "- ✕ `%s`: %s\n", c.Name(), firstLine(c.Detail))
 	}
@@ -143,6 +150,20 @@ func (r *Results) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "- **%s**: %s\n", g.tc.name, g.tc.desc)
 	}
 	fmt.Fprintf(w, "\n</details>\n")
+}
+
+// versionLine lists the programs' versions in the order of the matrix.
+func (r *Results) versionLine() string {
+	var vs []string
+	for _, name := range append(Servers(), Clients()...) {
+		if i := strings.IndexByte(name, '/'); i >= 0 {
+			name = name[:i]
+		}
+		if v, ok := r.Versions[name]; ok && !slices.Contains(vs, name+" "+v) {
+			vs = append(vs, name+" "+v)
+		}
+	}
+	return strings.Join(vs, ", ")
 }
 
 func or(s, alt string) string {

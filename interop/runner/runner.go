@@ -82,8 +82,9 @@ func (c *Cell) Name() string { return c.Case + "/" + c.Client + "/" + c.Server }
 
 // Results are a run's cells, in case, client, server order.
 type Results struct {
-	Cells   []Cell  `json:"cells"`
-	Seconds float64 `json:"seconds"`
+	Cells    []Cell            `json:"cells"`
+	Versions map[string]string `json:"versions"` // of the programs that ran
+	Seconds  float64           `json:"seconds"`
 }
 
 // Failed returns the cells expected to pass that did not.
@@ -175,7 +176,7 @@ func Run(ctx context.Context, c Config) (*Results, error) {
 	close(work)
 	wg.Wait()
 
-	r := &Results{Cells: selected, Seconds: time.Since(start).Seconds()}
+	r := &Results{Cells: selected, Versions: e.versions(ctx), Seconds: time.Since(start).Seconds()}
 	if err := r.write(out); err != nil {
 		return r, err
 	}
@@ -250,6 +251,7 @@ type env struct {
 	origins     *origins
 	chromium    string // path, or "" with chromiumWhy saying why
 	chromiumWhy string
+	needCurl    bool
 }
 
 func newEnv(ctx context.Context, out string, masquedArgs []string, cells []Cell) (*env, error) {
@@ -286,6 +288,7 @@ func newEnv(ctx context.Context, out string, masquedArgs []string, cells []Cell)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	e.needCurl = need["curl"]
 	if need["chromium"] {
 		e.chromium, e.chromiumWhy = findChromium()
 	}
