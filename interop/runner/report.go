@@ -137,6 +137,7 @@ func (r *Results) Markdown(w io.Writer) {
 		fmt.Fprintf(w, " Programs: %s.", v)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintln(w)
 	for _, c := range r.Failed() {
 		fmt.Fprintf(w, "- ✕ `%s`: %s\n", c.Name(), firstLine(c.Detail))
 	}
@@ -145,7 +146,7 @@ func (r *Results) Markdown(w io.Writer) {
 			fmt.Fprintf(w, "- − `%s`: %s\n", c.Name(), c.Detail)
 		}
 	}
-	fmt.Fprintf(w, "\n<details><summary>The cases</summary>\n\n")
+	fmt.Fprintf(w, "<details><summary>The cases</summary>\n\n")
 	for _, g := range gs {
 		fmt.Fprintf(w, "- **%s**: %s\n", g.tc.name, g.tc.desc)
 	}
