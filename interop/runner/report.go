@@ -138,13 +138,19 @@ func (r *Results) Markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
+	notes := false
 	for _, c := range r.Failed() {
 		fmt.Fprintf(w, "- ✕ `%s`: %s\n", c.Name(), firstLine(c.Detail))
+		notes = true
 	}
 	for _, c := range r.Cells {
 		if c.Status == Unsupported && c.Seconds > 0 { // found out by running it
 			fmt.Fprintf(w, "- − `%s`: %s\n", c.Name(), c.Detail)
+			notes = true
 		}
+	}
+	if notes {
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "<details><summary>The cases</summary>\n\n")
 	for _, g := range gs {
