@@ -1,4 +1,6 @@
-# make test   what CI runs: gofmt, go vet, staticcheck, race tests, nested modules
+# make test   what CI runs: gofmt, go vet, staticcheck, race tests, nested modules,
+#             and the interop matrix (into a temporary directory)
+# make interop the interop matrix (cmd/masque-interop) into INTEROP_OUT
 # make bench  the benchmark table (cmd/masque-bench)
 # make load   masque-load against a fresh masqued on loopback (LOAD_ARGS)
 # make fuzz   every Fuzz target for FUZZTIME each
@@ -17,12 +19,14 @@ STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
 DEB_PACKAGES        := curl chromium redis-server
 SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NESTED_MODULES      := interop/peers/masquego
+INTEROP_OUT         ?= interop-results
+INTEROP_FLAGS       ?=
 
 LOAD_ARGS           ?= -mode setup -c 1 -t 50 -rate 1000 -d 10s -baseline
 
-.PHONY: test fmt vet lint deps unit nested bench load fuzz build
+.PHONY: test fmt vet lint deps unit nested interop test-interop bench load fuzz build
 
-test: fmt vet lint unit nested
+test: fmt vet lint unit nested test-interop
 
 fmt:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,6 +56,20 @@ nested:
 		echo "== $$m"; \
 		(cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...); \
 	done
+
+# The full matrix: every case, client and server. Where Chromium cannot be
+# installed, its cells are reported unsupported, with a notice that says so.
+interop:
+	@$(MAKE) --no-print-directory deps || echo "could not install all of: $(DEB_PACKAGES)"
+	@flags=""; if ! command -v chromium >/dev/null; then \
+		echo "!!!!!!!! chromium is missing and could not be installed: the browser cells are NOT RUN (-no-browser) !!!!!!!!"; \
+		flags="-no-browser"; \
+	fi; \
+	$(GO) run ./cmd/masque-interop -out $(INTEROP_OUT) $$flags $(INTEROP_FLAGS)
+
+# Into a temporary directory, removed when every cell passed.
+test-interop:
+	@out=$$(mktemp -d); $(MAKE) --no-print-directory interop INTEROP_OUT=$$out && rm -rf $$out
 
 bench:
 	$(GO) run ./cmd/masque-bench

@@ -1,13 +1,11 @@
 package geoegress
 
 import (
-	"net"
-	"os"
+	"net/netip"
 	"path/filepath"
 	"testing"
 
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/masqued/masqued/geoegress/geotest"
 )
 
 // Test clients: loopback addresses that the test database places.
@@ -23,46 +21,14 @@ const (
 // database is committed.
 func WriteGeoDB(t testing.TB) string {
 	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{
-		DatabaseType:            "masqued-Test-City",
-		Description:             map[string]string{"en": "masqued test clients"},
-		IncludeReservedNetworks: true,
-		RecordSize:              24,
+	path := filepath.Join(t.TempDir(), "test-city.mmdb")
+	err := geotest.Write(path, map[netip.Addr]geotest.Place{
+		netip.MustParseAddr(ClientLondon):    {Country: "GB", Subdivision: "ENG", Lat: 51.5074, Lon: -0.1278},
+		netip.MustParseAddr(ClientEdinburgh): {Country: "GB", Subdivision: "SCT", Lat: 55.9533, Lon: -3.1883},
+		netip.MustParseAddr(ClientParis):     {Country: "FR", Subdivision: "IDF", Lat: 48.8566, Lon: 2.3522},
+		netip.MustParseAddr(ClientNoCity):    {Country: "GB"},
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	city := func(cc, sub string, lat, lon float64) mmdbtype.Map {
-		m := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(cc)}}
-		if sub != "" {
-			m["subdivisions"] = mmdbtype.Slice{mmdbtype.Map{"iso_code": mmdbtype.String(sub)}}
-			m["location"] = mmdbtype.Map{"latitude": mmdbtype.Float64(lat), "longitude": mmdbtype.Float64(lon)}
-		}
-		return m
-	}
-	for ip, rec := range map[string]mmdbtype.Map{
-		ClientLondon:    city("GB", "ENG", 51.5074, -0.1278),
-		ClientEdinburgh: city("GB", "SCT", 55.9533, -3.1883),
-		ClientParis:     city("FR", "IDF", 48.8566, 2.3522),
-		ClientNoCity:    city("GB", "", 0, 0),
-	} {
-		_, n, err := net.ParseCIDR(ip + "/32")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tree.Insert(n, rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "test-city.mmdb")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -2,9 +2,6 @@ package interop
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/interop/runner"
 )
 
 // chromiumPath finds Debian's chromium. Without it the test is skipped, or
@@ -32,18 +30,6 @@ func chromiumPath(t *testing.T) string {
 		t.Skip("chromium is missing (apt-get install chromium)")
 	}
 	return path
-}
-
-// spkiHash is the base64 SHA-256 of a certificate's public key, the form
-// --ignore-certificate-errors-spki-list takes.
-func spkiHash(t *testing.T, cert testnet.Cert) string {
-	t.Helper()
-	leaf, err := x509.ParseCertificate(cert.TLS.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // TestChromiumThroughHTTPSProxy loads an https and an http page from local
@@ -67,6 +53,10 @@ func TestChromiumThroughHTTPSProxy(t *testing.T) {
 	defer secure.Close()
 	plain := httptest.NewServer(page)
 	defer plain.Close()
+	spki, err := runner.SPKIHash(cert.PEM) // the proxy's certificate and the origin's
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for i, tc := range []struct{ url, want, front string }{
 		{secure.URL + "/", "served over https", "tcp"},
@@ -75,14 +65,8 @@ func TestChromiumThroughHTTPSProxy(t *testing.T) {
 		t.Run(strings.SplitN(tc.url, ":", 2)[0], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, chromium,
-				"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-				"--disable-background-networking", "--disable-component-update", "--disable-sync",
-				"--user-data-dir="+t.TempDir(),
-				"--proxy-server="+proxy.URL,
-				"--proxy-bypass-list=<-loopback>", // proxy loopback too: the origins are local
-				"--ignore-certificate-errors-spki-list="+spkiHash(t, cert),
-				"--dump-dom", tc.url)
+			args := append(runner.ChromiumArgs(proxy.URL, t.TempDir(), spki), "--disable-quic", "--dump-dom", tc.url)
+			cmd := exec.CommandContext(ctx, chromium, args...)
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()

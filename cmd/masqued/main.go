@@ -59,6 +59,7 @@ type config struct {
 	auth                                                    string
 	pp                                                      privacypass.ProxyConfig
 	ppPerConn                                               bool
+	interopBreak                                            string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -94,8 +95,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.pp.StateDir, "pp-state", "", "privacypass: `dir` of the in-process issuer's keys and the demo account (default $XDG_STATE_HOME/masqued/privacypass)")
 	fs.StringVar(&c.pp.Redis, "pp-redis", "", "privacypass: Redis `address` (host:port or socket path) for spent tokens shared by several proxies; none = memory")
 	fs.BoolVar(&c.ppPerConn, "pp-per-connection", false, "privacypass: a token admits every tunnel of its connection, not one tunnel")
+	fs.StringVar(&c.interopBreak, "interop-break", "", "for testing the interop runner only: break a `feature` on purpose (capsules: ignore DATAGRAM capsules)")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
+	}
+	if c.interopBreak != "" && c.interopBreak != "capsules" {
+		return nil, cli.Usagef(fs, "-interop-break must be capsules, not %q", c.interopBreak)
 	}
 	if fs.NArg() > 0 {
 		return nil, cli.Usagef(fs, "unexpected argument %q", fs.Arg(0))
@@ -202,6 +207,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 		Auth:        auth,
 		AuthPerConn: c.ppPerConn,
+
+		IgnoreDatagramCapsules: c.interopBreak == "capsules",
 	})
 	if err != nil {
 		return err

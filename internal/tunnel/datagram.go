@@ -119,7 +119,7 @@ func (r *udpRelay) fromCapsules() error {
 		buf := r.t.f.p.dgBufs.Get().(*[]byte)
 		limit := (*buf)[:r.max+8] // room for the Context ID
 		n, err := cr.ReadDatagram(limit)
-		if err == nil {
+		if err == nil && !r.t.f.p.cfg.IgnoreDatagramCapsules {
 			r.forward(limit[:n])
 		}
 		r.t.f.p.dgBufs.Put(buf)

@@ -91,6 +91,13 @@ type Config struct {
 	// tunnel requests are not asked again. False: every tunnel request is
 	// authenticated (with Privacy Pass, one token per tunnel).
 	AuthPerConn bool
+
+	// IgnoreDatagramCapsules makes the proxy read and discard the DATAGRAM
+	// capsules clients send, as a proxy without capsule support would: UDP
+	// tunnels then work only over QUIC datagrams. It exists for the interop
+	// runner's test of itself (masqued -interop-break capsules); never set it
+	// otherwise.
+	IgnoreDatagramCapsules bool
 }
 
 // Proxy is the tunnel core. It is safe for concurrent use.

@@ -17,6 +17,10 @@
 //
 //	masquego proxy  [-listen ADDR] [-cert FILE -key FILE] [-cert-out FILE] [-template T] [-strict-host]
 //	masquego client -template T [-ca FILE] [-origin-ca FILE] [-insecure] [-o FILE] [-n N] [-disable-pmtud] URL
+//	masquego udp    -template T [-ca FILE] [-insecure] [-n N] [-prefix P] HOST:PORT
+//
+// "udp" sends N packets "P packet I" through a tunnel to a UDP echo server
+// and checks that each comes back: CONNECT-UDP without QUIC inside.
 package main
 
 import (
@@ -40,6 +44,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,13 +61,15 @@ const outerPacketSize = 1350
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	cmd, err := "", errors.New("usage: masquego proxy|client [flags] (-h for each subcommand's flags)")
+	cmd, err := "", errors.New("usage: masquego proxy|client|udp [flags] (-h for each subcommand's flags)")
 	if len(os.Args) > 1 {
 		switch cmd = os.Args[1]; cmd {
 		case "proxy":
 			err = runProxy(ctx, os.Args[2:], os.Stdout)
 		case "client":
 			err = runClient(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		case "udp":
+			err = runUDP(ctx, os.Args[2:], os.Stdout)
 		}
 	}
 	stop()
@@ -119,8 +126,10 @@ func runProxy(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	server := &http3.Server{
-		TLSConfig:       http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
-		QUICConfig:      &quic.Config{EnableDatagrams: true, InitialPacketSize: outerPacketSize},
+		TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		// quic-go's default of 100 concurrent streams would cap tunnels per
+		// client connection at 100; a deployment raises it, as masqued does.
+		QUICConfig:      &quic.Config{EnableDatagrams: true, InitialPacketSize: outerPacketSize, MaxIncomingStreams: 10000},
 		EnableDatagrams: true,
 		Handler:         handler,
 	}
@@ -232,35 +241,19 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	tmpl, err := uritemplate.New(*tmplStr)
-	if err != nil {
-		return fmt.Errorf("invalid template: %w", err)
-	}
-	proxyTLS, err := clientTLS(*caFile, *insecure)
-	if err != nil {
-		return err
-	}
-	proxyTLS.NextProtos = []string{http3.NextProtoH3}
 	originTLS, err := clientTLS(*originCAFile, *insecure)
 	if err != nil {
 		return err
 	}
 	originTLS.ServerName = target.Hostname()
-
-	req, err := masque.NewRequest(ctx, tmpl, raddr.String())
+	proxy, err := dialProxy(ctx, *tmplStr, *caFile, *insecure)
 	if err != nil {
 		return err
 	}
-	mt := &masque.Transport{
-		TLSClientConfig: proxyTLS,
-		QUICConfig:      &quic.Config{EnableDatagrams: true, InitialPacketSize: outerPacketSize},
-	}
-	pconn, rsp, err := mt.Dial(req)
+	defer proxy.Close()
+	pconn, err := proxy.open(ctx, raddr)
 	if err != nil {
-		if rsp != nil {
-			err = fmt.Errorf("%w (Proxy-Status: %q)", err, rsp.Header.Values("Proxy-Status"))
-		}
-		return fmt.Errorf("opening CONNECT-UDP tunnel to %s: %w", raddr, err)
+		return err
 	}
 	defer pconn.Close()
 	qt := &quic.Transport{Conn: tunnelConn{pconn}}
@@ -306,6 +299,145 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if f != nil {
 		return f.Close()
+	}
+	return nil
+}
+
+// proxyConn is one QUIC connection to a CONNECT-UDP proxy, on which
+// tunnels open.
+type proxyConn struct {
+	qconn *quic.Conn
+	cc    *masque.ClientConn
+	tmpl  *uritemplate.Template
+}
+
+// dialProxy connects to the proxy that tmplStr names, trusting caFile.
+func dialProxy(ctx context.Context, tmplStr, caFile string, insecure bool) (*proxyConn, error) {
+	tmpl, err := uritemplate.New(tmplStr)
+	if err != nil {
+		return nil, fmt.Errorf("invalid template: %w", err)
+	}
+	// The part before the first variable names the proxy.
+	u, err := url.Parse(strings.SplitN(tmplStr, "{", 2)[0])
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("invalid template %q: no proxy host", tmplStr)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	proxyTLS, err := clientTLS(caFile, insecure)
+	if err != nil {
+		return nil, err
+	}
+	proxyTLS.NextProtos = []string{http3.NextProtoH3}
+	qconn, err := quic.DialAddr(ctx, addr, proxyTLS, &quic.Config{EnableDatagrams: true, InitialPacketSize: outerPacketSize})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the proxy: %w", err)
+	}
+	cc, err := (&masque.Transport{}).NewClientConn(qconn)
+	if err != nil {
+		qconn.CloseWithError(0, "")
+		return nil, err
+	}
+	return &proxyConn{qconn: qconn, cc: cc, tmpl: tmpl}, nil
+}
+
+// open opens a CONNECT-UDP tunnel to raddr.
+func (p *proxyConn) open(ctx context.Context, raddr *net.UDPAddr) (*masque.Conn, error) {
+	req, err := masque.NewRequest(ctx, p.tmpl, raddr.String())
+	if err != nil {
+		return nil, err
+	}
+	pconn, rsp, err := p.cc.Dial(req)
+	if err != nil {
+		if rsp != nil {
+			err = fmt.Errorf("%w (Proxy-Status: %q)", err, rsp.Header.Values("Proxy-Status"))
+		}
+		return nil, fmt.Errorf("opening CONNECT-UDP tunnel to %s: %w", raddr, err)
+	}
+	return pconn, nil
+}
+
+// Close closes the connection and its tunnels.
+func (p *proxyConn) Close() error { return p.qconn.CloseWithError(0, "") }
+
+// runUDP opens -tunnels CONNECT-UDP tunnels to a UDP echo server on one
+// connection to the proxy, all open at once, and sends -n packets through
+// each, checking that each comes back (a lost one is sent again a few
+// times). It prints "echoed N" when all have.
+func runUDP(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("masquego udp", flag.ContinueOnError)
+	usage := "usage: masquego udp -template T [flags] HOST:PORT"
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), usage); fs.PrintDefaults() }
+	tmplStr := fs.String("template", "", "the proxy's CONNECT-UDP URI template (required)")
+	caFile := fs.String("ca", "", "PEM certificate(s) to trust for the proxy")
+	insecure := fs.Bool("insecure", false, "skip certificate verification of the proxy")
+	count := fs.Int("n", 10, "packets to send through each tunnel")
+	tunnels := fs.Int("tunnels", 1, "tunnels to open at once")
+	prefix := fs.String("prefix", "masquego", "what each packet starts with")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *tmplStr == "" || fs.NArg() != 1 || *count < 1 || *tunnels < 1 {
+		return errors.New(usage)
+	}
+	raddr, err := net.ResolveUDPAddr("udp", fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	proxy, err := dialProxy(ctx, *tmplStr, *caFile, *insecure)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	conns := make([]*masque.Conn, *tunnels)
+	errs := make([]error, *tunnels)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() { conns[i], errs[i] = proxy.open(ctx, raddr) })
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// Every tunnel is open now: each echoes its packets.
+	for t, c := range conns {
+		wg.Go(func() { errs[t] = echo(ctx, c, raddr, fmt.Sprintf("%s tunnel %d", *prefix, t), *count) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "echoed %d\n", *count**tunnels)
+	return nil
+}
+
+// echo sends n packets "prefix packet I" through c to raddr and waits for
+// each to come back.
+func echo(ctx context.Context, c *masque.Conn, raddr *net.UDPAddr, prefix string, n int) error {
+	buf := make([]byte, 2048)
+	for i := range n {
+		payload := fmt.Sprintf("%s packet %d", prefix, i)
+		echoed := false
+		for try := 0; try < 5 && !echoed && ctx.Err() == nil; try++ {
+			if _, err := c.WriteTo([]byte(payload), raddr); err != nil {
+				return err
+			}
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			m, _, err := c.ReadFrom(buf)
+			echoed = err == nil && string(buf[:m]) == payload
+		}
+		if !echoed {
+			return fmt.Errorf("%s packet %d did not come back", prefix, i)
+		}
 	}
 	return nil
 }

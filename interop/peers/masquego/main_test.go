@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -167,5 +168,47 @@ func TestStrictHost(t *testing.T) {
 	}
 	if err := run("localhost"); err != nil {
 		t.Fatalf("localhost: %v", err)
+	}
+}
+
+// TestUDPThroughProxy echoes packets through the proxy with the udp
+// subcommand, and fails against a port where nothing echoes.
+func TestUDPThroughProxy(t *testing.T) {
+	proxyAddr, proxyCA := startProxy(t)
+	tmpl := "https://" + proxyAddr + "/.well-known/masque/udp/{target_host}/{target_port}/"
+	echo, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { echo.Close(); <-done })
+
+	var stdout bytes.Buffer
+	if err := runUDP(context.Background(), []string{"-template", tmpl, "-ca", proxyCA, "-n", "5", "-tunnels", "3", echo.LocalAddr().String()}, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "echoed 15\n" {
+		t.Fatalf("stdout %q", stdout.String())
+	}
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := runUDP(ctx, []string{"-template", tmpl, "-ca", proxyCA, "-n", "1", silent.LocalAddr().String()}, io.Discard); err == nil {
+		t.Fatal("no error without an echo")
 	}
 }

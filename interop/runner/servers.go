@@ -1,0 +1,196 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/masqued/masqued/geoegress/geotest"
+	"github.com/masqued/masqued/internal/proc"
+	"github.com/masqued/masqued/privacypass"
+)
+
+// feature is something a server offers and a case or client needs.
+type feature uint
+
+const (
+	tcpFront feature = 1 << iota // HTTP/2 and HTTP/1.1 over TLS on TCP
+	connect                      // CONNECT (TCP tunnels) and forwarded http:// requests
+	capsules                     // UDP payloads in DATAGRAM capsules (RFC 9297)
+	auth                         // Privacy Pass tokens (RFC 9577)
+	geo                          // egress addresses chosen by the client's location
+	policy                       // refuses loopback and private targets
+)
+
+var featureNames = []string{"an HTTP/2 front", "CONNECT", "DATAGRAM capsules", "Privacy Pass", "geo egress", "a target policy"}
+
+func (f feature) String() string {
+	var names []string
+	for i, n := range featureNames {
+		if f&(1<<i) != 0 {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// proxyOptions say how a case wants the server set up.
+type proxyOptions struct {
+	auth   bool // Privacy Pass, with masqued's in-process issuer and demo account
+	geo    bool // the client's location picks the egress address
+	strict bool // no tunnels to loopback (the origins are there)
+}
+
+// server is a proxy the runner can start.
+type server struct {
+	name  string
+	has   feature
+	start func(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, error)
+}
+
+var servers = []*server{
+	{name: "masqued", has: tcpFront | connect | capsules | auth | geo | policy, start: startMasqued},
+	{name: "masque-go", start: startMasqueGo},
+}
+
+// proxy is a running server, as its clients reach it.
+type proxy struct {
+	url      string // https://127.0.0.1:PORT
+	addr     netip.AddrPort
+	certFile string
+	template string // its CONNECT-UDP URI template, in full
+	// egress is where the origins should see tunnels come from; the zero
+	// Addr when the server has no say (masque-go's: the host's default).
+	egress netip.Addr
+	pp     *ppAccount // with proxyOptions.auth
+	p      *proc.Process
+}
+
+// ppAccount is masqued's demo Privacy Pass account and where to use it.
+type ppAccount struct{ keyFile, attester, directory string }
+
+// Egress addresses: the default pool's, and that of the cell the GeoIP
+// database puts 127.0.0.1 (every client) in.
+var (
+	defaultEgress = netip.MustParseAddr("127.0.0.9")
+	londonEgress  = netip.MustParseAddr("127.0.0.2")
+)
+
+// egressFeed is masqued's -egress-pools: London (geohash gcpv) and a
+// default for clients the database does not place.
+const egressFeed = "127.0.0.2,GB,GB-ENG,London,,gcpv\n127.0.0.9,,,,,\n"
+
+// startMasqued starts masqued on a free port with egress pools, so that the
+// origins can tell tunnelled requests (from 127.0.0.9, or 127.0.0.2 for the
+// geo case) from direct ones (127.0.0.1).
+func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, error) {
+	feed := filepath.Join(c.dir, "egress.csv")
+	if err := os.WriteFile(feed, []byte(egressFeed), 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{"-listen", "127.0.0.1:0", "-cert-out", filepath.Join(c.dir, "cert.pem"), "-log-level", "info", "-egress-pools", feed}
+	egress := defaultEgress
+	if o.geo {
+		db := filepath.Join(c.dir, "geo.mmdb")
+		err := geotest.Write(db, map[netip.Addr]geotest.Place{
+			netip.MustParseAddr("127.0.0.1"): {Country: "GB", Subdivision: "ENG", Lat: 51.5074, Lon: -0.1278},
+		})
+		if err != nil {
+			return nil, err
+		}
+		args, egress = append(args, "-geoip-db", db), londonEgress
+	}
+	if !o.strict {
+		args = append(args, "-allow-private-targets")
+	}
+	var pp string
+	if o.auth {
+		port, err := freeTCPPort()
+		if err != nil {
+			return nil, err
+		}
+		pp = "127.0.0.1:" + port
+		args = append(args, "-auth", "privacypass", "-pp-listen", pp, "-pp-state", filepath.Join(c.dir, "pp"))
+	}
+	args = append(args, c.env.masquedArgs...)
+	p, err := c.start(ctx, c.env.bin["masqued"], args...)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := p.Line("listening on ")
+	if err != nil {
+		return nil, err
+	}
+	certFile, err := p.Line("certificate ")
+	if err != nil {
+		return nil, err
+	}
+	x := &proxy{url: "https://" + addr, certFile: certFile, egress: egress, p: p}
+	if x.addr, err = netip.ParseAddrPort(addr); err != nil {
+		return nil, err
+	}
+	x.template = x.url + "/.well-known/masque/udp/{target_host}/{target_port}/"
+	if o.auth {
+		x.pp = &ppAccount{
+			keyFile:   filepath.Join(c.dir, "pp", "demo.key"),
+			attester:  "https://" + pp + privacypass.DefaultRequestPath,
+			directory: "https://" + pp + privacypass.DirectoryPath,
+		}
+	}
+	return x, nil
+}
+
+// startMasqueGo starts masque-go's proxy (CONNECT-UDP over HTTP/3 only).
+func startMasqueGo(ctx context.Context, c *cellRun, _ proxyOptions) (*proxy, error) {
+	certFile := filepath.Join(c.dir, "cert.pem")
+	p, err := c.start(ctx, c.env.bin["masquego"], "proxy", "-listen", "127.0.0.1:0", "-cert-out", certFile)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := p.Line("listening on ")
+	if err != nil {
+		return nil, err
+	}
+	x := &proxy{url: "https://" + addr, certFile: certFile, p: p}
+	if x.addr, err = netip.ParseAddrPort(addr); err != nil {
+		return nil, err
+	}
+	x.template = x.url + "/.well-known/masque/udp/{target_host}/{target_port}/"
+	return x, nil
+}
+
+// freeTCPPort returns a loopback TCP port that was free a moment ago.
+func freeTCPPort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+// SPKIHash is the base64 SHA-256 of the public key of the first
+// certificate in a PEM file: what Chromium's
+// --ignore-certificate-errors-spki-list takes to trust a proxy.
+func SPKIHash(pemBytes []byte) (string, error) {
+	b, _ := pem.Decode(pemBytes)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return "", errors.New("no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("parsing the certificate: %w", err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:]), nil
+}
