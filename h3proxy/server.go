@@ -96,6 +96,7 @@ func (s *Server) build() error {
 		EnableDatagrams: true,
 		Logger:          s.Logger,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			context.AfterFunc(c.Context(), s.front.ConnOpened())
 			return context.WithValue(ctx, connKey{}, &connInfo{conn: c})
 		},
 	}
