@@ -37,6 +37,21 @@ type daemon struct {
 	addr     string // from "listening on"
 	certPath string // from "certificate"
 	stop     func() error
+	lines    *bufio.Scanner // its further stdout lines
+}
+
+// line reads masqued's next stdout line, which must start with prefix, and
+// returns the rest.
+func (d *daemon) line(t *testing.T, prefix string) string {
+	t.Helper()
+	if !d.lines.Scan() {
+		t.Fatalf("masqued printed no %q line", prefix)
+	}
+	v, ok := strings.CutPrefix(d.lines.Text(), prefix)
+	if !ok {
+		t.Fatalf("line %q, want prefix %q", d.lines.Text(), prefix)
+	}
+	return v
 }
 
 // start runs masqued with args and reads its two start-up lines.
@@ -63,8 +78,8 @@ func start(t *testing.T, args ...string) *daemon {
 	}
 	t.Cleanup(func() { cancel(); pr.Close(); <-done })
 
-	d := &daemon{stop: stop}
 	sc := bufio.NewScanner(pr)
+	d := &daemon{stop: stop, lines: sc}
 	for _, f := range []struct {
 		prefix string
 		dst    *string

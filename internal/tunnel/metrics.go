@@ -113,6 +113,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, l := range limitNames {
 		m.limits.WithLabelValues(l)
 	}
+	m.dns.WithLabelValues("ok")
+	m.dns.WithLabelValues("error")
 	return m, nil
 }
 
