@@ -180,6 +180,9 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 		logger.Info("draining", "timeout", c.drainTimeout)
+		if err := rs.Stopping(); err != nil {
+			logger.Warn("telling systemd the service stops", "error", err)
+		}
 	case <-rs.Exit():
 		logger.Info("a new process took over; draining", "timeout", c.drainTimeout)
 	}

@@ -81,12 +81,25 @@ func (r *Restarter) HasParent() bool { return r != nil && r.upg.HasParent() }
 
 // Ready tells the parent, if any, that this process serves: the parent's
 // Upgrade returns and it starts draining. Inherited sockets not asked for
-// by then are closed.
+// by then are closed. It also tells systemd (Type=notify) that this
+// process is ready and is now the service's main process.
 func (r *Restarter) Ready() error {
 	if r == nil {
 		return nil
 	}
-	return r.upg.Ready()
+	if err := r.upg.Ready(); err != nil {
+		return err
+	}
+	return notify(readyState())
+}
+
+// Stopping tells systemd that the service is shutting down for good; a
+// process that hands over to a new one must not say it.
+func (r *Restarter) Stopping() error {
+	if r == nil {
+		return nil
+	}
+	return notify("STOPPING=1")
 }
 
 // WaitForParent returns once the parent process, if any, has exited, or

@@ -90,11 +90,15 @@ func (c *streamCopier) run() error {
 		n, rerr := c.src.Read(buf[:])
 		if n > 0 {
 			c.seen.touch()
-			if _, err := c.dst.Write(buf[:n]); err != nil {
+			// Count what the writer took even when it fails: an HTTP/2
+			// stream can deliver the bytes and then fail its flush because
+			// the client, having read them, reset the stream.
+			w, err := c.dst.Write(buf[:n])
+			c.written += int64(w)
+			c.count(w)
+			if err != nil {
 				return err
 			}
-			c.written += int64(n)
-			c.count(n)
 		}
 		if rerr == io.EOF {
 			return c.fin()
