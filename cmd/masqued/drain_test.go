@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
 )
@@ -28,29 +27,9 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	tlsConf := trust(t, p.line(t, "certificate "))
 	ctx := testnet.Context(t, time.Minute)
 
-	h3, err := h3proxy.Dial(ctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h3.Close()
-	h2, err := h2proxy.Dial(ctx, "https://"+addr, h2proxy.ClientConfig{TLSConfig: tlsConf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h2.Close()
+	h3, h2 := dialFronts(t, ctx, addr, tlsConf)
 	var ts tunnels
-	const size, pace = 256 << 10, 3 * time.Second
-	for i := range 20 {
-		dial := h3.DialTCP
-		if i%2 == 1 {
-			dial = h2.DialTCP
-		}
-		c, err := dial(ctx, echo.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts.Go("tunnel "+string(rune('A'+i)), func() error { return transfer(c, size, pace) })
-	}
+	ts.tcpTransfers(t, ctx, 20, h3, h2, echo.String(), 256<<10, 3*time.Second)
 	time.Sleep(500 * time.Millisecond) // the transfers are under way
 	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

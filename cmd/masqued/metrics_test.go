@@ -6,17 +6,20 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -29,7 +32,7 @@ import (
 
 // scrape reads /metrics from the admin listener and parses it as
 // Prometheus scrapes it.
-func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, admin string) prometheus.Gatherer {
 	t.Helper()
 	resp, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
@@ -40,51 +43,23 @@ func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
+	byName, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatalf("parsing /metrics: %v", err)
 	}
-	return mfs
-}
-
-// value is the sample of name with the given label pairs (others free),
-// summed; a histogram gives its count.
-func value(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	var sum float64
-	mf := mfs[name]
-	if mf == nil {
-		return 0
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return sum
+	mfs := slices.Collect(maps.Values(byName))
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return mfs, nil })
 }
 
 var hostPort = regexp.MustCompile(`^\[?[0-9a-fA-F:.]+\]?(:\d+)?$`)
 
 // checkNoAddresses fails if any label value looks like an IP address or
 // host:port.
-func checkNoAddresses(t *testing.T, mfs map[string]*dto.MetricFamily, addrs ...string) {
+func checkNoAddresses(t *testing.T, g prometheus.Gatherer, addrs ...string) {
 	t.Helper()
-	for name, mf := range mfs {
+	mfs, _ := g.Gather()
+	for _, mf := range mfs {
+		name := mf.GetName()
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
 				v := lp.GetValue()
@@ -106,7 +81,9 @@ func checkNoAddresses(t *testing.T, mfs map[string]*dto.MetricFamily, addrs ...s
 // bearer answers every tunnel request with one token.
 type bearer string
 
-func (b bearer) Authorize(context.Context, []string) (string, error) { return "Bearer " + string(b), nil }
+func (b bearer) Authorize(context.Context, []string) (string, error) {
+	return "Bearer " + string(b), nil
+}
 
 var _ proxyclient.Authorizer = bearer("")
 
@@ -210,11 +187,11 @@ func TestMetrics(t *testing.T) {
 
 	// The relays count after the client has its bytes: wait for the last
 	// tunnel to be closed.
-	var after map[string]*dto.MetricFamily
+	var after prometheus.Gatherer
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		after = scrape(t, admin)
-		if value(after, "masqued_tunnels_active") == 0 || time.Now().After(deadline) {
+		if testnet.Metric(t, after, "masqued_tunnels_active") == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -245,12 +222,13 @@ func TestMetrics(t *testing.T) {
 		{"masqued_connections_active", []string{"front", "h3"}, 2},
 		{"masqued_limit_hits_total", nil, 0},
 	} {
-		if got := value(after, tc.name, tc.labels...) - value(before, tc.name, tc.labels...); got != tc.want {
+		if got := testnet.Metric(t, after, tc.name, tc.labels...) - testnet.Metric(t, before, tc.name, tc.labels...); got != tc.want {
 			t.Errorf("%s%v moved by %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
+	mfs, _ := after.Gather()
 	for _, name := range []string{"go_goroutines", "process_open_fds", "masqued_dns_lookup_seconds", "masqued_limit_hits_total"} {
-		if after[name] == nil {
+		if !slices.ContainsFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == name }) {
 			t.Errorf("no %s", name)
 		}
 	}

@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/h2proxy"
+	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/proc"
 )
 
@@ -237,6 +239,24 @@ func (ts *tunnels) Wait() error {
 	return errors.Join(ts.errs...)
 }
 
+// tcpTransfers opens n TCP tunnels to the echo server at target,
+// alternately over h3 and h2, and has each transfer size bytes over about
+// pace.
+func (ts *tunnels) tcpTransfers(t *testing.T, ctx context.Context, n int, h3 *h3proxy.Client, h2 *h2proxy.Client, target string, size int, pace time.Duration) {
+	t.Helper()
+	for i := range n {
+		dial := h3.DialTCP
+		if i%2 == 1 {
+			dial = h2.DialTCP
+		}
+		c, err := dial(ctx, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.Go(fmt.Sprintf("TCP tunnel %d", i), func() error { return transfer(c, size, pace) })
+	}
+}
+
 // eventually polls cond every 20ms for up to d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -247,7 +267,24 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// pidFrom reads a PID file.
+// dialFronts connects to masqued at addr over HTTP/3 and over HTTP/2, for
+// tunnels on both fronts; the connections close with the test.
+func dialFronts(t *testing.T, ctx context.Context, addr string, tlsConf *tls.Config) (*h3proxy.Client, *h2proxy.Client) {
+	t.Helper()
+	h3, err := h3proxy.Dial(ctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h3.Close() })
+	h2, err := h2proxy.Dial(ctx, "https://"+addr, h2proxy.ClientConfig{TLSConfig: tlsConf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h2.Close() })
+	return h3, h2
+}
+
+// pidFrom reads a PID file, 0 if there is none yet.
 func pidFrom(path string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -256,6 +293,3 @@ func pidFrom(path string) int {
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
 }
-
-var _ = context.Background
-var _ = http.StatusOK

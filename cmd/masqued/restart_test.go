@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/masqued/masqued/client"
-	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
 )
@@ -51,35 +50,16 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	certPath := p.line(t, "certificate ")
 	tlsConf := trust(t, certPath)
 	parent := p.cmd.Process.Pid
-	eventually(t, 10*time.Second, "the PID file", func() bool { return pidFromFile(pidFile) == parent })
+	eventually(t, 10*time.Second, "the PID file", func() bool { return pidFrom(pidFile) == parent })
 	ctx := testnet.Context(t, 2*time.Minute)
 
-	h3, err := h3proxy.Dial(ctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h3.Close()
-	h2, err := h2proxy.Dial(ctx, "https://"+addr, h2proxy.ClientConfig{TLSConfig: tlsConf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h2.Close()
+	h3, h2 := dialFronts(t, ctx, addr, tlsConf)
 
 	// The tunnels established before the restart, all transferring
 	// through it.
 	const pace = 5 * time.Second
 	var ts tunnels
-	for i := range 50 {
-		dial := h3.DialTCP
-		if i%2 == 1 {
-			dial = h2.DialTCP
-		}
-		c, err := dial(ctx, echo.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts.Go(fmt.Sprintf("TCP tunnel %d", i), func() error { return transfer(c, 256<<10, pace) })
-	}
+	ts.tcpTransfers(t, ctx, 50, h3, h2, echo.String(), 256<<10, pace)
 	for i := range 10 {
 		u, err := h3.ListenUDP(ctx, origin.String())
 		if err != nil {
@@ -113,7 +93,7 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	}
 	var child int
 	eventually(t, 30*time.Second, "the new process to be ready", func() bool {
-		child = pidFromFile(pidFile)
+		child = pidFrom(pidFile)
 		return child != 0 && child != parent
 	})
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
@@ -202,6 +182,3 @@ func newTunnels(t *testing.T, ctx context.Context, addr string, tlsConf *tls.Con
 	}
 	return c.Transport()
 }
-
-// pidFromFile reads a PID file, 0 if there is none yet.
-func pidFromFile(path string) int { return pidFrom(path) }
