@@ -158,3 +158,37 @@ func TestChain(t *testing.T) {
 		t.Errorf("challenges: %v", err)
 	}
 }
+
+// FuzzAuthenticate: any Proxy-Authorization gets an answer a front can
+// send (admit, 407 or 429), never a panic, and no error repeats it.
+func FuzzAuthenticate(f *testing.F) {
+	f.Add("Bearer s3cret", "Basic YWxpY2U6czNjcmV0")
+	f.Add("Basic !!!", "bearer")
+	f.Add("PrivateToken token=abc", "")
+	dir := f.TempDir()
+	path := filepath.Join(dir, "creds")
+	if err := os.WriteFile(path, []byte(hashLine("alice", "s3cret")), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	var auths []*Static
+	for _, s := range []Scheme{Bearer, Basic} {
+		a, err := NewStatic(StaticConfig{Scheme: s, File: path, Rate: 1000, Burst: 1000})
+		if err != nil {
+			f.Fatal(err)
+		}
+		auths = append(auths, a)
+	}
+	f.Fuzz(func(t *testing.T, v1, v2 string) {
+		for _, a := range auths {
+			err := Chain{a}.Authenticate(request(v1, v2))
+			switch got := status(err); got {
+			case 200, 407, 429:
+			default:
+				t.Fatalf("status %d (%v)", got, err)
+			}
+			if err != nil && len(v1) > 8 && strings.Contains(err.Error(), v1) {
+				t.Errorf("error %q repeats the credential", err)
+			}
+		}
+	})
+}
