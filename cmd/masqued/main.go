@@ -180,6 +180,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 		logger.Info("draining", "timeout", c.drainTimeout)
+		rs.Stop() // a SIGHUP now must not bring up a successor
 		if err := rs.Stopping(); err != nil {
 			logger.Warn("telling systemd the service stops", "error", err)
 		}

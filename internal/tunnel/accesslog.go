@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"net/http"
 	"fmt"
 	"log/slog"
 	"time"
@@ -40,25 +41,53 @@ func ParseAccessLog(s string) (AccessLog, error) {
 	return 0, fmt.Errorf("access log %q: want plain, none, client or target", s)
 }
 
-// logAccess writes t's access log line.
-func (t *Tunnel) logAccess() {
-	p := t.f.p
+// accessEntry is one access log line.
+type accessEntry struct {
+	front       string
+	kind        Kind
+	status      int
+	proxyStatus string // for a refusal: the RFC 9209 error
+	start       time.Time
+	up, down    int64
+	peer        string // "" unless AccessLogClient
+	dest        Target // zero unless AccessLogTarget
+}
+
+// logAccess writes e's line, with the one address the configuration
+// allows, if any.
+func (p *Proxy) logAccess(e accessEntry) {
 	if p.cfg.AccessLog == AccessLogNone {
 		return
 	}
 	attrs := []slog.Attr{
-		slog.String("front", t.f.name),
-		slog.String("kind", t.kind.String()),
-		slog.Int("status", t.status),
-		slog.Duration("duration", time.Since(t.start)),
-		slog.Int64("bytes_up", t.up.Load()),
-		slog.Int64("bytes_down", t.down.Load()),
+		slog.String("front", e.front),
+		slog.String("kind", e.kind.String()),
+		slog.Int("status", e.status),
+		slog.Duration("duration", time.Since(e.start)),
+	}
+	msg := "tunnel"
+	if e.proxyStatus != "" {
+		msg = "tunnel refused"
+		attrs = append(attrs, slog.String("proxy_status", e.proxyStatus))
+	} else {
+		attrs = append(attrs, slog.Int64("bytes_up", e.up), slog.Int64("bytes_down", e.down))
 	}
 	switch p.cfg.AccessLog {
 	case AccessLogClient:
-		attrs = append(attrs, slog.String("client", t.peer))
+		attrs = append(attrs, slog.String("client", e.peer))
 	case AccessLogTarget:
-		attrs = append(attrs, slog.String("target", t.dest.String()))
+		attrs = append(attrs, slog.String("target", e.dest.String()))
 	}
-	p.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "tunnel", attrs...)
+	p.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+}
+
+// addresses returns what of r's client and target the access log may hold.
+func (p *Proxy) addresses(r *http.Request, target Target) (peer string, dest Target) {
+	switch p.cfg.AccessLog {
+	case AccessLogClient:
+		return r.RemoteAddr, Target{}
+	case AccessLogTarget:
+		return "", target
+	}
+	return "", Target{}
 }

@@ -232,10 +232,17 @@ func protocolName(s string) string {
 // policy and dials. On success the caller answers 2xx (101 on HTTP/1.1),
 // relays with the returned Tunnel and closes it. On failure it answers
 // WriteError(err). conn is the client connection's state.
-func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (*Tunnel, error) {
+func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (_ *Tunnel, err error) {
 	start := time.Now()
+	defer func() {
+		if err != nil {
+			status, e := StatusOf(err)
+			peer, dest := f.p.addresses(r, target)
+			f.p.logAccess(accessEntry{front: f.name, kind: kind, status: status, proxyStatus: e.Kind, start: start, peer: peer, dest: dest})
+		}
+	}()
 	if f.p.cfg.Auth != nil && !(f.p.cfg.AuthPerConn && conn != nil && conn.authed.Load()) {
-		err := f.p.cfg.Auth.Authenticate(r)
+		err = f.p.cfg.Auth.Authenticate(r)
 		f.p.cfg.Metrics.countAuth(err)
 		if err != nil {
 			return nil, err
@@ -245,12 +252,7 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Tar
 		}
 	}
 	t := &Tunnel{f: f, conn: conn, counters: f.tcp, kind: kind, start: start, status: http.StatusOK}
-	switch f.p.cfg.AccessLog {
-	case AccessLogClient:
-		t.peer = r.RemoteAddr
-	case AccessLogTarget:
-		t.dest = target
-	}
+	t.peer, t.dest = f.p.addresses(r, target)
 	if r.ProtoMajor == 1 && kind == KindUDP {
 		t.status = http.StatusSwitchingProtocols
 	}
@@ -406,7 +408,8 @@ func (t *Tunnel) Close() error {
 	if c := t.counters; c != nil {
 		c.active.Dec()
 	}
-	t.logAccess()
+	t.f.p.logAccess(accessEntry{front: t.f.name, kind: t.kind, status: t.status, start: t.start,
+		up: t.up.Load(), down: t.down.Load(), peer: t.peer, dest: t.dest})
 	return t.target.Close()
 }
 
