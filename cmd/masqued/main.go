@@ -66,7 +66,14 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 	if err != nil {
 		return err
 	}
-	s, err := c.prepare(stderr)
+	var rs *restart.Restarter // nil: plain sockets, no SIGHUP
+	if restarts && c.checkConfig == "" {
+		if rs, err = restart.New(c.pidFile, time.Minute); err != nil {
+			return err
+		}
+		defer rs.Stop()
+	}
+	s, err := c.prepare(stderr, rs)
 	if err != nil {
 		return err
 	}
@@ -74,13 +81,6 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 	if c.checkConfig != "" {
 		fmt.Fprintf(stdout, "%s: ok\n", c.checkConfig)
 		return nil
-	}
-	var rs *restart.Restarter // nil: plain sockets, no SIGHUP
-	if restarts {
-		if rs, err = restart.New(c.pidFile, time.Minute); err != nil {
-			return err
-		}
-		defer rs.Stop()
 	}
 	logger := s.logger
 	pc, tl, err := listen(rs, c.listen, !c.noTCP)

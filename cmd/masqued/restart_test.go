@@ -25,8 +25,9 @@ import (
 // origin inside CONNECT-UDP over HTTP/3) transfer data, and checks that no
 // established tunnel is lost, that new tunnels work while the old process
 // drains (over TCP, which the new process serves at once) and after it
-// (over HTTP/3 too), that the old process exits 0, and that the access
-// log, with client addresses, names no target.
+// (over HTTP/3 too) with the same self-signed certificate, that the old
+// process exits 0, and that the access log, with client addresses, names no
+// target.
 func TestRestartOnSIGHUP(t *testing.T) {
 	bin := buildMasqued(t)
 	// Become the reaper of the restarted process once its parent is gone.
@@ -40,11 +41,8 @@ func TestRestartOnSIGHUP(t *testing.T) {
 		w.Write(make([]byte, body))
 	}))
 	pidFile := filepath.Join(t.TempDir(), "masqued.pid")
-	// A certificate of its own: a self-signed one would be new in the new
-	// process.
-	certFile, keyFile := writeKeyPair(t)
+	// The self-signed certificate, which the new process must keep.
 	p := startProcess(t, bin, "-listen", "127.0.0.1:0", "-allow-private-targets", "-drain-timeout", "40s",
-		"-tls-cert", certFile, "-tls-key", keyFile,
 		"-pid-file", pidFile, "-access-log", "client", "-log-format", "json")
 	addr := p.line(t, "listening on ")
 	certPath := p.line(t, "certificate ")
@@ -99,6 +97,9 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 	if line := p.line(t, "listening on "); line != addr {
 		t.Errorf("the new process listens on %s, want %s", line, addr)
+	}
+	if line := p.line(t, "certificate "); line != certPath {
+		t.Errorf("the new process's certificate is %s, want %s", line, certPath)
 	}
 
 	// While the old process drains: new tunnels, as a browser would open

@@ -2,6 +2,8 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +20,7 @@ import (
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/resolver"
+	"github.com/masqued/masqued/internal/restart"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/privacypass"
 )
@@ -42,7 +45,7 @@ type setup struct {
 
 // prepare builds the setup. Its errors are *cli.ConfigError but for the
 // machine's own failures.
-func (c *flags) prepare(stderr io.Writer) (_ *setup, err error) {
+func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err error) {
 	s := &setup{registry: newRegistry()}
 	defer func() {
 		if err != nil {
@@ -66,7 +69,7 @@ func (c *flags) prepare(stderr io.Writer) (_ *setup, err error) {
 		return nil, cli.Configf("-udp-template %q: %w", c.udpTemplate, err)
 	}
 	if c.checkConfig == "" || c.tlsCert != "" || c.tlsKey != "" {
-		if s.cert, s.certPath, err = c.certificate(); err != nil {
+		if s.cert, s.certPath, err = c.certificate(rs); err != nil {
 			return nil, err
 		}
 	}
@@ -162,9 +165,11 @@ func (s *setup) close() {
 }
 
 // certificate loads -tls-cert and -tls-key, or makes a self-signed certificate
-// and writes its PEM to -cert-out. It returns the certificate and the absolute
-// path of the PEM that clients should trust.
-func (c *flags) certificate() (tls.Certificate, string, error) {
+// and writes its PEM to -cert-out. A self-signed certificate passes to the
+// processes that take over from this one (rs), so that a restart does not
+// change it. It returns the certificate and the absolute path of the PEM
+// that clients should trust.
+func (c *flags) certificate(rs *restart.Restarter) (tls.Certificate, string, error) {
 	switch {
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return tls.Certificate{}, "", cli.Configf("-tls-cert and -tls-key go together: give both or neither")
@@ -178,10 +183,26 @@ func (c *flags) certificate() (tls.Certificate, string, error) {
 		path, err := filepath.Abs(c.tlsCert)
 		return cert, path, err
 	}
-	cert, pemBytes, err := certs.SelfSigned()
+	// The certificate's PEM, then its key's.
+	both, err := rs.Keep("self-signed", func() ([]byte, error) {
+		cert, certPEM, err := certs.SelfSigned()
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+		if err != nil {
+			return nil, err
+		}
+		return append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...), nil
+	})
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}
+	cert, err := tls.X509KeyPair(both, both)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
 	path := c.certOut
 	if path == "" {
 		if path, err = defaultCertPath(); err != nil {
