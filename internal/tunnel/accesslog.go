@@ -2,9 +2,9 @@ package tunnel
 
 import (
 	"context"
-	"net/http"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 )
 
