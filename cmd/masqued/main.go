@@ -142,10 +142,15 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 	if err := rs.Ready(); err != nil {
 		return fmt.Errorf("telling the old process this one is ready: %w", err)
 	}
+	// stopping is cancelled once this process stops serving, for whatever
+	// reason.
+	stopping, stop := context.WithCancel(ctx)
+	defer stop()
 	go func() {
 		// Reading the UDP socket while a parent still serves QUIC on it
 		// would reset the parent's connections.
-		if err := rs.WaitForParent(ctx); err != nil {
+		if err := rs.WaitForParent(stopping); err != nil {
+			<-stopping.Done() // report after the select below has chosen
 			served <- http.ErrServerClosed
 			return
 		}
@@ -167,6 +172,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 	}
 	select {
 	case err := <-served:
+		stop()
 		running--
 		for _, s := range servers {
 			s.srv.Close()
@@ -187,6 +193,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 	case <-rs.Exit():
 		logger.Info("a new process took over; draining", "timeout", c.drainTimeout)
 	}
+	stop()
 	state.Set(admin.Draining)
 	errs := drain(servers, c.drainTimeout, logger)
 	if adminSrv != nil {
