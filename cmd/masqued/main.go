@@ -138,6 +138,10 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 		adminSrv = &http.Server{Handler: admin.Handler(s.registry, &state), ReadHeaderTimeout: 10 * time.Second}
 		go func() { served <- adminSrv.Serve(adminL) }()
 	}
+	// Before Ready, which makes this the process that a service manager
+	// signals: SIGHUP's default action is to exit.
+	stopHUP := handleSIGHUP(rs, logger)
+	defer stopHUP()
 	// The TCP front serves; a parent process may drain now.
 	if err := rs.Ready(); err != nil {
 		return fmt.Errorf("telling the old process this one is ready: %w", err)
@@ -163,8 +167,6 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, resta
 	if adminL != nil {
 		fmt.Fprintf(stdout, "admin on %s\n", adminL.Addr())
 	}
-	stopHUP := handleSIGHUP(rs, logger)
-	defer stopHUP()
 
 	running := len(servers)
 	if adminSrv != nil {

@@ -111,6 +111,11 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	}
 	during := newTunnels(t, ctx, addr, tlsConf, client.Auto, echo, udpEcho)
 	t.Logf("during the drain, new tunnels went over %s", during)
+	select {
+	case <-p.exited:
+		t.Error("the old process exited before the new tunnels were through: they were not opened during its drain")
+	default:
+	}
 
 	if err := ts.Wait(); err != nil {
 		t.Errorf("established tunnels lost: %v", err)
