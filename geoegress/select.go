@@ -1,8 +1,6 @@
 package geoegress
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -12,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/masqued/masqued/internal/tunnel"
 )

@@ -1,8 +1,6 @@
 package privacypass
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -21,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Media types and the well-known path of RFC 9578.
