@@ -14,7 +14,8 @@ import (
 )
 
 // TestDrainOnSIGTERM: with 20 tunnels (10 over HTTP/3, 10 over HTTP/2)
-// transferring, SIGTERM makes masqued refuse new tunnels while the open ones
+// transferring, SIGTERM makes masqued refuse new tunnels (GOAWAY on both
+// fronts, no new connections) while the open ones
 // finish their transfers; then it exits 0, well before the drain deadline.
 // Its access log, with targets, holds no client address.
 func TestDrainOnSIGTERM(t *testing.T) {
@@ -45,13 +46,15 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
-	eventually(t, 5*time.Second, "new tunnels on the HTTP/3 connection refused", func() bool {
-		c, err := h3.DialTCP(ctx, echo.String())
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	for name, dial := range map[string]func(context.Context, string) (net.Conn, error){"HTTP/3": h3.DialTCP, "HTTP/2": h2.DialTCP} {
+		eventually(t, 5*time.Second, "new tunnels on the "+name+" connection refused (GOAWAY)", func() bool {
+			c, err := dial(ctx, echo.String())
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if c, err := h3proxy.Dial(qctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf}); err == nil {
