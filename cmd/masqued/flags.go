@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -102,11 +103,7 @@ func (c *flags) validate() error {
 		return cli.Configf("-egress-key and -geoip-db need -egress-pools")
 	}
 	for kind := range strings.SplitSeq(c.auth, ",") {
-		ok := false
-		for _, k := range authKinds {
-			ok = ok || kind == k
-		}
-		if !ok || kind == "none" && c.auth != "none" {
+		if !slices.Contains(authKinds, kind) || kind == "none" && c.auth != "none" {
 			return cli.Configf("-auth must be none, or a comma-separated list of bearer, basic and privacypass, not %q", c.auth)
 		}
 	}
