@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options say what a geo-egress Dialer is built from: masqued's flags.
@@ -13,6 +15,8 @@ type Options struct {
 	Key       string // file with the secret that keys selection; "" = a random key per start
 	GeoIP     string // MaxMind-format database file; "" = no geolocation (the default pool)
 	Precision int    // geohash characters in a cell; 0 = Config's default (4)
+
+	Registerer prometheus.Registerer // see Config.Registerer; nil = not counted
 }
 
 // Open builds a Dialer from f. Without a key file, the key is random and the
@@ -37,7 +41,7 @@ func Open(f Options) (*Dialer, error) {
 	} else {
 		rand.Read(key)
 	}
-	s, err := NewSelector(Config{Entries: entries, Key: key, Precision: f.Precision})
+	s, err := NewSelector(Config{Entries: entries, Key: key, Precision: f.Precision, Registerer: f.Registerer})
 	if err != nil {
 		return nil, err
 	}

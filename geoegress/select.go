@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
@@ -91,7 +93,22 @@ type Config struct {
 	Epoch time.Duration
 	// Now is the clock for epochs; nil = time.Now.
 	Now func() time.Time
+	// Registerer gets masqued_egress_selections_total{family, pool}, where
+	// pool is the level that answered: geohash, region, country, default
+	// or none. No label names a place. nil = not counted.
+	Registerer prometheus.Registerer
 }
+
+// Pool levels, the pool label of masqued_egress_selections_total.
+var poolLevels = [...]string{"geohash", "region", "country", "default", "none"}
+
+const (
+	levelGeohash = iota
+	levelRegion
+	levelCountry
+	levelDefault
+	levelNone
+)
 
 // Selector picks egress addresses for cells: from the pool of the most
 // specific place that has addresses of the family (cell, then region, then
@@ -105,8 +122,9 @@ type Selector struct {
 	precision int
 	epoch     time.Duration
 	now       func() time.Time
-	pools     map[Cell]*pool                       // cells, regions and countries; see poolKeys
-	placed    map[geohashText]map[[2]byte]struct{} // feed geohashes: their countries
+	selected  [2][len(poolLevels)]prometheus.Counter // [v4, v6][level]; nil when not counted
+	pools     map[Cell]*pool                         // cells, regions and countries; see poolKeys
+	placed    map[geohashText]map[[2]byte]struct{}   // feed geohashes: their countries
 	def       pool
 }
 
@@ -150,6 +168,19 @@ func NewSelector(c Config) (*Selector, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if c.Registerer != nil {
+		vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_egress_selections_total", Help: "Egress addresses chosen, by family and by the pool level that had one.",
+		}, []string{"family", "pool"})
+		if err := c.Registerer.Register(vec); err != nil {
+			return nil, err
+		}
+		for f, family := range []string{"ipv4", "ipv6"} {
+			for l, level := range poolLevels {
+				s.selected[f][l] = vec.WithLabelValues(family, level)
+			}
+		}
 	}
 	var all, unplaced pool
 	for _, e := range c.Entries {
@@ -268,10 +299,10 @@ func (s *Selector) Select(c Cell) tunnel.Source {
 	seed := binary.LittleEndian.Uint64(digest[:])
 
 	var src tunnel.Source
-	if best, ok := rendezvous(s.lookup(c, true), seed); ok {
+	if best, ok := rendezvous(s.lookupCounted(c, true), seed); ok {
 		src.IPv4 = best.prefix.Addr()
 	}
-	if best, ok := rendezvous(s.lookup(c, false), seed); ok {
+	if best, ok := rendezvous(s.lookupCounted(c, false), seed); ok {
 		src.IPv6 = best.prefix.Addr()
 		if best.prefix.Bits() < 128 {
 			in[sha256.Size] = '6'
@@ -286,7 +317,20 @@ func (s *Selector) Select(c Cell) tunnel.Source {
 // lookup returns the candidates of one family (v4 or not) in the most
 // specific pool that has any: the cell's longest geohash prefix with a pool,
 // then its region, its country, and the default pool.
-func (s *Selector) lookup(c Cell, v4 bool) []candidate {
+// lookupCounted is lookup, counted by level.
+func (s *Selector) lookupCounted(c Cell, v4 bool) []candidate {
+	cs, level := s.lookup(c, v4)
+	f := 1
+	if v4 {
+		f = 0
+	}
+	if ctr := s.selected[f][level]; ctr != nil {
+		ctr.Inc()
+	}
+	return cs
+}
+
+func (s *Selector) lookup(c Cell, v4 bool) ([]candidate, int) {
 	family := func(p *pool) []candidate {
 		if p == nil {
 			return nil
@@ -301,22 +345,25 @@ func (s *Selector) lookup(c Cell, v4 bool) []candidate {
 		for n := c.geohash.len(); n > 0; n-- {
 			k.geohash = c.geohash.prefix(n)
 			if cs := family(s.pools[k]); len(cs) > 0 {
-				return cs
+				return cs, levelGeohash
 			}
 		}
 		k.geohash = geohashText{}
 		if c.region[0] != 0 {
 			k.region = c.region
 			if cs := family(s.pools[k]); len(cs) > 0 {
-				return cs
+				return cs, levelRegion
 			}
 			k.region = [3]byte{}
 		}
 		if cs := family(s.pools[k]); len(cs) > 0 {
-			return cs
+			return cs, levelCountry
 		}
 	}
-	return family(&s.def)
+	if cs := family(&s.def); len(cs) > 0 {
+		return cs, levelDefault
+	}
+	return nil, levelNone
 }
 
 // rendezvous returns the candidate of highest weight for the cell whose

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/masqued/masqued/internal/testnet"
 )
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
@@ -206,5 +210,30 @@ func BenchmarkSelect(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Select(c)
+	}
+}
+
+// TestSelectCounted: each Select counts one selection per family under the
+// pool level that answered, and no label names a place.
+func TestSelectCounted(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	s := testSelector(t, testFeed, Config{Registerer: reg})
+	s.Select(NewCell("GB", "GB-ENG", "gcpvj0")) // London's cell pool
+	s.Select(NewCell("GB", "GB-WLS", "gcj"))    // GB's country pool
+	s.Select(Cell{})                            // the default pool; no IPv6 there
+	for _, tc := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"family", "ipv4", "pool", "geohash"}, 1},
+		{[]string{"family", "ipv4", "pool", "country"}, 1},
+		{[]string{"family", "ipv4", "pool", "default"}, 1},
+		{[]string{"family", "ipv4"}, 3},
+		{[]string{"family", "ipv6"}, 3},
+		{[]string{"family", "ipv6", "pool", "none"}, 1},
+	} {
+		if got := testnet.Metric(t, reg, "masqued_egress_selections_total", tc.labels...); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.labels, got, tc.want)
+		}
 	}
 }

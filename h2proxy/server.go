@@ -15,6 +15,7 @@
 package h2proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -49,6 +50,11 @@ type Server struct {
 	Handler http.Handler
 	// Logger logs connection-level events; nil is silent.
 	Logger *slog.Logger
+	// HandshakeTimeout bounds the TLS handshake and a request's header;
+	// 0 = 10 seconds.
+	HandshakeTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header (431 past it); 0 = 16 KiB.
+	MaxHeaderBytes int
 
 	initOnce sync.Once
 	initErr  error
@@ -93,9 +99,9 @@ func (s *Server) build() error {
 		Handler:           s,
 		TLSConfig:         tlsConf,
 		Protocols:         &protos,
-		ReadHeaderTimeout: 10 * time.Second, // bounds the TLS handshake too
-		IdleTimeout:       2 * time.Minute,  // a connection without requests or tunnels
-		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: cmp.Or(s.HandshakeTimeout, 10*time.Second), // bounds the TLS handshake too
+		IdleTimeout:       2 * time.Minute,                            // a connection without requests or tunnels
+		MaxHeaderBytes:    cmp.Or(s.MaxHeaderBytes, 16<<10),
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams:          maxConcurrentStreams,
 			MaxReceiveBufferPerStream:     1 << 20,

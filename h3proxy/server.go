@@ -37,6 +37,8 @@ type Server struct {
 	QUICConfig *quic.Config
 	// Logger logs connection-level events; nil is silent.
 	Logger *slog.Logger
+	// MaxHeaderBytes bounds a request's header; 0 = http3's default.
+	MaxHeaderBytes int
 
 	initOnce sync.Once // builds h3 and front, from whichever method runs first
 	initErr  error
@@ -94,8 +96,10 @@ func (s *Server) build() error {
 		QUICConfig:      qc,
 		Handler:         s,
 		EnableDatagrams: true,
+		MaxHeaderBytes:  s.MaxHeaderBytes,
 		Logger:          s.Logger,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			context.AfterFunc(c.Context(), s.front.ConnOpened())
 			return context.WithValue(ctx, connKey{}, &connInfo{conn: c})
 		},
 	}

@@ -174,11 +174,12 @@ type Embedded struct {
 // NewEmbedded loads or makes, under stateDir, the issuer keys (keys/), an
 // accounts file with the account "demo" (accounts), and that account's API
 // key (demo.key, 0600).
-func NewEmbedded(stateDir string, logger *slog.Logger) (*Embedded, error) {
+// reg, if not nil, gets the issuer's counters.
+func NewEmbedded(stateDir string, logger *slog.Logger, reg prometheus.Registerer) (*Embedded, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("privacypass state: %w", err)
 	}
-	is, err := NewIssuer(IssuerConfig{Dir: filepath.Join(stateDir, "keys"), Logger: logger})
+	is, err := NewIssuer(IssuerConfig{Dir: filepath.Join(stateDir, "keys"), Logger: logger, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +238,7 @@ type ProxyConfig struct {
 	// unspecified (0.0.0.0, ::) or empty means none.
 	ProxyName  string
 	Logger     *slog.Logger
-	Registerer prometheus.Registerer // for the Redeemer's counters; nil = not counted
+	Registerer prometheus.Registerer // for the Redeemer's and an embedded issuer's counters; nil = not counted
 }
 
 // ProxyAuth is a running Privacy Pass setup for a proxy: its Redeemer is the
@@ -300,7 +301,7 @@ func redisOptions(addr string) *redis.Options {
 
 // startEmbedded serves an Embedded issuer and attester on c.Listen.
 func (pa *ProxyAuth) startEmbedded(c ProxyConfig, rc *RedeemerConfig) error {
-	e, err := NewEmbedded(c.StateDir, c.Logger)
+	e, err := NewEmbedded(c.StateDir, c.Logger, c.Registerer)
 	if err != nil {
 		return err
 	}

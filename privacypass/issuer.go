@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Media types and the well-known path of RFC 9578.
@@ -49,6 +51,9 @@ type IssuerConfig struct {
 	RequestURI string
 	// Logger records key rotation, never requests; nil = silent.
 	Logger *slog.Logger
+	// Registerer gets masqued_privacypass_issuance_total{result}: issued,
+	// bad_request, unknown_key or failed. nil = not counted.
+	Registerer prometheus.Registerer
 }
 
 // Issuer mints tokens: it serves the issuer directory and the issuance
@@ -58,6 +63,8 @@ type IssuerConfig struct {
 type Issuer struct {
 	cfg   IssuerConfig
 	state atomic.Pointer[issuerState]
+	// issued counts issuance requests by result; nil when not counted.
+	issued *prometheus.CounterVec
 
 	rotateMu sync.Mutex // serialises Rotate
 }
@@ -91,6 +98,17 @@ func NewIssuer(c IssuerConfig) (*Issuer, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	is := &Issuer{cfg: c}
+	if c.Registerer != nil {
+		is.issued = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_privacypass_issuance_total", Help: "Token requests answered by the issuer, by result.",
+		}, []string{"result"})
+		if err := c.Registerer.Register(is.issued); err != nil {
+			return nil, err
+		}
+		for _, r := range []string{"issued", "bad_request", "unknown_key", "failed"} {
+			is.issued.WithLabelValues(r)
+		}
+	}
 	var keys []*PrivateKey
 	if c.Dir != "" {
 		if err := os.MkdirAll(c.Dir, 0o700); err != nil {
@@ -356,6 +374,7 @@ func requestPath(uri string) string {
 func (is *Issuer) serveIssue(w http.ResponseWriter, r *http.Request) {
 	req, status, msg := readTokenRequest(w, r)
 	if status != 0 {
+		is.count("bad_request")
 		http.Error(w, msg, status)
 		return
 	}
@@ -371,17 +390,26 @@ func (is *Issuer) serveIssue(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if key == nil {
+		is.count("unknown_key")
 		http.Error(w, "no issuance key with this truncated key id", http.StatusUnprocessableEntity)
 		return
 	}
 	resp, err := key.Issue(req)
 	if err != nil {
+		is.count("failed")
 		http.Error(w, "cannot evaluate the blinded message", http.StatusUnprocessableEntity)
 		return
 	}
+	is.count("issued")
 	w.Header().Set("Content-Type", MediaTypeResponse)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(resp)
+}
+
+func (is *Issuer) count(result string) {
+	if is.issued != nil {
+		is.issued.WithLabelValues(result).Inc()
+	}
 }
 
 // readTokenRequest reads and parses the TokenRequest of r, or returns the

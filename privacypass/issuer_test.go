@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/masqued/masqued/internal/testnet"
 )
 
 func getDirectory(t *testing.T, h http.Handler) (*Directory, *http.Response) {
@@ -111,7 +115,8 @@ func TestIssuerRotation(t *testing.T) {
 }
 
 func TestIssuerIssues(t *testing.T) {
-	is, err := NewIssuer(IssuerConfig{})
+	reg := prometheus.NewPedanticRegistry()
+	is, err := NewIssuer(IssuerConfig{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +168,11 @@ func TestIssuerIssues(t *testing.T) {
 	is.ServeHTTP(w, httptest.NewRequest(http.MethodGet, DefaultRequestPath, nil))
 	if w.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET issuance: %d", w.Code)
+	}
+	for result, want := range map[string]float64{"issued": 4, "unknown_key": 2, "bad_request": 13, "failed": 0} {
+		if got := testnet.Metric(t, reg, "masqued_privacypass_issuance_total", "result", result); got != want {
+			t.Errorf("issuance %s: %v, want %v", result, got, want)
+		}
 	}
 }
 

@@ -2,10 +2,16 @@
 // (RFC 9298) over HTTP/3 on a UDP port, and over HTTP/2 and HTTP/1.1 on the
 // same TCP port for networks that block UDP. It runs with no configuration,
 // refuses private and loopback targets unless told otherwise, and prints two
-// lines to stdout for scripts to read:
+// lines to stdout for scripts to read (a third, "admin on HOST:PORT", with
+// -admin-listen):
 //
 //	listening on HOST:PORT
 //	certificate /path/to/cert.pem
+//
+// Settings come from flags and, with -config, a YAML file of the same names
+// (internal/config); -check-config FILE checks one and exits. SIGINT and
+// SIGTERM drain and exit; SIGHUP starts a new masqued on the same sockets
+// and drains this one (internal/restart says how QUIC is handed over).
 //
 // CONNECT-UDP over HTTP/2 needs GODEBUG=http2xconnect=1 when the process
 // starts, so masqued re-executes itself with it (internal/xconnect).
@@ -15,7 +21,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,21 +28,21 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
-	"github.com/masqued/masqued/internal/certs"
+	"github.com/masqued/masqued/internal/admin"
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/internal/resolver"
+	"github.com/masqued/masqued/internal/restart"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/internal/xconnect"
-	"github.com/masqued/masqued/privacypass"
 )
 
 func main() {
@@ -45,165 +50,69 @@ func main() {
 		fmt.Fprintln(os.Stderr, "masqued:", err)
 		os.Exit(1)
 	}
-	cli.Main("masqued", run)
+	cli.Main("masqued", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return runWith(ctx, args, stdout, stderr, true)
+	})
 }
 
-// config is masqued's command line.
-type config struct {
-	listen, tlsCert, tlsKey, certOut, udpTemplate, logLevel string
-	egress                                                  geoegress.Options
-	resolver                                                string
-	allowPrivate, noTCP                                     bool
-	limits                                                  tunnel.Limits
-	drainTimeout                                            time.Duration
-	auth                                                    string
-	pp                                                      privacypass.ProxyConfig
-	ppPerConn                                               bool
-	interopBreak                                            string
-}
-
-func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	fs := flag.NewFlagSet("masqued", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: masqued [flags]\n\nServes CONNECT and CONNECT-UDP over HTTP/3, HTTP/2 and HTTP/1.1. With no flags:\n127.0.0.1:4433 (UDP and TCP), a self-signed certificate, and no tunnels to\nprivate addresses.\n\n")
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "`address` to serve on: HTTP/3 over UDP, HTTP/2 and HTTP/1.1 over TCP on the same port")
-	fs.BoolVar(&c.noTCP, "no-tcp", false, "serve HTTP/3 only, no TCP listener")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate chain PEM `file` (with -tls-key); none = self-signed")
-	fs.StringVar(&c.tlsKey, "tls-key", "", "private key PEM `file` (with -tls-cert)")
-	fs.StringVar(&c.certOut, "cert-out", "", "where to write the self-signed certificate's PEM (`file`; default $XDG_STATE_HOME/masqued/cert.pem or ~/.local/state/masqued/cert.pem)")
-	fs.BoolVar(&c.allowPrivate, "allow-private-targets", false, "allow tunnels to loopback, private and other special-purpose addresses")
-	fs.StringVar(&c.udpTemplate, "udp-template", tunnel.DefaultUDPTemplate, "CONNECT-UDP URI `template`")
-	fs.IntVar(&c.limits.MaxTunnels, "max-tunnels", 0, "open tunnels in total (0 = unlimited)")
-	fs.IntVar(&c.limits.MaxTunnelsPerConn, "max-tunnels-per-conn", 0, "open tunnels per client connection (0 = the default, 10000)")
-	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", 0, "close a tunnel idle this long (0 = the default, 5m)")
-	fs.DurationVar(&c.limits.DialTimeout, "dial-timeout", 0, "time to resolve and connect to a target (0 = the default, 10s)")
-	fs.IntVar(&c.limits.MaxUDPPayload, "max-udp-payload", 0, "largest UDP payload relayed, in `bytes` (0 = the default, 16384)")
-	fs.StringVar(&c.egress.Pools, "egress-pools", "", "geofeed `file` (RFC 8805; column 6: geohash of the cell) of egress addresses, chosen per client location; none = the host's default source address")
-	fs.StringVar(&c.egress.Key, "egress-key", "", "`file` with the secret (16+ bytes) that keys egress selection; none = random at each start")
-	fs.IntVar(&c.egress.Precision, "geohash-precision", 4, "geohash characters in a client's cell (1-12; 4 is about 39 × 20 km)")
-	fs.StringVar(&c.egress.GeoIP, "geoip-db", "", "MaxMind-format `file` that places clients (with -egress-pools); none = every client in the default pool")
-	fs.StringVar(&c.resolver, "resolver", "", "DNS server for targets: udp://IP[:53], tcp://IP[:53], tls://IP[:853] or https://HOST/dns-query (`URL`); none = the system resolver")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT or SIGTERM, wait this long for tunnels to end")
-	fs.StringVar(&c.auth, "auth", "none", "tunnel authentication: none, or privacypass (Privacy Pass tokens, RFC 9577)")
-	fs.StringVar(&c.pp.IssuerDirectory, "pp-issuer", "", "privacypass: the issuer directory `URL` whose type-2 keys to accept; none = run an issuer and an attester with a demo account in this process")
-	fs.StringVar(&c.pp.Listen, "pp-listen", "127.0.0.1:4434", "privacypass: TCP `address` of the in-process issuer directory and attester (HTTPS)")
-	fs.StringVar(&c.pp.StateDir, "pp-state", "", "privacypass: `dir` of the in-process issuer's keys and the demo account (default $XDG_STATE_HOME/masqued/privacypass)")
-	fs.StringVar(&c.pp.Redis, "pp-redis", "", "privacypass: Redis `address` (host:port or socket path) for spent tokens shared by several proxies; none = memory")
-	fs.BoolVar(&c.ppPerConn, "pp-per-connection", false, "privacypass: a token admits every tunnel of its connection, not one tunnel")
-	fs.StringVar(&c.interopBreak, "interop-break", "", "for testing the interop runner only: break a `feature` on purpose (capsules: ignore DATAGRAM capsules)")
-	if err := cli.Parse(fs, args); err != nil {
-		return nil, err
-	}
-	if c.interopBreak != "" && c.interopBreak != "capsules" {
-		return nil, cli.Usagef(fs, "-interop-break must be capsules, not %q", c.interopBreak)
-	}
-	if fs.NArg() > 0 {
-		return nil, cli.Usagef(fs, "unexpected argument %q", fs.Arg(0))
-	}
-	if c.egress.Pools == "" && (c.egress.Key != "" || c.egress.GeoIP != "") {
-		return nil, cli.Usagef(fs, "-egress-key and -geoip-db need -egress-pools")
-	}
-	l := c.limits
-	if c.auth != "none" && c.auth != "privacypass" {
-		return nil, cli.Usagef(fs, "-auth must be none or privacypass, not %q", c.auth)
-	}
-	if l.MaxTunnels < 0 || l.MaxTunnelsPerConn < 0 || l.IdleTimeout < 0 || l.DialTimeout < 0 || l.MaxUDPPayload < 0 || c.drainTimeout < 0 {
-		return nil, cli.Usagef(fs, "limits and timeouts must not be negative")
-	}
-	return c, nil
-}
-
+// run runs masqued without restarts, as the in-process tests do: a process
+// may hold only one restarter.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, stdout, stderr, false)
+}
+
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, restarts bool) error {
 	c, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	tmpl, err := tunnel.ParseTemplate(c.udpTemplate)
-	if err != nil {
-		return fmt.Errorf("-udp-template %q: %w", c.udpTemplate, err)
-	}
-	cert, certPath, err := c.certificate()
-	if err != nil {
-		return err
-	}
-	self, err := tunnel.LocalAddrs()
-	if err != nil {
-		return fmt.Errorf("listing the host's addresses: %w", err)
-	}
-	metrics, err := tunnel.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		return err
-	}
-	var res tunnel.Resolver // nil = the system resolver
-	if c.resolver != "" {
-		r, err := resolver.New(c.resolver, resolver.Options{})
-		if err != nil {
-			return fmt.Errorf("-resolver: %w", err)
-		}
-		defer r.Close()
-		res = r
-	}
-	var dialer tunnel.Dialer // nil = the host's default source address
-	var own http.Handler     // what the TCP front serves of its own
-	if c.egress.Pools != "" {
-		d, err := geoegress.Open(c.egress)
-		if err != nil {
+	var rs *restart.Restarter // nil: plain sockets, no SIGHUP
+	if restarts && c.checkConfig == "" {
+		if rs, err = restart.New(c.pidFile, time.Minute); err != nil {
 			return err
 		}
-		defer d.Close()
-		d.AllowPrivate = c.allowPrivate
-		dialer = d
-		mux := http.NewServeMux()
-		mux.Handle("GET /.well-known/geofeed.csv", d.Selector.FeedHandler()) // RFC 8805 §3
-		own = mux
+		defer rs.Stop()
 	}
-	pc, tl, err := listen(c.listen, !c.noTCP)
+	s, err := c.prepare(stderr, rs)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if c.checkConfig != "" {
+		fmt.Fprintf(stdout, "%s: ok\n", c.checkConfig)
+		return nil
+	}
+	logger := s.logger
+	pc, tl, err := listen(rs, c.listen, !c.noTCP)
 	if err != nil {
 		return err
 	}
 	defer pc.Close()
 	bound := pc.LocalAddr().(*net.UDPAddr)
-	var auth tunnel.Authenticator
-	if c.auth == "privacypass" {
-		if c.pp.StateDir == "" {
-			if c.pp.StateDir, err = statePath("privacypass", "-pp-state"); err != nil {
-				return err
-			}
+	var adminL net.Listener
+	if c.adminListen != "" {
+		if adminL, err = rs.Listen("tcp", c.adminListen); err != nil {
+			return fmt.Errorf("-admin-listen: %w", err)
 		}
-		c.pp.TLSConfig, c.pp.ProxyName, c.pp.Logger = &tls.Config{Certificates: []tls.Certificate{cert}}, bound.String(), logger
-		pp, err := privacypass.StartProxyAuth(c.pp)
-		if err != nil {
-			return fmt.Errorf("-auth privacypass: %w", err)
-		}
-		defer pp.Close()
-		auth = pp
-		if pp.AttesterURL != "" {
-			logger.Info("privacypass: issuer and attester in this process", "attester", pp.AttesterURL, "directory", pp.DirectoryURL, "demo_key_file", pp.KeyFile)
-		}
+		defer adminL.Close()
 	}
-	selfPorts := []netip.AddrPort{bound.AddrPort()}
+	auth, err := s.authenticator(c, bound.String())
+	if err != nil {
+		return err
+	}
 	proxy, err := tunnel.New(tunnel.Config{
-		Template: tmpl,
+		Template: s.template,
 		Policy: tunnel.Policy{
 			AllowPrivate: c.allowPrivate,
-			Self:         self,
-			SelfPorts:    selfPorts,
+			Self:         s.self,
+			SelfPorts:    []netip.AddrPort{bound.AddrPort()},
 		},
-		Resolver: res,
-		Dialer:   dialer,
-		Limits:   c.limits,
-		Metrics:  metrics,
-		Logger:   logger,
+		Resolver:  s.resolver,
+		Dialer:    s.dialer,
+		Limits:    c.limits,
+		Metrics:   s.metrics,
+		Logger:    logger,
+		AccessLog: s.accessLog,
 
 		Auth:        auth,
 		AuthPerConn: c.ppPerConn,
@@ -213,36 +122,116 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
-	h3 := &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, Logger: logger}
-	servers := []server{{"HTTP/3", h3, func() error { return h3.Serve(pc) }}}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{s.cert}}
+	qc := h3proxy.DefaultQUICConfig()
+	qc.HandshakeIdleTimeout = c.handshakeTimeout
+	h3 := &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: logger, MaxHeaderBytes: c.maxHeaderBytes}
+	servers := []server{{"HTTP/3", h3}}
+	served := make(chan error, 3)
 	if tl != nil {
-		h2 := &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Handler: own, Logger: logger}
-		servers = append(servers, server{"HTTP/2 and HTTP/1.1", h2, func() error { return h2.Serve(tl) }})
+		h2 := &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Handler: s.own, Logger: logger,
+			HandshakeTimeout: c.handshakeTimeout, MaxHeaderBytes: c.maxHeaderBytes}
+		servers = append(servers, server{"HTTP/2 and HTTP/1.1", h2})
+		go func() { served <- h2.Serve(tl) }()
 	}
-	served := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() { served <- s.serve() }()
-		logger.Info("serving "+s.name, "addr", bound.String(), "allow_private_targets", c.allowPrivate)
+	var state admin.State
+	var adminSrv *http.Server
+	if adminL != nil {
+		adminSrv = &http.Server{Handler: admin.Handler(s.registry, &state), ReadHeaderTimeout: 10 * time.Second}
+		go func() { served <- adminSrv.Serve(adminL) }()
 	}
-	fmt.Fprintf(stdout, "listening on %s\ncertificate %s\n", bound, certPath)
+	// Before Ready, which makes this the process that a service manager
+	// signals: SIGHUP's default action is to exit.
+	stopHUP := handleSIGHUP(rs, logger)
+	defer stopHUP()
+	// The TCP front serves; a parent process may drain now.
+	if err := rs.Ready(); err != nil {
+		return fmt.Errorf("telling the old process this one is ready: %w", err)
+	}
+	// stopping is cancelled once this process stops serving, for whatever
+	// reason.
+	stopping, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		// Reading the UDP socket while a parent still serves QUIC on it
+		// would reset the parent's connections.
+		if err := rs.WaitForParent(stopping); err != nil {
+			<-stopping.Done() // report after the select below has chosen
+			served <- http.ErrServerClosed
+			return
+		}
+		state.Set(admin.Ready)
+		logger.Info("serving HTTP/3", "addr", bound.String(), "after_restart", rs.HasParent())
+		served <- h3.Serve(pc)
+	}()
+	logger.Info("serving", "addr", bound.String(), "tcp", tl != nil, "allow_private_targets", c.allowPrivate, "auth", c.auth)
+	fmt.Fprintf(stdout, "listening on %s\ncertificate %s\n", bound, s.certPath)
+	if adminL != nil {
+		fmt.Fprintf(stdout, "admin on %s\n", adminL.Addr())
+	}
 
+	running := len(servers)
+	if adminSrv != nil {
+		running++
+	}
 	select {
 	case err := <-served:
+		stop()
+		running--
 		for _, s := range servers {
 			s.srv.Close()
 		}
+		if adminSrv != nil {
+			adminSrv.Close()
+		}
+		for range running {
+			<-served
+		}
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
+		logger.Info("draining", "timeout", c.drainTimeout)
+		rs.Stop() // a SIGHUP now must not bring up a successor
+		if err := rs.Stopping(); err != nil {
+			logger.Warn("telling systemd the service stops", "error", err)
+		}
+	case <-rs.Exit():
+		logger.Info("a new process took over; draining", "timeout", c.drainTimeout)
 	}
-	logger.Info("draining", "timeout", c.drainTimeout)
-	// A fresh context: ctx is already done, and would make the drain not wait.
-	drainCtx, cancel := context.WithTimeout(context.Background(), c.drainTimeout)
+	stop()
+	state.Set(admin.Draining)
+	errs := drain(servers, c.drainTimeout, logger)
+	if adminSrv != nil {
+		errs = append(errs, adminSrv.Close())
+	}
+	for range running {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("serving: %w", err))
+		}
+	}
+	logger.Info("stopped")
+	return errors.Join(errs...)
+}
+
+// server is one front.
+type server struct {
+	name string
+	srv  interface {
+		Close() error
+		Shutdown(context.Context) error
+	}
+}
+
+// drain shuts the fronts down: GOAWAY, no new tunnels, and up to timeout
+// for open ones to end, after which the rest are closed.
+func drain(servers []server, timeout time.Duration, logger *slog.Logger) []error {
+	// A fresh context: the signal's is already done, and would make the
+	// drain not wait.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, s := range servers {
 		wg.Go(func() {
-			if err := s.srv.Shutdown(drainCtx); err != nil {
+			if err := s.srv.Shutdown(ctx); err != nil {
 				logger.Warn("drain incomplete, closing the remaining tunnels", "server", s.name, "error", err)
 			}
 		})
@@ -252,34 +241,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, s := range servers {
 		errs = append(errs, s.srv.Close())
 	}
-	for range servers {
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, fmt.Errorf("serving: %w", err))
-		}
-	}
-	logger.Info("stopped")
-	return errors.Join(errs...)
+	return errs
 }
 
-// server is one front and how to serve it.
-type server struct {
-	name string
-	srv  interface {
-		Close() error
-		Shutdown(context.Context) error
+// handleSIGHUP restarts the process on SIGHUP, until the returned function
+// is called. Without a restarter, SIGHUP is ignored rather than fatal.
+func handleSIGHUP(rs *restart.Restarter, logger *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-hup:
+				if rs == nil {
+					logger.Warn("SIGHUP ignored: this process cannot restart itself")
+					continue
+				}
+				logger.Info("SIGHUP: starting a new process")
+				if err := rs.Upgrade(); err != nil {
+					logger.Error("restart failed; this process goes on serving", "error", err)
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		rs.Stop() // interrupts an Upgrade in progress
+		wg.Wait()
 	}
-	serve func() error
 }
 
 // listen opens the UDP socket and, with tcp, a TCP listener on the same
-// port. For port 0 it retries until a port is free on both.
-func listen(addr string, tcp bool) (net.PacketConn, net.Listener, error) {
+// port, inheriting them from a parent process if there is one. For port 0
+// it retries until a port is free on both.
+func listen(rs *restart.Restarter, addr string, tcp bool) (net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := rs.ListenPacket("udp", addr)
 		if err != nil || !tcp {
 			return pc, nil, err
 		}
-		tl, err := net.Listen("tcp", pc.LocalAddr().String())
+		tl, err := rs.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
 			return pc, tl, nil
 		}
@@ -290,57 +296,10 @@ func listen(addr string, tcp bool) (net.PacketConn, net.Listener, error) {
 	}
 }
 
-// certificate loads -tls-cert and -tls-key, or makes a self-signed certificate
-// and writes its PEM to -cert-out. It returns the certificate and the absolute
-// path of the PEM that clients should trust.
-func (c *config) certificate() (tls.Certificate, string, error) {
-	switch {
-	case (c.tlsCert == "") != (c.tlsKey == ""):
-		return tls.Certificate{}, "", errors.New("-tls-cert and -tls-key go together: give both or neither")
-	case c.tlsCert != "" && c.certOut != "":
-		return tls.Certificate{}, "", errors.New("-cert-out is for the self-signed certificate, not with -tls-cert")
-	case c.tlsCert != "":
-		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-		if err != nil {
-			return tls.Certificate{}, "", fmt.Errorf("loading -tls-cert and -tls-key: %w", err)
-		}
-		path, err := filepath.Abs(c.tlsCert)
-		return cert, path, err
-	}
-	cert, pemBytes, err := certs.SelfSigned()
-	if err != nil {
-		return tls.Certificate{}, "", err
-	}
-	path := c.certOut
-	if path == "" {
-		if path, err = defaultCertPath(); err != nil {
-			return tls.Certificate{}, "", err
-		}
-	}
-	if path, err = filepath.Abs(path); err != nil {
-		return tls.Certificate{}, "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("writing the certificate: %w", err)
-	}
-	if err := os.WriteFile(path, pemBytes, 0o644); err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("writing the certificate: %w", err)
-	}
-	return cert, path, nil
-}
-
-// defaultCertPath is cert.pem in masqued's XDG state directory.
-func defaultCertPath() (string, error) { return statePath("cert.pem", "-cert-out") }
-
-// statePath is name in masqued's XDG state directory; flag is the option
-// that sets the path instead, for the error when there is no such directory.
-func statePath(name, flag string) (string, error) {
-	if dir := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(dir) {
-		return filepath.Join(dir, "masqued", name), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no state directory (give %s): %w", flag, err)
-	}
-	return filepath.Join(home, ".local", "state", "masqued", name), nil
+// newRegistry is the one registry /metrics serves: the proxy's collectors
+// and the process's.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }

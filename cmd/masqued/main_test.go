@@ -37,6 +37,21 @@ type daemon struct {
 	addr     string // from "listening on"
 	certPath string // from "certificate"
 	stop     func() error
+	lines    *bufio.Scanner // its further stdout lines
+}
+
+// line reads masqued's next stdout line, which must start with prefix, and
+// returns the rest.
+func (d *daemon) line(t *testing.T, prefix string) string {
+	t.Helper()
+	if !d.lines.Scan() {
+		t.Fatalf("masqued printed no %q line", prefix)
+	}
+	v, ok := strings.CutPrefix(d.lines.Text(), prefix)
+	if !ok {
+		t.Fatalf("line %q, want prefix %q", d.lines.Text(), prefix)
+	}
+	return v
 }
 
 // start runs masqued with args and reads its two start-up lines.
@@ -63,8 +78,8 @@ func start(t *testing.T, args ...string) *daemon {
 	}
 	t.Cleanup(func() { cancel(); pr.Close(); <-done })
 
-	d := &daemon{stop: stop}
 	sc := bufio.NewScanner(pr)
+	d := &daemon{stop: stop, lines: sc}
 	for _, f := range []struct {
 		prefix string
 		dst    *string
@@ -188,31 +203,39 @@ func checkMode(t *testing.T, path string, want fs.FileMode) {
 }
 
 // TestBadConfig checks that a wrong command line fails at once with an error
-// that names what is wrong.
+// that names what is wrong, and the exit code cli.Main would give it: 2 for
+// usage and configuration mistakes, 1 for failures of the machine.
 func TestBadConfig(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	certFile, keyFile := writeKeyPair(t)
 	for _, tc := range []struct {
-		name  string
-		args  []string
-		want  string // in the error
-		usage bool   // a *cli.UsageError
+		name string
+		args []string
+		want string // in the error
+		code int
 	}{
-		{"bad template", []string{"-udp-template", "https://{proxy}/masque/{target_host}/"}, "-udp-template", false},
-		{"not a template", []string{"-udp-template", "no braces here"}, "-udp-template", false},
-		{"cert without key", []string{"-tls-cert", certFile}, "-tls-key", false},
-		{"key without cert", []string{"-tls-key", keyFile}, "-tls-cert", false},
-		{"cert-out with cert", []string{"-tls-cert", certFile, "-tls-key", keyFile, "-cert-out", "x.pem"}, "-cert-out", false},
-		{"unreadable key", []string{"-tls-cert", certFile, "-tls-key", certFile}, "-tls-key", false},
-		{"log level", []string{"-log-level", "loud"}, "-log-level", false},
-		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag", true},
-		{"argument", []string{"serve"}, "serve", true},
-		{"negative limit", []string{"-max-tunnels", "-1"}, "negative", true},
-		{"listen", []string{"-listen", "127.0.0.1:99999"}, "99999", false},
-		{"geoip without pools", []string{"-geoip-db", "x.mmdb"}, "-egress-pools", true},
-		{"missing pools", []string{"-egress-pools", "no-such-file.csv"}, "egress pools", false},
-		{"resolver", []string{"-resolver", "ftp://1.1.1.1"}, "-resolver", false},
-		{"precision", []string{"-egress-pools", "../../geoegress/testdata/pools.csv", "-geohash-precision", "13"}, "precision", false},
+		{"bad template", []string{"-udp-template", "https://{proxy}/masque/{target_host}/"}, "-udp-template", 2},
+		{"not a template", []string{"-udp-template", "no braces here"}, "-udp-template", 2},
+		{"cert without key", []string{"-tls-cert", certFile}, "-tls-key", 2},
+		{"key without cert", []string{"-tls-key", keyFile}, "-tls-cert", 2},
+		{"cert-out with cert", []string{"-tls-cert", certFile, "-tls-key", keyFile, "-cert-out", "x.pem"}, "-cert-out", 2},
+		{"unreadable key", []string{"-tls-cert", certFile, "-tls-key", certFile}, "-tls-key", 2},
+		{"log level", []string{"-log-level", "loud"}, "-log-level", 2},
+		{"log format", []string{"-log-format", "xml"}, "-log-format", 2},
+		{"access log", []string{"-access-log", "both"}, "-access-log", 2},
+		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag", 2},
+		{"argument", []string{"serve"}, "serve", 2},
+		{"negative limit", []string{"-max-tunnels", "-1"}, "negative", 2},
+		{"listen", []string{"-listen", "127.0.0.1:99999"}, "99999", 1},
+		{"geoip without pools", []string{"-geoip-db", "x.mmdb"}, "-egress-pools", 2},
+		{"missing pools", []string{"-egress-pools", "no-such-file.csv"}, "egress pools", 2},
+		{"resolver", []string{"-resolver", "ftp://1.1.1.1"}, "-resolver", 2},
+		{"precision", []string{"-egress-pools", "../../geoegress/testdata/pools.csv", "-geohash-precision", "13"}, "precision", 2},
+		{"auth", []string{"-auth", "bearer,magic"}, "-auth", 2},
+		{"auth none in a list", []string{"-auth", "none,basic"}, "-auth", 2},
+		{"auth without credentials", []string{"-auth", "bearer"}, "-auth-credentials", 2},
+		{"credentials missing", []string{"-auth", "basic", "-auth-credentials", "no-such-file"}, "-auth-credentials", 2},
+		{"missing config", []string{"-config", "no-such.yaml"}, "config file", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
@@ -221,15 +244,27 @@ func TestBadConfig(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
 			}
-			var usage *cli.UsageError
-			if errors.As(err, &usage) != tc.usage {
-				t.Errorf("usage error: %v, want %v", !tc.usage, tc.usage)
+			if got := exitCode(err); got != tc.code {
+				t.Errorf("exit code %d, want %d", got, tc.code)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error of more than one line: %q", err)
 			}
 			if stdout.Len() > 0 {
 				t.Errorf("printed %q to stdout", stdout.String())
 			}
 		})
 	}
+}
+
+// exitCode is the code cli.Main exits with for err.
+func exitCode(err error) int {
+	var usage *cli.UsageError
+	var config *cli.ConfigError
+	if errors.As(err, &usage) || errors.As(err, &config) {
+		return 2
+	}
+	return 1
 }
 
 // TestEgressFlags: with -egress-pools, tunnels leave from a pool address.

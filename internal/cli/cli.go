@@ -22,6 +22,17 @@ type UsageError struct{ Err error }
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
+// ConfigError is a mistake in the configuration (a flag's value, the
+// configuration file, a file the configuration names): Main prints it as
+// one line and exits 2, like a usage error but without the usage.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Configf returns a *ConfigError with the formatted message.
+func Configf(format string, a ...any) error { return &ConfigError{Err: fmt.Errorf(format, a...)} }
+
 // Parse parses args into fs, which must use flag.ContinueOnError. A bad flag
 // becomes a *UsageError (the flag package has printed it and the usage); -h
 // returns flag.ErrHelp.
@@ -44,14 +55,16 @@ func Usagef(fs *flag.FlagSet, format string, a ...any) error {
 
 // Main calls run with the process's arguments and standard streams, under a
 // context that the first SIGINT or SIGTERM cancels (a second one kills the
-// process), and exits: 0 on success or -h, 2 on a *UsageError, and 1 after
-// printing "name: error" to stderr otherwise.
+// process), and exits: 0 on success or -h, 2 on a *UsageError, 2 after
+// printing "name: error" to stderr on a *ConfigError, and 1 after printing
+// it otherwise.
 func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	var usage *UsageError
+	var config *ConfigError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
@@ -59,5 +72,8 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 		os.Exit(2)
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+	if errors.As(err, &config) {
+		os.Exit(2)
+	}
 	os.Exit(1)
 }

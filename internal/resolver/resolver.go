@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options tune a Resolver. The zero Options are the defaults documented on
@@ -39,6 +40,9 @@ type Options struct {
 	MaxNegativeTTL time.Duration
 	// Now is the cache's clock; nil = time.Now.
 	Now func() time.Time
+	// Registerer gets masqued_dns_cache_total{result="hit"|"miss"}, one
+	// count per question (a name's A and AAAA are two); nil = not counted.
+	Registerer prometheus.Registerer
 }
 
 // Resolver looks names up at one DNS server and caches the answers. It is
@@ -54,6 +58,8 @@ type Resolver struct {
 	mu       sync.Mutex
 	cache    map[cacheKey]cacheEntry // guarded by mu
 	inflight map[cacheKey]*query     // guarded by mu: questions being asked
+
+	hits, misses prometheus.Counter // nil when not counted
 }
 
 // query is a question on its way to the server. Lookups of the same
@@ -115,6 +121,15 @@ func New(server string, o Options) (*Resolver, error) {
 		now:      o.Now,
 		cache:    map[cacheKey]cacheEntry{},
 		inflight: map[cacheKey]*query{},
+	}
+	if o.Registerer != nil {
+		vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_dns_cache_total", Help: "DNS questions about targets, by whether the cache answered.",
+		}, []string{"result"})
+		if err := o.Registerer.Register(vec); err != nil {
+			return nil, err
+		}
+		r.hits, r.misses = vec.WithLabelValues("hit"), vec.WithLabelValues("miss")
 	}
 	if r.maxTTL == 0 {
 		r.maxTTL = time.Hour
@@ -194,6 +209,9 @@ func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]net
 	e6, ok6 := r.cached(name, dns.TypeAAAA)
 	e4, ok4 := r.cached(name, dns.TypeA)
 	if ok6 && ok4 {
+		if r.hits != nil {
+			r.hits.Add(2)
+		}
 		return both(e6, e4, name, r.server)
 	}
 	type answer struct {
@@ -253,9 +271,15 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]net
 // errors are failures to get an answer, not negative answers.
 func (r *Resolver) entryFor(ctx context.Context, name string, qtype uint16) (cacheEntry, error) {
 	key := cacheKey{name, qtype}
-	for {
+	for first := true; ; first = false {
 		if e, ok := r.cached(name, qtype); ok {
+			if first && r.hits != nil {
+				r.hits.Inc()
+			}
 			return e, nil
+		}
+		if first && r.misses != nil {
+			r.misses.Inc()
 		}
 		r.mu.Lock()
 		q, asking := r.inflight[key]

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/masqued/masqued/internal/resolver"
@@ -454,5 +455,26 @@ func TestConcurrentLookupsAskOnce(t *testing.T) {
 	}
 	if n := s.zone.count("slow.test. A"); n > 2 {
 		t.Errorf("11 concurrent lookups asked %d times, want 1 (or 2: once after the first gave up)", n)
+	}
+}
+
+// TestCacheCounted: each question counts once, as a hit or a miss.
+func TestCacheCounted(t *testing.T) {
+	s := startServer(t, "udp")
+	reg := prometheus.NewPedanticRegistry()
+	r, _ := newResolver(t, s, resolver.Options{Registerer: reg})
+	ctx := testnet.Context(t, 10*time.Second)
+	for range 2 {
+		if _, err := r.LookupNetIP(ctx, "ip", "both.test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.LookupNetIP(ctx, "ip4", "both.test"); err != nil {
+		t.Fatal(err)
+	}
+	for result, want := range map[string]float64{"miss": 2, "hit": 3} {
+		if got := testnet.Metric(t, reg, "masqued_dns_cache_total", "result", result); got != want {
+			t.Errorf("%s: %v, want %v", result, got, want)
+		}
 	}
 }

@@ -207,8 +207,9 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// Metric returns the value of the counter or gauge name in g, summed over the
-// series whose labels include all of labels ("key", "value", …).
+// Metric returns the value of the counter or gauge name in g (for a
+// histogram, its sample count), summed over the series whose labels include
+// all of labels ("key", "value", …).
 func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
@@ -222,7 +223,7 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) 
 		}
 		for _, m := range mf.GetMetric() {
 			if hasLabels(m, labels) {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}

@@ -73,7 +73,7 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	defer cancel()
 	var idled atomic.Bool
 	end := func() { cancel(); t.target.Close() }
-	stop := r.seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); end(); client.Abort() })
+	stop := r.seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); t.f.p.cfg.Metrics.CountLimit(LimitIdle); end(); client.Abort() })
 	defer stop()
 
 	loops := 2
@@ -164,7 +164,7 @@ func (r *udpRelay) forward(b []byte) {
 		r.t.counters.drop(DropWriteError)
 		return
 	}
-	r.t.counters.datagramUp(len(payload))
+	r.t.datagramUp(len(payload))
 }
 
 // toClient reads packets from the target and sends each to the client as an
@@ -197,7 +197,7 @@ func (r *udpRelay) toClient() error {
 			}
 			return err
 		}
-		r.t.counters.datagramDown(n)
+		r.t.datagramDown(n)
 	}
 }
 

@@ -35,6 +35,16 @@ func TestLayering(t *testing.T) {
 			"github.com/masqued/masqued/h2proxy",
 			"github.com/quic-go/quic-go",
 		}},
+		{"github.com/masqued/masqued/internal/auth", []string{ // like privacypass: the core's seam, standard-library types
+			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/masqued/masqued/h3proxy",
+			"github.com/masqued/masqued/h2proxy",
+		}},
+		{"github.com/masqued/masqued/internal/restart", []string{ // sockets only; it knows no front
+			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/masqued/masqued/h3proxy",
+			"github.com/masqued/masqued/h2proxy",
+		}},
 		{"github.com/masqued/masqued/cmd/masqued", []string{
 			"github.com/masqued/masqued/interop",
 		}},

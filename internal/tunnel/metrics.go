@@ -1,6 +1,9 @@
 package tunnel
 
 import (
+	"net/http"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -14,6 +17,26 @@ const (
 
 var dropReasons = []string{DropTooLarge, DropUnknownContext, DropMalformed, DropWriteError}
 
+// Authentication outcomes, the label values of masqued_auth_total.
+const (
+	AuthAdmitted    = "admitted"     // Auth returned nil
+	AuthChallenged  = "challenged"   // 407: no or unusable credentials
+	AuthDenied      = "denied"       // 403 and other refusals
+	AuthRateLimited = "rate_limited" // 429: the credential's rate is used up
+)
+
+var authResults = []string{AuthAdmitted, AuthChallenged, AuthDenied, AuthRateLimited}
+
+// Limits hit, the label values of masqued_limit_hits_total.
+const (
+	LimitTunnels        = "max_tunnels"          // Limits.MaxTunnels: 503
+	LimitTunnelsPerConn = "max_tunnels_per_conn" // Limits.MaxTunnelsPerConn: 429
+	LimitRate           = "credential_rate"      // an Authenticator's rate limit: 429
+	LimitIdle           = "idle_timeout"         // Limits.IdleTimeout closed a tunnel
+)
+
+var limitNames = []string{LimitTunnels, LimitTunnelsPerConn, LimitRate, LimitIdle}
+
 // Metrics are the tunnel core's Prometheus collectors. They carry no
 // per-client or per-target labels. Create one per proxy with NewMetrics and
 // pass it in Config; a nil *Metrics counts nothing.
@@ -25,6 +48,11 @@ type Metrics struct {
 	bytes     *prometheus.CounterVec   // kind, direction
 	datagrams *prometheus.CounterVec   // direction
 	dropped   *prometheus.CounterVec   // reason
+	conns     *prometheus.GaugeVec     // front
+	connTotal *prometheus.CounterVec   // front
+	auth      *prometheus.CounterVec   // result
+	limits    *prometheus.CounterVec   // limit
+	dns       *prometheus.HistogramVec // result
 }
 
 // NewMetrics creates the core's collectors and registers them with reg.
@@ -53,8 +81,25 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "masqued_datagrams_dropped_total", Help: "UDP datagrams dropped, by reason.",
 		}, []string{"reason"}),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "masqued_connections_active", Help: "Client connections open now (front h3: QUIC connections).",
+		}, []string{"front"}),
+		connTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_connections_total", Help: "Client connections accepted (front h3: QUIC connections).",
+		}, []string{"front"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_auth_total", Help: "Tunnel requests put to the authenticator, by outcome.",
+		}, []string{"result"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_limit_hits_total", Help: "Requests refused or tunnels closed because a limit was reached.",
+		}, []string{"limit"}),
+		dns: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "masqued_dns_lookup_seconds",
+			Help:    "Time to resolve a target name (cache hits included), by result.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.active, m.total, m.errors, m.setup, m.bytes, m.datagrams, m.dropped} {
+	for _, c := range []prometheus.Collector{m.active, m.total, m.errors, m.setup, m.bytes, m.datagrams, m.dropped, m.conns, m.connTotal, m.auth, m.limits, m.dns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -62,6 +107,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range dropReasons { // export zeros, so rates work from the start
 		m.dropped.WithLabelValues(r)
 	}
+	for _, r := range authResults {
+		m.auth.WithLabelValues(r)
+	}
+	for _, l := range limitNames {
+		m.limits.WithLabelValues(l)
+	}
+	m.dns.WithLabelValues("ok")
+	m.dns.WithLabelValues("error")
 	return m, nil
 }
 
@@ -102,6 +155,45 @@ func (m *Metrics) countError(front, status string) {
 	if m != nil {
 		m.errors.WithLabelValues(front, status).Inc()
 	}
+}
+
+// countAuth counts the authenticator's answer err (nil: admitted).
+func (m *Metrics) countAuth(err error) {
+	if m == nil {
+		return
+	}
+	result := AuthAdmitted
+	if err != nil {
+		switch status, _ := StatusOf(err); status {
+		case http.StatusProxyAuthRequired, http.StatusUnauthorized:
+			result = AuthChallenged
+		case http.StatusTooManyRequests:
+			result = AuthRateLimited
+			m.limits.WithLabelValues(LimitRate).Inc()
+		default:
+			result = AuthDenied
+		}
+	}
+	m.auth.WithLabelValues(result).Inc()
+}
+
+// CountLimit counts one hit of the limit named limit (one of the Limit
+// constants).
+func (m *Metrics) CountLimit(limit string) {
+	if m != nil {
+		m.limits.WithLabelValues(limit).Inc()
+	}
+}
+
+func (m *Metrics) observeDNS(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.dns.WithLabelValues(result).Observe(d.Seconds())
 }
 
 // The methods below do nothing on a nil receiver, so relays need no checks.

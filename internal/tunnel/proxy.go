@@ -85,6 +85,9 @@ type Config struct {
 	Limits   Limits
 	Metrics  *Metrics     // nil = not counted
 	Logger   *slog.Logger // nil = silent
+	// AccessLog chooses what the per-tunnel log line at level info holds;
+	// the zero value holds no address.
+	AccessLog AccessLog
 
 	// AuthPerConn makes Auth admit connections rather than tunnels: once one
 	// request of a client connection passes Auth, the connection's further
@@ -163,6 +166,20 @@ type Front struct {
 	tcp, udp *kindCounters
 }
 
+// ConnOpened counts a client connection of this front as open; call the
+// returned function once when it closes.
+func (f *Front) ConnOpened() (closed func()) {
+	m := f.p.cfg.Metrics
+	if m == nil {
+		return func() {}
+	}
+	active := m.conns.WithLabelValues(f.name)
+	m.connTotal.WithLabelValues(f.name).Inc()
+	active.Inc()
+	var once sync.Once
+	return func() { once.Do(active.Dec) }
+}
+
 // ConnState tracks the tunnels of one client connection, for the
 // per-connection limit. The zero ConnState is ready to use.
 type ConnState struct {
@@ -222,17 +239,30 @@ func protocolName(s string) string {
 // policy and dials. On success the caller answers 2xx (101 on HTTP/1.1),
 // relays with the returned Tunnel and closes it. On failure it answers
 // WriteError(err). conn is the client connection's state.
-func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (*Tunnel, error) {
+func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (_ *Tunnel, err error) {
 	start := time.Now()
+	defer func() {
+		if err != nil {
+			status, e := StatusOf(err)
+			peer, dest := f.p.addresses(r, target)
+			f.p.logAccess(accessEntry{front: f.name, kind: kind, status: status, proxyStatus: e.Kind, start: start, peer: peer, dest: dest})
+		}
+	}()
 	if f.p.cfg.Auth != nil && !(f.p.cfg.AuthPerConn && conn != nil && conn.authed.Load()) {
-		if err := f.p.cfg.Auth.Authenticate(r); err != nil {
+		err = f.p.cfg.Auth.Authenticate(r)
+		f.p.cfg.Metrics.countAuth(err)
+		if err != nil {
 			return nil, err
 		}
 		if conn != nil {
 			conn.authed.Store(true)
 		}
 	}
-	t := &Tunnel{f: f, conn: conn, counters: f.tcp}
+	t := &Tunnel{f: f, conn: conn, counters: f.tcp, kind: kind, start: start, status: http.StatusOK}
+	t.peer, t.dest = f.p.addresses(r, target)
+	if r.ProtoMajor == 1 && kind == KindUDP {
+		t.status = http.StatusSwitchingProtocols
+	}
 	if kind == KindUDP {
 		t.counters = f.udp
 	}
@@ -276,7 +306,9 @@ func (p *Proxy) resolve(ctx context.Context, target Target) ([]netip.AddrPort, e
 		ips = []netip.Addr{a}
 	} else {
 		var err error
+		start := time.Now()
 		ips, err = p.cfg.Resolver.LookupNetIP(ctx, "ip", target.Host)
+		p.cfg.Metrics.observeDNS(time.Since(start), err)
 		if err != nil {
 			return nil, err
 		}
@@ -309,6 +341,34 @@ type Tunnel struct {
 	target   net.Conn
 	header   http.Header // for the success response; see Header
 	closed   atomic.Bool
+
+	// For the access log: dest and peer only as Config.AccessLog allows.
+	kind     Kind
+	start    time.Time
+	status   int
+	dest     Target
+	peer     string
+	up, down atomic.Int64 // payload bytes
+}
+
+func (t *Tunnel) countUp(n int) {
+	t.up.Add(int64(n))
+	t.counters.up(n)
+}
+
+func (t *Tunnel) countDown(n int) {
+	t.down.Add(int64(n))
+	t.counters.down(n)
+}
+
+func (t *Tunnel) datagramUp(n int) {
+	t.up.Add(int64(n))
+	t.counters.datagramUp(n)
+}
+
+func (t *Tunnel) datagramDown(n int) {
+	t.down.Add(int64(n))
+	t.counters.datagramDown(n)
 }
 
 // Header returns header fields the front adds to its success response, such
@@ -322,6 +382,7 @@ func (t *Tunnel) acquire() error {
 	p := t.f.p
 	if n := p.open.Add(1); p.limits.MaxTunnels > 0 && n > int64(p.limits.MaxTunnels) {
 		p.open.Add(-1)
+		p.cfg.Metrics.CountLimit(LimitTunnels)
 		return &Error{HTTPStatus: http.StatusServiceUnavailable, Kind: StatusConnectionLimit,
 			Details: "the proxy's tunnel limit is reached", Err: errTooManyTunnels}
 	}
@@ -329,6 +390,7 @@ func (t *Tunnel) acquire() error {
 		if n := t.conn.open.Add(1); n > int64(p.limits.MaxTunnelsPerConn) {
 			t.conn.open.Add(-1)
 			p.open.Add(-1)
+			p.cfg.Metrics.CountLimit(LimitTunnelsPerConn)
 			return &Error{HTTPStatus: http.StatusTooManyRequests, Kind: StatusConnectionLimit,
 				Details: "too many tunnels on this connection", Err: errTooManyTunnels}
 		}
@@ -353,6 +415,8 @@ func (t *Tunnel) Close() error {
 	if c := t.counters; c != nil {
 		c.active.Dec()
 	}
+	t.f.p.logAccess(accessEntry{front: t.f.name, kind: t.kind, status: t.status, start: t.start,
+		up: t.up.Load(), down: t.down.Load(), peer: t.peer, dest: t.dest})
 	return t.target.Close()
 }
 
@@ -360,23 +424,23 @@ func (t *Tunnel) Close() error {
 // target itself instead of relaying a client stream, as plain-HTTP
 // forwarding does. Bytes through it count as the tunnel's. Close the Tunnel,
 // not the Conn.
-func (t *Tunnel) Conn() net.Conn { return &countingConn{Conn: t.target, counters: t.counters} }
+func (t *Tunnel) Conn() net.Conn { return &countingConn{Conn: t.target, t: t} }
 
 // countingConn counts a forwarding front's bytes: writes go up to the
 // target, reads come down from it.
 type countingConn struct {
 	net.Conn
-	counters *kindCounters
+	t *Tunnel
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	c.counters.down(n)
+	c.t.countDown(n)
 	return n, err
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	c.counters.up(n)
+	c.t.countUp(n)
 	return n, err
 }

@@ -90,11 +90,15 @@ func (c *streamCopier) run() error {
 		n, rerr := c.src.Read(buf[:])
 		if n > 0 {
 			c.seen.touch()
-			if _, err := c.dst.Write(buf[:n]); err != nil {
+			// Count what the writer took even when it fails: an HTTP/2
+			// stream can deliver the bytes and then fail its flush because
+			// the client, having read them, reset the stream.
+			w, err := c.dst.Write(buf[:n])
+			c.written += int64(w)
+			c.count(w)
+			if err != nil {
 				return err
 			}
-			c.written += int64(n)
-			c.count(n)
 		}
 		if rerr == io.EOF {
 			return c.fin()
@@ -114,7 +118,7 @@ func (t *Tunnel) RelayStream(client Stream) error {
 	var seen activity
 	var idled atomic.Bool
 	abort := func() { client.Abort(); t.target.Close() }
-	stop := seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); abort() })
+	stop := seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); t.f.p.cfg.Metrics.CountLimit(LimitIdle); abort() })
 	defer stop()
 
 	targetFIN := func() error {
@@ -123,8 +127,8 @@ func (t *Tunnel) RelayStream(client Stream) error {
 		}
 		return nil
 	}
-	up := &streamCopier{dst: t.target, src: client, fin: targetFIN, count: t.counters.up, seen: &seen}
-	down := &streamCopier{dst: client, src: t.target, fin: client.CloseWrite, count: t.counters.down, seen: &seen}
+	up := &streamCopier{dst: t.target, src: client, fin: targetFIN, count: t.countUp, seen: &seen}
+	down := &streamCopier{dst: client, src: t.target, fin: client.CloseWrite, count: t.countDown, seen: &seen}
 	errc := make(chan error, 2) // room for both: neither copier may block on it
 	go func() { errc <- up.run() }()
 	go func() { errc <- down.run() }()

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/internal/testnet"
+)
+
+// TestDrainOnSIGTERM: with 20 tunnels (10 over HTTP/3, 10 over HTTP/2)
+// transferring, SIGTERM makes masqued refuse new tunnels (GOAWAY on both
+// fronts, no new connections) while the open ones
+// finish their transfers; then it exits 0, well before the drain deadline.
+// Its access log, with targets, holds no client address.
+func TestDrainOnSIGTERM(t *testing.T) {
+	bin := buildMasqued(t)
+	echo := testnet.TCPEcho(t, testnet.IPv4)
+	const drainTimeout = 20 * time.Second
+	p := startProcess(t, bin, "-listen", "127.0.0.1:0", "-allow-private-targets", "-drain-timeout", drainTimeout.String(),
+		"-access-log", "target", "-log-format", "json", "-log-level", "debug")
+	addr := p.line(t, "listening on ")
+	tlsConf := trust(t, p.line(t, "certificate "))
+	ctx := testnet.Context(t, time.Minute)
+
+	h3, h2 := dialFronts(t, ctx, addr, tlsConf)
+	var ts tunnels
+	ts.tcpTransfers(t, ctx, 20, h3, h2, echo.String(), 256<<10, 3*time.Second)
+	time.Sleep(500 * time.Millisecond) // the transfers are under way
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+
+	// New tunnels are refused: the TCP port is closed, the HTTP/3
+	// connection is gone away, and no new QUIC connection is accepted.
+	eventually(t, 5*time.Second, "new TCP connections refused", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+	for name, dial := range map[string]func(context.Context, string) (net.Conn, error){"HTTP/3": h3.DialTCP, "HTTP/2": h2.DialTCP} {
+		eventually(t, 5*time.Second, "new tunnels on the "+name+" connection refused (GOAWAY)", func() bool {
+			c, err := dial(ctx, echo.String())
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if c, err := h3proxy.Dial(qctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf}); err == nil {
+		c.Close()
+		t.Error("a new QUIC connection was accepted while draining")
+	}
+
+	if err := ts.Wait(); err != nil {
+		t.Errorf("tunnels lost in the drain: %v", err)
+	}
+	if err := p.wait(t, drainTimeout+10*time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log(t))
+	}
+	if took := time.Since(start); took > drainTimeout-5*time.Second {
+		t.Errorf("exit %v after SIGTERM: the drain waited for its deadline, not for the tunnels", took)
+	}
+	log := p.log(t)
+	withTarget, _ := checkLogPrivacy(t, log, addr, echo.String())
+	if n := strings.Count(log, `"msg":"tunnel"`); n < 20 || withTarget < 20 {
+		t.Errorf("%d access log lines, %d with the target; want 20 of each\n%s", n, withTarget, log)
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/masqued/masqued/geoegress"
+	"github.com/masqued/masqued/internal/cli"
+	"github.com/masqued/masqued/internal/config"
+	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/privacypass"
+)
+
+// flags is masqued's command line; -config FILE sets the same names.
+type flags struct {
+	configFile, checkConfig                                 string
+	listen, tlsCert, tlsKey, certOut, udpTemplate, logLevel string
+	logFormat, accessLog, adminListen, pidFile              string
+	egress                                                  geoegress.Options
+	resolver                                                string
+	allowPrivate, noTCP                                     bool
+	limits                                                  tunnel.Limits
+	drainTimeout, handshakeTimeout                          time.Duration
+	maxHeaderBytes                                          int
+	auth, authCredentials                                   string
+	authRate                                                float64
+	authBurst                                               int
+	pp                                                      privacypass.ProxyConfig
+	ppPerConn                                               bool
+	interopBreak                                            string
+}
+
+// authKinds are -auth's values; a comma-separated list chains them.
+var authKinds = []string{"none", "bearer", "basic", "privacypass"}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	c := &flags{}
+	fs := flag.NewFlagSet("masqued", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: masqued [flags]\n\nServes CONNECT and CONNECT-UDP over HTTP/3, HTTP/2 and HTTP/1.1. With no flags:\n127.0.0.1:4433 (UDP and TCP), a self-signed certificate, and no tunnels to\nprivate addresses. -config FILE reads flags from a YAML file (keys are the\nflag names); flags on the command line win.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.configFile, "config", "", "YAML `file` of settings, keyed by these flags' names")
+	fs.StringVar(&c.checkConfig, "check-config", "", "check the YAML `file` (and the files it names), print \"FILE: ok\" and exit")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "`address` to serve on: HTTP/3 over UDP, HTTP/2 and HTTP/1.1 over TCP on the same port")
+	fs.BoolVar(&c.noTCP, "no-tcp", false, "serve HTTP/3 only, no TCP listener")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate chain PEM `file` (with -tls-key); none = self-signed")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "private key PEM `file` (with -tls-cert)")
+	fs.StringVar(&c.certOut, "cert-out", "", "where to write the self-signed certificate's PEM (`file`; default $XDG_STATE_HOME/masqued/cert.pem or ~/.local/state/masqued/cert.pem)")
+	fs.BoolVar(&c.allowPrivate, "allow-private-targets", false, "allow tunnels to loopback, private and other special-purpose addresses")
+	fs.StringVar(&c.udpTemplate, "udp-template", tunnel.DefaultUDPTemplate, "CONNECT-UDP URI `template`")
+	fs.IntVar(&c.limits.MaxTunnels, "max-tunnels", 0, "open tunnels in total (0 = unlimited)")
+	fs.IntVar(&c.limits.MaxTunnelsPerConn, "max-tunnels-per-conn", 0, "open tunnels per client connection (0 = the default, 10000)")
+	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", 0, "close a tunnel idle this long (0 = the default, 5m)")
+	fs.DurationVar(&c.limits.DialTimeout, "dial-timeout", 0, "time to resolve and connect to a target (0 = the default, 10s)")
+	fs.IntVar(&c.limits.MaxUDPPayload, "max-udp-payload", 0, "largest UDP payload relayed, in `bytes` (0 = the default, 16384)")
+	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 0, "time for a client's QUIC or TLS handshake and first request header (0 = the defaults, 5s for QUIC and 10s for TLS)")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 0, "largest request header, in `bytes` (0 = the defaults, 16384 over TCP)")
+	fs.StringVar(&c.egress.Pools, "egress-pools", "", "geofeed `file` (RFC 8805; column 6: geohash of the cell) of egress addresses, chosen per client location; none = the host's default source address")
+	fs.StringVar(&c.egress.Key, "egress-key", "", "`file` with the secret (16+ bytes) that keys egress selection; none = random at each start")
+	fs.IntVar(&c.egress.Precision, "geohash-precision", 4, "geohash characters in a client's cell (1-12; 4 is about 39 × 20 km)")
+	fs.StringVar(&c.egress.GeoIP, "geoip-db", "", "MaxMind-format `file` that places clients (with -egress-pools); none = every client in the default pool")
+	fs.StringVar(&c.resolver, "resolver", "", "DNS server for targets: udp://IP[:53], tcp://IP[:53], tls://IP[:853] or https://HOST/dns-query (`URL`); none = the system resolver")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&c.accessLog, "access-log", "plain", "per-tunnel log line: plain (no address), client (with the client's address), target (with the target), or none; never both addresses")
+	fs.StringVar(&c.adminListen, "admin-listen", "", "TCP `address` for /metrics, /healthz, /readyz and /debug/pprof/ (keep it on loopback or a management network); none = off")
+	fs.StringVar(&c.pidFile, "pid-file", "", "`file` that gets the serving process's ID, also after a SIGHUP restart")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT, SIGTERM or a SIGHUP restart, wait this long for tunnels to end")
+	fs.StringVar(&c.auth, "auth", "none", "tunnel authentication: none, bearer, basic or privacypass (Privacy Pass tokens, RFC 9577); a comma-separated list admits what any of them admits")
+	fs.StringVar(&c.authCredentials, "auth-credentials", "", "bearer and basic: `file` of \"NAME SHA256HEX\" lines, the SHA-256 of each random secret")
+	fs.Float64Var(&c.authRate, "auth-rate", 0, "bearer and basic: tunnels per second each credential may open (0 = unlimited)")
+	fs.IntVar(&c.authBurst, "auth-burst", 10, "bearer and basic: tunnels a credential may open at once beyond -auth-rate")
+	fs.StringVar(&c.pp.IssuerDirectory, "pp-issuer", "", "privacypass: the issuer directory `URL` whose type-2 keys to accept; none = run an issuer and an attester with a demo account in this process")
+	fs.StringVar(&c.pp.Listen, "pp-listen", "127.0.0.1:4434", "privacypass: TCP `address` of the in-process issuer directory and attester (HTTPS)")
+	fs.StringVar(&c.pp.StateDir, "pp-state", "", "privacypass: `dir` of the in-process issuer's keys and the demo account (default $XDG_STATE_HOME/masqued/privacypass)")
+	fs.StringVar(&c.pp.Redis, "pp-redis", "", "privacypass: Redis `address` (host:port or socket path) for spent tokens shared by several proxies; none = memory")
+	fs.BoolVar(&c.ppPerConn, "pp-per-connection", false, "a credential (with privacypass, a token) admits every tunnel of its connection, not one tunnel")
+	fs.StringVar(&c.interopBreak, "interop-break", "", "for testing the interop runner only: break a `feature` on purpose (capsules: ignore DATAGRAM capsules)")
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, cli.Usagef(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	if c.configFile != "" && c.checkConfig != "" {
+		return nil, cli.Usagef(fs, "-config and -check-config: give one")
+	}
+	if file := c.configFile + c.checkConfig; file != "" {
+		if err := config.Load(fs, file, "config", "check-config"); err != nil {
+			return nil, &cli.ConfigError{Err: err}
+		}
+	}
+	return c, c.validate()
+}
+
+// validate checks what the flag types cannot. Its errors name the flag.
+func (c *flags) validate() error {
+	if c.egress.Pools == "" && (c.egress.Key != "" || c.egress.GeoIP != "") {
+		return cli.Configf("-egress-key and -geoip-db need -egress-pools")
+	}
+	for kind := range strings.SplitSeq(c.auth, ",") {
+		if !slices.Contains(authKinds, kind) || kind == "none" && c.auth != "none" {
+			return cli.Configf("-auth must be none, or a comma-separated list of bearer, basic and privacypass, not %q", c.auth)
+		}
+	}
+	if (strings.Contains(c.auth, "bearer") || strings.Contains(c.auth, "basic")) != (c.authCredentials != "") {
+		return cli.Configf("-auth-credentials goes with -auth bearer or basic, and they need it")
+	}
+	if c.interopBreak != "" && c.interopBreak != "capsules" {
+		return cli.Configf("-interop-break must be capsules, not %q", c.interopBreak)
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return cli.Configf("-log-format must be text or json, not %q", c.logFormat)
+	}
+	l := c.limits
+	if l.MaxTunnels < 0 || l.MaxTunnelsPerConn < 0 || l.IdleTimeout < 0 || l.DialTimeout < 0 || l.MaxUDPPayload < 0 ||
+		c.drainTimeout < 0 || c.handshakeTimeout < 0 || c.maxHeaderBytes < 0 || c.authRate < 0 || c.authBurst < 0 {
+		return cli.Configf("limits and timeouts must not be negative")
+	}
+	return nil
+}
