@@ -72,8 +72,7 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
 		f.front.WriteError(w, err)
 		return
 	}
-	state, _ := r.Context().Value(connKey{}).(*tunnel.ConnState)
-	t, err := f.front.Open(r.Context(), r, tunnel.KindTCP, target, state)
+	t, err := f.front.Open(r.Context(), r, tunnel.KindTCP, target, &connOf(r).state)
 	if err != nil {
 		f.front.WriteError(w, err)
 		return

@@ -56,6 +56,7 @@ type Server struct {
 	// MaxHeaderBytes bounds a request's header (431 past it); 0 = 16 KiB.
 	MaxHeaderBytes int
 
+	conns    sync.Map // net.Conn → *connInfo, until net/http closes or hands it over
 	initOnce sync.Once
 	initErr  error
 	srv      *http.Server
@@ -71,6 +72,21 @@ type Server struct {
 }
 
 type connKey struct{}
+
+// connInfo is what a request needs from its client connection.
+type connInfo struct {
+	state  tunnel.ConnState
+	closed func() // counts the connection closed; safe to call more than once
+}
+
+// connOf returns r's connection, or an empty one (for tests that call
+// ServeHTTP directly).
+func connOf(r *http.Request) *connInfo {
+	if ci, ok := r.Context().Value(connKey{}).(*connInfo); ok {
+		return ci
+	}
+	return &connInfo{closed: func() {}}
+}
 
 func (s *Server) init() error {
 	s.initOnce.Do(func() { s.initErr = s.build() })
@@ -107,8 +123,19 @@ func (s *Server) build() error {
 			MaxReceiveBufferPerStream:     1 << 20,
 			MaxReceiveBufferPerConnection: 16 << 20,
 		},
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, new(tunnel.ConnState))
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ci := &connInfo{closed: s.front.ConnOpened()}
+			s.conns.Store(c, ci)
+			return context.WithValue(ctx, connKey{}, ci)
+		},
+		ConnState: func(c net.Conn, state http.ConnState) {
+			// A hijacked connection is counted until its tunnel ends
+			// (serveHijacked); the others until net/http closes them.
+			if state == http.StateClosed || state == http.StateHijacked {
+				if ci, ok := s.conns.LoadAndDelete(c); ok && state == http.StateClosed {
+					ci.(*connInfo).closed()
+				}
+			}
 		},
 		ErrorLog: errorLog(s.Logger),
 	}
@@ -216,14 +243,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.front.WriteError(w, err)
 		return
 	}
-	state, _ := r.Context().Value(connKey{}).(*tunnel.ConnState)
-	t, err := s.front.Open(r.Context(), r, kind, target, state)
+	ci := connOf(r)
+	t, err := s.front.Open(r.Context(), r, kind, target, &ci.state)
 	if err != nil {
 		s.front.WriteError(w, err)
 		return
 	}
 	if r.ProtoMajor == 1 {
-		s.serveHijacked(w, t, kind)
+		s.serveHijacked(w, t, kind, ci)
 		return
 	}
 	maps.Copy(w.Header(), t.Header())
@@ -251,7 +278,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveHijacked answers an HTTP/1.1 tunnel request with 200 (CONNECT) or 101
 // (Upgrade: connect-udp) and relays on the raw connection.
-func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tunnel.Kind) {
+func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tunnel.Kind, ci *connInfo) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		t.Close()
@@ -260,6 +287,7 @@ func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tun
 		return
 	}
 	defer conn.Close()
+	defer ci.closed()
 	if !s.track(conn) {
 		t.Close()
 		return
