@@ -75,12 +75,11 @@ var errIdle = errors.New("tunnel idle timeout")
 // streamCopier copies one direction of a TCP tunnel. It is a named type so
 // stack traces say which goroutine is which.
 type streamCopier struct {
-	dst     io.Writer
-	src     io.Reader
-	fin     func() error // half-closes dst after src's EOF
-	count   func(int)
-	seen    *activity
-	written int64
+	dst   io.Writer
+	src   io.Reader
+	fin   func() error // half-closes dst after src's EOF
+	count func(int)
+	seen  *activity
 }
 
 func (c *streamCopier) run() error {
@@ -94,7 +93,6 @@ func (c *streamCopier) run() error {
 			// stream can deliver the bytes and then fail its flush because
 			// the client, having read them, reset the stream.
 			w, err := c.dst.Write(buf[:n])
-			c.written += int64(w)
 			c.count(w)
 			if err != nil {
 				return err
