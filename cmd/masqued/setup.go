@@ -52,15 +52,8 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 			s.close()
 		}
 	}()
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, cli.Configf("-log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.logFormat == "json" {
-		s.logger = slog.New(slog.NewJSONHandler(stderr, opts))
-	} else {
-		s.logger = slog.New(slog.NewTextHandler(stderr, opts))
+	if s.logger, err = cli.Logger(stderr, c.logLevel, c.logFormat); err != nil {
+		return nil, err
 	}
 	if s.accessLog, err = tunnel.ParseAccessLog(c.accessLog); err != nil {
 		return nil, cli.Configf("-access-log: %w", err)

@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -93,11 +92,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	logger, err := cli.Logger(stderr, c.logLevel, "text")
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	sc := privacypass.ServicesConfig{IssuerURL: c.issuerURL, Rate: rate.Limit(c.rate), Burst: c.burst, Logger: logger}
 	if c.keys != "" {
 		c.issuer.Dir, c.issuer.Logger = c.keys, logger

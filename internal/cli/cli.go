@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -76,4 +77,19 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 		os.Exit(2)
 	}
 	os.Exit(1)
+}
+
+// Logger returns a slog.Logger on w for a -log-level value (debug, info, warn,
+// error) and a format, text or json. A bad level is a ConfigError naming
+// -log-level.
+func Logger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, Configf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
