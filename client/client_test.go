@@ -9,21 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
-	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) {
-	if err := xconnect.Enable(); err != nil {
-		panic(err)
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 
 // startProxy serves the TCP front on a loopback port and, with h3, HTTP/3 on
 // the same UDP port. Without h3 a UDP socket holds the port and drops every

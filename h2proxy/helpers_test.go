@@ -16,17 +16,13 @@ import (
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
-	"github.com/masqued/masqued/internal/xconnect"
 )
 
 func TestMain(m *testing.M) {
-	if err := xconnect.Enable(); err != nil {
-		panic(err)
-	}
 	// After answering a request it will not read (431), net/http sleeps
 	// 500 ms before closing so the client sees the answer, not a reset
 	// (net/http's rstAvoidanceDelay); that goroutine ends by itself.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"))
+	testnet.MainHTTP2(m, goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"))
 }
 
 // testProxy is a TCP front serving on loopback for one test.

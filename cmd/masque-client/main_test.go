@@ -13,22 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
-	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) {
-	if err := xconnect.Enable(); err != nil {
-		panic(err)
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 
 // body is what the origins serve: large enough to span many packets.
 var body = bytes.Repeat([]byte("masque-client "), 100_000)

@@ -13,21 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/load"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/xconnect"
 )
 
-func TestMain(m *testing.M) {
-	if err := xconnect.Enable(); err != nil {
-		panic(err)
-	}
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 
 // runLoad runs masque-load with args and returns stdout, stderr and the
 // error run returned.
