@@ -89,6 +89,7 @@ type Conn struct {
 // tunneler is what h3proxy.Client and h2proxy.Client have in common.
 type tunneler interface {
 	DialTCP(ctx context.Context, target string) (net.Conn, error)
+	Usable() bool
 	Close() error
 }
 

@@ -101,6 +101,11 @@ func (c *Client) Protocol() string {
 	return "http/1.1"
 }
 
+// Usable reports whether new tunnels can be opened on c: over HTTP/2, its
+// connection is up and not going away; over HTTP/1.1 every tunnel dials its
+// own connection, so always.
+func (c *Client) Usable() bool { return c.cc == nil || c.cc.CanTakeNewRequest() }
+
 // Close closes the connection to the proxy and with it every HTTP/2 tunnel.
 // HTTP/1.1 tunnels have their own connections, closed with them.
 func (c *Client) Close() error {

@@ -115,6 +115,10 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 // DATAGRAM capsules on the stream (false).
 func (c *Client) Datagrams() bool { return c.datagrams }
 
+// Usable reports whether new tunnels can be opened on c: its connection is
+// up and the proxy has not sent GOAWAY.
+func (c *Client) Usable() bool { return c.conn.Context().Err() == nil && !c.ctl.goAway.Load() }
+
 // Close closes the connection to the proxy and with it every tunnel.
 func (c *Client) Close() error {
 	err := errors.Join(c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), ""), c.tr.Close())

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/masqued/masqued/client"
 	"github.com/masqued/masqued/internal/localproxy"
 )
 
@@ -35,13 +36,15 @@ func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	dialCtx, cancel := context.WithTimeout(ctx, o.timeout)
-	tun, err := o.dialer(proxyTLS).Dial(dialCtx, o.proxy)
+	// A session, not one connection: serve runs for hours, and the proxy
+	// may restart or its connection break; the next tunnel dials anew.
+	tun, err := client.NewSession(dialCtx, o.dialer(proxyTLS), o.proxy)
 	cancel()
 	if err != nil {
 		return err
 	}
 	defer tun.Close()
-	logger.Info("connected to the proxy", "transport", tun.Transport())
+	logger.Info("connected to the proxy", "transport", tun.Conn().Transport())
 
 	var servers []entryServer
 	served := make(chan error, 2)
