@@ -71,25 +71,60 @@ func (c Cert) ServerTLS() *tls.Config {
 func (c Cert) ClientTLS() *tls.Config { return &tls.Config{RootCAs: c.Pool} }
 
 // UDP returns a UDP socket on host's loopback address, closed at cleanup.
+// Its port is free for TCP too when it is made, so that a test's UDP proxy
+// and a TCP origin never share a port number: the SSRF policy would take the
+// origin for the proxy itself (it refuses the proxy's address:port on both,
+// as masqued serves both).
 func UDP(t testing.TB, host string) *net.UDPConn {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)})
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if portFree("tcp", c.LocalAddr().String()) {
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		c.Close()
 	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	t.Fatal("no UDP port free for TCP too")
+	return nil
+}
+
+// portFree reports whether addr's port can be bound on network now.
+func portFree(network, addr string) bool {
+	if network == "tcp" {
+		l, err := net.Listen(network, addr)
+		if err == nil {
+			l.Close()
+		}
+		return err == nil
+	}
+	c, err := net.ListenPacket(network, addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 // TCP returns a TCP listener on host's loopback address, closed at cleanup.
+// Its port is free for UDP too when it is made (see UDP).
 func TCP(t testing.TB, host string) net.Listener {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if portFree("udp", l.Addr().String()) {
+			t.Cleanup(func() { l.Close() })
+			return l
+		}
+		l.Close()
 	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	t.Fatal("no TCP port free for UDP too")
+	return nil
 }
 
 // UDPEcho starts a UDP server on host that sends every packet back, and
