@@ -1,18 +1,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/internal/proc"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -61,18 +57,7 @@ func isUsage(err error) bool {
 // its in-process issuer and attester, and masque-client serve with the demo
 // account, which mints tokens ahead; curl fetches through the entry point.
 func TestServeBinariesWithTokens(t *testing.T) {
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	for _, cmd := range []string{"masqued", "masque-client"} {
-		if err := proc.GoBuild(ctx, filepath.Join("cmd", cmd), filepath.Join(dir, cmd)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("through " + r.URL.Path))
-	}))
-	defer origin.Close()
+	dir, origin := buildBinaries(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0") // a port for the attester, free a moment ago
 	if err != nil {
 		t.Fatal(err)

@@ -38,10 +38,12 @@ func line(t *testing.T, p *proc.Process, prefix string) string {
 	return l
 }
 
-// TestServeBinaries runs the built masqued and masque-client serve as
-// processes and fetches through the entry point with curl, as a user would.
-func TestServeBinaries(t *testing.T) {
-	dir := t.TempDir()
+// buildBinaries builds masqued and masque-client into a temporary directory
+// and starts a plain-HTTP origin that answers "through PATH", both for the
+// test's lifetime.
+func buildBinaries(t *testing.T) (dir string, origin *httptest.Server) {
+	t.Helper()
+	dir = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for _, cmd := range []string{"masqued", "masque-client"} {
@@ -49,10 +51,17 @@ func TestServeBinaries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("through " + r.URL.Path))
 	}))
-	defer origin.Close()
+	t.Cleanup(origin.Close)
+	return dir, origin
+}
+
+// TestServeBinaries runs the built masqued and masque-client serve as
+// processes and fetches through the entry point with curl, as a user would.
+func TestServeBinaries(t *testing.T) {
+	dir, origin := buildBinaries(t)
 
 	proxy := startBinary(t, filepath.Join(dir, "masqued"), "-listen", "127.0.0.1:0", "-allow-private-targets",
 		"-cert-out", filepath.Join(dir, "cert.pem"), "-log-level", "warn")
