@@ -22,11 +22,22 @@ type Stream interface {
 // closeWriter is implemented by *net.TCPConn.
 type closeWriter interface{ CloseWrite() error }
 
-// streamBufSize is the copy buffer size: large enough for full-size QUIC
-// stream writes, small enough to pool per direction.
-const streamBufSize = 32 << 10
+// A copier starts with a small buffer, which is all an idle or interactive
+// tunnel ever holds, and moves to a bulk buffer once a read fills the small
+// one: bulk writes mean fewer HTTP/2 DATA frames, TLS records and frame
+// writer goroutines, and fewer QUIC stream writes per byte. Measured on
+// loopback (masque-bench -inprocess, median of 5), 128 KiB bulk buffers
+// made HTTP/2 CONNECT downloads 11% and HTTP/3 CONNECT downloads 19%
+// faster than 32 KiB; 256 KiB gained little more for twice the memory.
+const (
+	smallStreamBuf = 32 << 10
+	bulkStreamBuf  = 128 << 10
+)
 
-var streamBufs = sync.Pool{New: func() any { return new([streamBufSize]byte) }}
+var (
+	smallStreamBufs = sync.Pool{New: func() any { return new([smallStreamBuf]byte) }}
+	bulkStreamBufs  = sync.Pool{New: func() any { return new([bulkStreamBuf]byte) }}
+)
 
 // activity is the time of the last byte seen in either direction, for idle
 // timeouts. Stored as Unix nanoseconds.
@@ -83,10 +94,11 @@ type streamCopier struct {
 }
 
 func (c *streamCopier) run() error {
-	buf := streamBufs.Get().(*[streamBufSize]byte)
-	defer streamBufs.Put(buf)
+	small := smallStreamBufs.Get().(*[smallStreamBuf]byte)
+	buf, release := small[:], func() { smallStreamBufs.Put(small) }
+	defer func() { release() }()
 	for {
-		n, rerr := c.src.Read(buf[:])
+		n, rerr := c.src.Read(buf)
 		if n > 0 {
 			c.seen.touch()
 			// Count what the writer took even when it fails: an HTTP/2
@@ -97,6 +109,11 @@ func (c *streamCopier) run() error {
 			if err != nil {
 				return err
 			}
+		}
+		if n == smallStreamBuf && len(buf) == smallStreamBuf {
+			release()
+			bulk := bulkStreamBufs.Get().(*[bulkStreamBuf]byte)
+			buf, release = bulk[:], func() { bulkStreamBufs.Put(bulk) }
 		}
 		if rerr == io.EOF {
 			return c.fin()
