@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	start := time.Now()
-	r.sched = &schedule{start: start, rate: cfg.Rate, limit: cfg.Count}
+	r.sched = &schedule{start: start, rate: cfg.Rate, limit: cfg.Count, fine: preciseSleep}
 	r.measureFrom = start.Add(cfg.Warmup)
 	stop, cancel := context.WithCancel(ctx)
 	defer cancel()
