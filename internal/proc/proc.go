@@ -37,8 +37,10 @@ type Process struct {
 	cancel context.CancelFunc
 	stdout *output
 	stderr *output
-	done   chan struct{} // closed when the process has exited
-	err    error         // Wait's error, set before done is closed
+	pid    int
+	done   chan struct{}    // closed when the process has exited
+	err    error            // Wait's error, set before done is closed
+	state  *os.ProcessState // set before done is closed
 }
 
 // Start starts path with args. The process gets SIGTERM when ctx is done or
@@ -65,11 +67,25 @@ func Start(ctx context.Context, path string, args ...string) (*Process, error) {
 		cancel()
 		return nil, err
 	}
+	p.pid = cmd.Process.Pid
 	go func() {
 		defer close(p.done)
 		p.err = cmd.Wait()
+		p.state = cmd.ProcessState
 	}()
 	return p, nil
+}
+
+// CPUTime is the user and system CPU time the process has used so far: all
+// of it once it has exited; while it runs, what the kernel reports (Linux
+// only).
+func (p *Process) CPUTime() (time.Duration, error) {
+	select {
+	case <-p.done:
+		return p.state.UserTime() + p.state.SystemTime(), nil
+	default:
+		return CPUTime(p.pid)
+	}
 }
 
 // Name is the program's file name and its subcommand, if any.

@@ -1,0 +1,65 @@
+package proc
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	for _, tc := range []struct {
+		stat string
+		want time.Duration
+		ok   bool
+	}{
+		{"18785 (cat) R 18663 18663 12765 0 -1 4194304 104 0 0 0 7 3 0 0 20 0 1 0", 100 * time.Millisecond, true},
+		// A command name with spaces and a ')' of its own.
+		{"42 (a) b (c)) S 1 1 1 0 -1 0 0 0 0 0 250 50 0 0 20 0 9 0 5", 3 * time.Second, true},
+		{"42 (x) S 1 1 1 0 -1 0 0 0 0 0 250", 0, false},       // cut short
+		{"42 x S 1 1 1 0 -1 0 0 0 0 0 1 2 0 0", 0, false},     // no name
+		{"42 (x) S 1 1 1 0 -1 0 0 0 0 0 1 -2 0 0", 0, false},  // negative
+		{"42 (x) S 1 1 1 0 -1 0 0 0 0 0 1 two 0 0", 0, false}, // not a number
+	} {
+		got, err := parseStatCPU([]byte(tc.stat))
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseStatCPU(%q) = %v, %v; want %v, ok %v", tc.stat, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+// The test's own CPU time, as the kernel reports it, grows with a busy loop
+// (by less than its wall time if other tests share the CPUs).
+func TestCPUTime(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("read from /proc")
+	}
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spent := after - before; spent < 50*time.Millisecond || spent > 5*time.Second {
+		t.Errorf("300 ms of busy loop counted as %v of CPU", spent)
+	}
+	if _, err := CPUTime(1 << 30); err == nil {
+		t.Error("CPUTime of a process that does not exist: no error")
+	}
+}
+
+// An exited process reports its whole CPU time.
+func TestProcessCPUTimeAfterExit(t *testing.T) {
+	p := start(t, context.Background(), "-then", "exit")
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := p.CPUTime(); err != nil || d <= 0 || d > 5*time.Second {
+		t.Errorf("CPUTime() = %v, %v; want a small positive time", d, err)
+	}
+}
