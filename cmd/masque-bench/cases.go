@@ -89,15 +89,35 @@ func selectCases(names []string) ([]benchCase, error) {
 	return cs, nil
 }
 
-// download runs one download of c and checks what arrived. Its time
-// includes setting up the connections and the tunnel, except with
-// masque-go's client, which times only its GET.
-func (e *env) download(ctx context.Context, c benchCase, timeout time.Duration) (time.Duration, error) {
+// download runs one download of c, checks what arrived, and returns its
+// time and the CPU its processes spent. The time includes setting up the
+// connections and the tunnel, except with masque-go's client, which times
+// only its GET.
+func (e *env) download(ctx context.Context, c benchCase, timeout time.Duration) (time.Duration, cpuUse, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if c.client == masqueGo {
-		return e.downloadWithMasqueGo(ctx, c)
+	before, err := e.readCPU(c)
+	if err != nil {
+		return 0, cpuUse{}, err
 	}
+	var d, clientCPU time.Duration
+	if c.client == masqueGo {
+		d, clientCPU, err = e.downloadWithMasqueGo(ctx, c)
+	} else {
+		d, err = e.downloadWithOurs(ctx, c)
+	}
+	if err != nil {
+		return 0, cpuUse{}, err
+	}
+	after, err := e.readCPU(c)
+	use := after.since(before)
+	if c.client == masqueGo {
+		use.client = clientCPU
+	}
+	return d, use, err
+}
+
+func (e *env) downloadWithOurs(ctx context.Context, c benchCase) (time.Duration, error) {
 	start := time.Now()
 	body, err := e.open(ctx, c)
 	if err != nil {
@@ -129,35 +149,37 @@ var statsLine = regexp.MustCompile(`(?m)^bytes=(\d+) seconds=([0-9.]+) `)
 // settings, through c's proxy. The client writes the body to a file, checked
 // afterwards; the time is the one the client reports, from its GET to the
 // body's end: its connection to the proxy and the tunnel's set-up are not in
-// it, unlike in the other cases (they take a few ms).
-func (e *env) downloadWithMasqueGo(ctx context.Context, c benchCase) (time.Duration, error) {
+// it, unlike in the other cases (they take a few ms). It also returns the
+// client's CPU time.
+func (e *env) downloadWithMasqueGo(ctx context.Context, c benchCase) (time.Duration, time.Duration, error) {
 	p := e.proxies[c.via]
 	out := filepath.Join(e.dir, "masquego-body")
 	defer os.Remove(out)
 	cl, err := proc.Start(ctx, e.program(masqueGoDir), "client", "-template", p.template, "-ca", p.certFile,
 		"-origin-ca", e.originCertFile, "-o", out, "https://"+e.h3Origin.String()+"/")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer cl.Stop() // it has exited by then; this releases its context
 	if err := cl.Wait(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	m := statsLine.FindAllStringSubmatch(cl.Stderr(), -1)
 	if len(m) != 1 {
-		return 0, fmt.Errorf("%s printed %d statistics lines, want 1; %s", cl.Name(), len(m), cl.Output())
+		return 0, 0, fmt.Errorf("%s printed %d statistics lines, want 1; %s", cl.Name(), len(m), cl.Output())
 	}
 	secs, err := strconv.ParseFloat(m[0][2], 64)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	f, err := os.Open(out)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
 	if err := e.check(f); err != nil {
-		return 0, fmt.Errorf("%s's body (it counted %s bytes): %w", cl.Name(), m[0][1], err)
+		return 0, 0, fmt.Errorf("%s's body (it counted %s bytes): %w", cl.Name(), m[0][1], err)
 	}
-	return time.Duration(secs * float64(time.Second)), nil
+	cpu, err := cl.CPUTime()
+	return time.Duration(secs * float64(time.Second)), cpu, err
 }

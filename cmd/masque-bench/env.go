@@ -71,6 +71,7 @@ type env struct {
 	tcpOrigin *net.TCPAddr
 	tlsOrigin *net.TCPAddr
 	proxies   map[string]*proxy
+	origins   *proc.Process // nil when they run inside the bench
 
 	dir            string // the bench's files: programs, certificates, downloads
 	originCertFile string // the origins' certificate, PEM
@@ -80,17 +81,18 @@ type env struct {
 
 // proxy is a MASQUE proxy that cases go through.
 type proxy struct {
-	url      string      // https://127.0.0.1:PORT
-	template string      // its CONNECT-UDP template; "" = the default
-	tls      *tls.Config // trusts its certificate
-	certFile string      // its certificate, PEM
+	url      string        // https://127.0.0.1:PORT
+	template string        // its CONNECT-UDP template; "" = the default
+	tls      *tls.Config   // trusts its certificate
+	certFile string        // its certificate, PEM
+	proc     *proc.Process // nil inside the bench
 }
 
 // setUp builds the proxies' programs, starts them, and starts the origins.
-func setUp(ctx context.Context, o options, cs []benchCase) (e *env, err error) {
-	e = &env{payload: newPayload(o.size), proxies: map[string]*proxy{}}
+func setUp(ctx context.Context, o options, cs []benchCase) (_ *env, err error) {
+	e := &env{payload: newPayload(o.size), proxies: map[string]*proxy{}}
 	defer func() {
-		if err != nil {
+		if err != nil { // e, not the nil that the failing return sets
 			err = errors.Join(err, e.close())
 		}
 	}()
@@ -265,11 +267,11 @@ var (
 // startMasqueGo starts masque-go's proxy. Its program has its client too.
 func (e *env) startMasqueGo(ctx context.Context) (*proxy, error) {
 	certFile := filepath.Join(e.dir, "masquego.pem")
-	_, addr, err := e.startProgram(ctx, masqueGoDir, "proxy", "-listen", "127.0.0.1:0", "-cert-out", certFile)
+	p, addr, err := e.startProgram(ctx, masqueGoDir, "proxy", "-listen", "127.0.0.1:0", "-cert-out", certFile)
 	if err != nil {
 		return nil, err
 	}
-	return newProxy(addr, "/.well-known/masque/udp/{target_host}/{target_port}/", certFile)
+	return newProxy(p, addr, "/.well-known/masque/udp/{target_host}/{target_port}/", certFile)
 }
 
 // startMasqued starts masqued.
@@ -282,7 +284,7 @@ func (e *env) startMasqued(ctx context.Context) (*proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newProxy(addr, "", certFile)
+	return newProxy(p, addr, "", certFile)
 }
 
 // startProgram builds the program in dir and starts it with args until
@@ -306,9 +308,9 @@ func (e *env) startProgram(ctx context.Context, dir string, args ...string) (*pr
 // program is where the bench builds the program in dir.
 func (e *env) program(dir string) string { return filepath.Join(e.dir, filepath.Base(dir)) }
 
-// newProxy describes the proxy at addr whose certificate is in certFile.
-// A non-empty templatePath is its CONNECT-UDP template's path.
-func newProxy(addr, templatePath, certFile string) (*proxy, error) {
+// newProxy describes the proxy process p at addr whose certificate is in
+// certFile. A non-empty templatePath is its CONNECT-UDP template's path.
+func newProxy(p *proc.Process, addr, templatePath, certFile string) (*proxy, error) {
 	pem, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, err
@@ -317,9 +319,9 @@ func newProxy(addr, templatePath, certFile string) (*proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
-	p := &proxy{url: "https://" + addr, tls: &tls.Config{RootCAs: pool}, certFile: certFile}
+	px := &proxy{url: "https://" + addr, tls: &tls.Config{RootCAs: pool}, certFile: certFile, proc: p}
 	if templatePath != "" {
-		p.template = p.url + templatePath
+		px.template = px.url + templatePath
 	}
-	return p, nil
+	return px, nil
 }

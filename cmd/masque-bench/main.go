@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -73,13 +74,14 @@ func main() {
 	if *caseList != "" {
 		o.cases = strings.Split(*caseList, ",")
 	}
-	if err := run(o); err != nil {
+	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "masque-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(o options) error {
+// run measures the cases o names and prints the table on w.
+func run(o options, w io.Writer) error {
 	cs, err := selectCases(o.cases)
 	if err != nil {
 		return err
@@ -97,7 +99,7 @@ func run(o options) error {
 	if err = errors.Join(err, e.close()); err != nil {
 		return err
 	}
-	printTable(os.Stdout, res, o)
+	printTable(w, res, o)
 	return nil
 }
 
@@ -126,20 +128,22 @@ func profile(o options, fn func() ([]result, error)) ([]result, error) {
 // the machine spread over all cases, and returns the median of each.
 func measure(ctx context.Context, e *env, cs []benchCase, o options) ([]result, error) {
 	secs := make([][]float64, len(cs))
+	cpu := make([]cpuUse, len(cs))
 	for r := range o.runs {
 		for i, c := range cs {
-			d, err := e.download(ctx, c, o.timeout)
+			d, use, err := e.download(ctx, c, o.timeout)
 			if err != nil {
 				return nil, fmt.Errorf("%s, run %d: %w", c.name, r+1, err)
 			}
 			secs[i] = append(secs[i], d.Seconds())
+			cpu[i].add(use)
 			fmt.Fprintf(os.Stderr, "%-18s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
 		}
 	}
 	res := make([]result, len(cs))
 	for i, c := range cs {
 		slices.Sort(secs[i])
-		res[i] = result{benchCase: c, seconds: secs[i][len(secs[i])/2], mbits: mbits(o.size, secs[i][len(secs[i])/2])}
+		res[i] = result{benchCase: c, seconds: secs[i][len(secs[i])/2], mbits: mbits(o.size, secs[i][len(secs[i])/2]), cpu: cpu[i]}
 	}
 	return res, nil
 }

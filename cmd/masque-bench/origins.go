@@ -42,6 +42,7 @@ func (e *env) startOriginProcess(size int64) error {
 		return err
 	}
 	e.stops = append(e.stops, p.Stop)
+	e.origins = p
 	h3, err := p.Line("h3 ")
 	if err != nil {
 		return err

@@ -6,12 +6,27 @@ import (
 	"runtime"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
-// result is a case's median download.
+// result is a case's median download, and the CPU of all its downloads.
 type result struct {
 	benchCase
 	seconds, mbits float64
+	cpu            cpuUse
+}
+
+// cpuCells are the case's CPU seconds per GB downloaded, over all its
+// runs: client, proxy, origins; "-" where not measured.
+func (r result) cpuCells(o options) []string {
+	gb := float64(o.size) * float64(o.runs) / 1e9
+	cells := []string{"-", "-", "-"}
+	for i, d := range []time.Duration{r.cpu.client, r.cpu.proxy, r.cpu.origins} {
+		if r.cpu.measured && (i != 1 || r.via != direct) {
+			cells[i] = fmt.Sprintf("%.2f", d.Seconds()/gb)
+		}
+	}
+	return cells
 }
 
 // printTable prints the results as aligned text or Markdown, each case's
@@ -22,14 +37,14 @@ func printTable(w io.Writer, res []result, o options) {
 	for _, r := range res {
 		mbitsOf[r.name] = r.mbits
 	}
-	rows := [][]string{{"case", "MB", "seconds", "Mbit/s", "compared with", "ratio", "target"}}
+	rows := [][]string{{"case", "MB", "seconds", "Mbit/s", "client CPU", "proxy CPU", "origin CPU", "compared with", "ratio", "target"}}
 	for _, r := range res {
-		numbers := []string{
+		numbers := append([]string{
 			r.name,
 			fmt.Sprintf("%.0f", float64(o.size)/1e6),
 			fmt.Sprintf("%.3f", r.seconds),
 			fmt.Sprintf("%.0f", r.mbits),
-		}
+		}, r.cpuCells(o)...)
 		if len(r.vs) == 0 {
 			rows = append(rows, append(numbers, "", "", ""))
 		}
@@ -54,6 +69,12 @@ func printTable(w io.Writer, res []result, o options) {
 		ours, origins = "masqued's proxy inside the bench process (-inprocess)", "the origins inside the bench"
 	}
 	fmt.Fprintf(w, "\nMedian of %d downloads of %d bytes per case; seconds include connection and tunnel setup (not for h3-masque-go-stack: see below); every body's length and CRC-32C checked.\n", o.runs, o.size)
+	if o.inProcess {
+		fmt.Fprintln(w, "CPU is not measured with -inprocess: one process runs client, proxy and origins.")
+	} else {
+		fmt.Fprintln(w, "CPU: user+system seconds per GB downloaded, over all runs, read from /proc (10 ms steps); client CPU is the bench process's, or masque-go's client's.")
+		printProxyCPU(w, res)
+	}
 	fmt.Fprintf(w, "Proxies: %s; masque-go v0.5.0 (interop/peers/masquego, its own process). Our client runs inside the bench, %s; all on 127.0.0.1.\n", ours, origins)
 	fmt.Fprintln(w, "h3-masque-go-stack runs masque-go's client program, which writes the body to a file (checked afterwards) and reports its time from GET to the body's end, without its connection to the proxy and the tunnel's set-up.")
 	fmt.Fprintln(w, "tcp-via-masqued is also compared with h3-direct: kernel TCP on loopback is a memory copy that no QUIC tunnel approaches, and h3-direct is what one QUIC hop costs.")
@@ -91,5 +112,23 @@ func printMarkdown(w io.Writer, rows [][]string) {
 		if i == 0 {
 			fmt.Fprintf(w, "|%s\n", strings.Repeat(" --- |", len(row)))
 		}
+	}
+}
+
+// printProxyCPU compares what each proxy spends per byte of the same HTTP/3
+// download, from the same client and origin: the cost of the proxy alone,
+// whatever the machine's other processes take.
+func printProxyCPU(w io.Writer, res []result) {
+	var ours, theirs result
+	for _, r := range res {
+		switch r.name {
+		case "h3-via-masqued":
+			ours = r
+		case "h3-via-masque-go":
+			theirs = r
+		}
+	}
+	if ours.cpu.proxy > 0 && theirs.cpu.proxy > 0 { // same size and runs
+		fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, our client: masqued %.2fx masque-go's proxy.\n", ours.cpu.proxy.Seconds()/theirs.cpu.proxy.Seconds())
 	}
 }
