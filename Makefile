@@ -22,6 +22,7 @@ NESTED_MODULES      := interop/peers/masquego
 INTEROP_OUT         ?= interop-results
 INTEROP_FLAGS       ?=
 
+BENCH_ARGS          ?=
 LOAD_ARGS           ?= -mode setup -c 1 -t 50 -rate 1000 -d 10s -baseline
 
 .PHONY: test fmt vet lint deps unit nested interop test-interop bench load fuzz build
@@ -72,7 +73,7 @@ test-interop:
 	@out=$$(mktemp -d); $(MAKE) --no-print-directory interop INTEROP_OUT=$$out && rm -rf $$out
 
 bench:
-	$(GO) run ./cmd/masque-bench
+	$(GO) run ./cmd/masque-bench $(BENCH_ARGS)
 
 # masqued prints its address once it listens; it is stopped on any exit.
 load: build

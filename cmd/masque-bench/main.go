@@ -41,6 +41,7 @@ type options struct {
 	timeout    time.Duration
 	cpuProfile string
 	memProfile string
+	gomaxprocs int // for every process; 0 = Go's default
 }
 
 func main() {
@@ -60,6 +61,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on a download after this long")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench process's CPU profile of the measurements to `file`")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write the bench process's heap profile after the measurements to `file`")
+	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "run every process of the bench with GOMAXPROCS `n` (0: Go's default, the number of CPUs)")
 	serve := flag.Bool("serve-origins", false, "internal: be the bench's origin process")
 	originCert := flag.String("origin-cert", "", "internal: the origins' certificate with -serve-origins")
 	originKey := flag.String("origin-key", "", "internal: the origins' key with -serve-origins")
@@ -86,8 +88,15 @@ func run(o options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.runs < 1 || o.size < 1 {
-		return fmt.Errorf("-runs and -size must be positive")
+	if o.runs < 1 || o.size < 1 || o.gomaxprocs < 0 {
+		return fmt.Errorf("-runs and -size must be positive, -gomaxprocs not negative")
+	}
+	if o.gomaxprocs > 0 {
+		// The programs the bench starts inherit the environment.
+		runtime.GOMAXPROCS(o.gomaxprocs)
+		if err := os.Setenv("GOMAXPROCS", strconv.Itoa(o.gomaxprocs)); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -79,7 +79,11 @@ func printTable(w io.Writer, res []result, o options) {
 	fmt.Fprintln(w, "h3-masque-go-stack runs masque-go's client program, which writes the body to a file (checked afterwards) and reports its time from GET to the body's end, without its connection to the proxy and the tunnel's set-up.")
 	fmt.Fprintln(w, "tcp-via-masqued is also compared with h3-direct: kernel TCP on loopback is a memory copy that no QUIC tunnel approaches, and h3-direct is what one QUIC hop costs.")
 	fmt.Fprintln(w, "The HTTP/3 origin of all h3 cases disables path MTU discovery on its QUIC side: masque-go's proxy closes a tunnel when a datagram does not fit its client connection.")
-	fmt.Fprintf(w, "Machine: nproc %d, GOMAXPROCS %d, %s %s/%s.\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	procs := fmt.Sprint(runtime.GOMAXPROCS(0))
+	if o.gomaxprocs > 0 {
+		procs += " in every process (-gomaxprocs)"
+	}
+	fmt.Fprintf(w, "Machine: nproc %d, GOMAXPROCS %s, %s %s/%s.\n", runtime.NumCPU(), procs, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 // cells are c's last three cells in a case's table line: what the case
