@@ -231,8 +231,13 @@ func GoBuild(ctx context.Context, dir, out string) error {
 	if out, err = filepath.Abs(out); err != nil { // go build -C would take it from dir
 		return err
 	}
-	b, err := exec.CommandContext(ctx, "go", "build", "-C", filepath.Join(root, dir), "-o", out, ".").CombinedOutput()
-	if err != nil {
+	cmd := exec.CommandContext(ctx, "go", "build", "-C", filepath.Join(root, dir), "-o", out, ".")
+	if _, err := os.Stat(filepath.Join(root, dir, "go.mod")); err == nil {
+		// A nested module builds with its own requirements, outside any
+		// workspace that GOWORK names for the main module.
+		cmd.Env = append(os.Environ(), "GOWORK=off")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("building %s: %w\n%s", dir, err, b)
 	}
 	return nil
