@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,7 +84,7 @@ func printTable(w io.Writer, res []result, o options) {
 	if o.gomaxprocs > 0 {
 		procs += " in every process (-gomaxprocs)"
 	}
-	fmt.Fprintf(w, "Machine: nproc %d, GOMAXPROCS %s, %s %s/%s.\n", runtime.NumCPU(), procs, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "Machine: nproc %d, GOMAXPROCS %s, %s %s/%s; %s.\n", runtime.NumCPU(), procs, runtime.Version(), runtime.GOOS, runtime.GOARCH, quicGoVersion())
 }
 
 // cells are c's last three cells in a case's table line: what the case
@@ -135,4 +136,23 @@ func printProxyCPU(w io.Writer, res []result) {
 	if ours.cpu.proxy > 0 && theirs.cpu.proxy > 0 { // same size and runs
 		fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, our client: masqued %.2fx masque-go's proxy.\n", ours.cpu.proxy.Seconds()/theirs.cpu.proxy.Seconds())
 	}
+}
+
+// quicGoVersion says which quic-go the bench, our client, the origins and
+// masqued were built with, and whether it was replaced (make bench-gso).
+func quicGoVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "quic-go: unknown"
+	}
+	for _, m := range info.Deps {
+		if m.Path != "github.com/quic-go/quic-go" {
+			continue
+		}
+		if m.Replace != nil {
+			return "our programs on quic-go " + m.Version + " replaced by " + m.Replace.Path + " (patched: make bench-gso)"
+		}
+		return "our programs on quic-go " + m.Version
+	}
+	return "quic-go: not linked"
 }
