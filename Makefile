@@ -2,7 +2,7 @@
 #             and the interop matrix (into a temporary directory)
 # make interop the interop matrix (cmd/masque-interop) into INTEROP_OUT
 # make bench  the benchmark table (cmd/masque-bench; BENCH_ARGS)
-# make bench-gso  the same with quic-go patched to batch HTTP Datagrams (GSO)
+# make bench-patched  the same on quic-go with the patches we propose upstream
 # make load   masque-load against a fresh masqued on loopback (LOAD_ARGS)
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
@@ -24,9 +24,10 @@ INTEROP_OUT         ?= interop-results
 INTEROP_FLAGS       ?=
 
 BENCH_ARGS          ?=
+PATCHES             ?= $(wildcard cmd/masque-bench/patches/*.patch)
 LOAD_ARGS           ?= -mode setup -c 1 -t 50 -rate 1000 -d 10s -baseline
 
-.PHONY: test fmt vet lint deps unit nested interop test-interop bench bench-gso load fuzz build
+.PHONY: test fmt vet lint deps unit nested interop test-interop bench bench-patched load fuzz build
 
 test: fmt vet lint unit nested test-interop
 
@@ -76,15 +77,14 @@ test-interop:
 bench:
 	$(GO) run ./cmd/masque-bench $(BENCH_ARGS)
 
-# The bench with quic-go patched (cmd/masque-bench/quic-go-gso.patch) to batch
-# equal-size packets short of the maximum size in one sendmsg (GSO), as HTTP
-# Datagrams fill them: the measurement behind proposing it upstream. A copy of
-# quic-go is patched and used through a temporary go.work; the module cache and
-# go.mod stay as they are. masque-go builds without it (GOWORK=off).
-bench-gso:
+# The bench with quic-go patched (PATCHES, default all of
+# cmd/masque-bench/patches): the measurements behind proposing them upstream.
+# A copy of quic-go is patched and used through a temporary go.work; the module
+# cache and go.mod stay as they are. masque-go builds without it (GOWORK=off).
+bench-patched:
 	@set -e; dir=$$(mktemp -d); trap "chmod -R u+w $$dir; rm -rf $$dir" EXIT; \
 	cp -r "$$($(GO) list -m -f '{{.Dir}}' github.com/quic-go/quic-go)" $$dir/quic-go; chmod -R u+w $$dir/quic-go; \
-	git apply --directory=$$dir/quic-go --unsafe-paths cmd/masque-bench/quic-go-gso.patch; \
+	for p in $(PATCHES); do git apply --directory=$$dir/quic-go --unsafe-paths $$p; echo "quic-go patched with $$p" >&2; done; \
 	(cd $$dir && $(GO) work init $(CURDIR) && $(GO) work edit -replace github.com/quic-go/quic-go=$$dir/quic-go); \
 	GOWORK=$$dir/go.work $(GO) run ./cmd/masque-bench $(BENCH_ARGS)
 

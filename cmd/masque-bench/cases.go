@@ -27,6 +27,7 @@ const (
 type benchCase struct {
 	name   string
 	h3     bool   // HTTP/3 GET from the HTTP/3 origin; else read a TCP origin
+	upload bool   // h3: POST the payload to the origin instead
 	tls    bool   // read the TLS origin; else the plain TCP one
 	h2     bool   // reach the proxy over HTTP/2 (TLS+TCP); else HTTP/3
 	client string // masqueGo: its client program; "": ours, inside the bench
@@ -50,6 +51,12 @@ var allCases = []benchCase{
 		{vs: "h3-direct", min: 0.35},
 		{vs: "h3-via-masque-go", note: "our client, masque-go's proxy", min: 2.5},
 		{vs: "h3-masque-go-stack", note: "masque-go's client and proxy", min: 2.5},
+	}},
+	{name: "h3-upload-direct", h3: true, upload: true},
+	{name: "h3-upload-via-masque-go", h3: true, upload: true, via: masqueGo, vs: []comparison{{vs: "h3-upload-direct"}}},
+	{name: "h3-upload-via-masqued", h3: true, upload: true, via: masqued, vs: []comparison{
+		{vs: "h3-upload-direct"},
+		{vs: "h3-upload-via-masque-go", note: "our client, masque-go's proxy"},
 	}},
 	{name: "tls-direct", tls: true},
 	{name: "tls-via-masqued-h2", tls: true, h2: true, via: masqued, vs: []comparison{
@@ -123,7 +130,11 @@ func (e *env) downloadWithOurs(ctx context.Context, c benchCase) (time.Duration,
 	if err != nil {
 		return 0, err
 	}
-	if err := errors.Join(e.check(body), body.Close()); err != nil {
+	check := e.check
+	if c.upload { // the origin has checked it
+		check = func(body io.Reader) error { _, err := io.Copy(io.Discard, body); return err }
+	}
+	if err := errors.Join(check(body), body.Close()); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil

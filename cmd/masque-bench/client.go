@@ -48,13 +48,13 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 					return qt.DialEarly(ctx, e.h3Origin, tlsConf, qc)
 				},
 			}
-			body, err = e.get(ctx, tr, func() error { return errors.Join(tr.Close(), qt.Close(), pc.Close()) })
+			body, err = e.fetch(ctx, c, tr, func() error { return errors.Join(tr.Close(), qt.Close(), pc.Close()) })
 		}
 	default:
 		var u *h3proxy.UDPConn
 		if u, err = client.ListenUDP(ctx, e.h3Origin.String()); err == nil {
 			tr := u.HTTP3(e.originTLS, originQUICConfig())
-			body, err = e.get(ctx, tr, func() error { return errors.Join(tr.Close(), u.Close()) })
+			body, err = e.fetch(ctx, c, tr, func() error { return errors.Join(tr.Close(), u.Close()) })
 		}
 	}
 	if client != nil {
@@ -95,17 +95,25 @@ type readCloser struct {
 	io.Closer
 }
 
-// get GETs the payload from the HTTP/3 origin with rt; closeAll closes rt
-// and what it runs over, and the body owns it.
-func (e *env) get(ctx context.Context, rt http.RoundTripper, closeAll func() error) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+e.h3Origin.String()+"/", nil)
+// fetch GETs the payload from the HTTP/3 origin with rt, or for an upload
+// case POSTs it there, and returns the response body; closeAll closes rt
+// and what it runs over, and the body owns it. The origin checks an
+// upload's length and CRC-32C and answers 200 only if both match.
+func (e *env) fetch(ctx context.Context, c benchCase, rt http.RoundTripper, closeAll func() error) (io.ReadCloser, error) {
+	method, body := http.MethodGet, io.Reader(nil)
+	if c.upload {
+		method, body = http.MethodPost, e.payload.reader()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+e.h3Origin.String()+"/", body)
 	if err != nil {
 		return withCloser(nil, err, closeAll)
 	}
+	req.ContentLength = e.payload.size
 	resp, err := rt.RoundTrip(req)
 	if err == nil && resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		resp.Body.Close()
-		err = fmt.Errorf("origin answered %s", resp.Status)
+		err = fmt.Errorf("origin answered %s: %s", resp.Status, msg)
 	}
 	if err != nil {
 		return withCloser(nil, err, closeAll)

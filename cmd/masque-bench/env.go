@@ -61,6 +61,37 @@ func (p payload) WriteTo(w io.Writer) (int64, error) {
 	return n, nil
 }
 
+// reader reads the payload once through.
+func (p payload) reader() io.Reader { return &payloadReader{p: p} }
+
+type payloadReader struct {
+	p   payload
+	off int64
+}
+
+func (r *payloadReader) Read(b []byte) (int, error) {
+	if r.off >= r.p.size {
+		return 0, io.EOF
+	}
+	at := r.off % int64(len(r.p.block))
+	n := copy(b[:min(int64(len(b)), r.p.size-r.off)], r.p.block[at:])
+	r.off += int64(n)
+	return n, nil
+}
+
+// checkUpload answers a POST of the payload: 200 if the body is the
+// payload, 400 saying what arrived if not.
+func (p payload) checkUpload(w http.ResponseWriter, r *http.Request) {
+	sum := crc32.New(castagnoli)
+	n, err := io.Copy(sum, r.Body)
+	switch {
+	case err != nil:
+		http.Error(w, fmt.Sprintf("after %d bytes: %v", n, err), http.StatusBadRequest)
+	case n != p.size || sum.Sum32() != p.sum:
+		http.Error(w, fmt.Sprintf("got %d bytes with CRC-32C %08x, want %d bytes with %08x", n, sum.Sum32(), p.size, p.sum), http.StatusBadRequest)
+	}
+}
+
 // env is what the cases run against: origins inside the bench, and the
 // proxies they need.
 type env struct {
@@ -170,7 +201,13 @@ func (e *env) startH3Origin() (*net.UDPAddr, error) {
 	srv := &http3.Server{
 		TLSConfig:  http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{e.cert}}),
 		QUICConfig: &quic.Config{DisablePathMTUDiscovery: true},
-		Handler:    http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { e.payload.WriteTo(w) }),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				e.payload.checkUpload(w, r)
+				return
+			}
+			e.payload.WriteTo(w)
+		}),
 	}
 	e.serve(func() error { return srv.Serve(pc) }, func() error { return errors.Join(srv.Close(), pc.Close()) })
 	return pc.LocalAddr().(*net.UDPAddr), nil

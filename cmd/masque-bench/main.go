@@ -1,6 +1,7 @@
-// Command masque-bench measures how fast masqued tunnels bulk downloads,
-// against the same download done directly and through masque-go's proxy, and
-// prints one table measured in one run on this machine (`make bench`).
+// Command masque-bench measures how fast masqued tunnels bulk downloads (and
+// HTTP/3 uploads), against the same transfer done directly and through
+// masque-go's proxy, and prints one table measured in one run on this machine
+// (`make bench`).
 //
 // Our client runs inside the bench; the origins (this program again, with
 // -serve-origins), masqued, masque-go's proxy and, for one case, masque-go's
@@ -8,7 +9,7 @@
 // interop/peers/masquego (-inprocess runs origins and masqued's proxy inside
 // the bench instead, so that -cpuprofile covers them). Everything talks over
 // 127.0.0.1.
-// Every download's length and CRC-32C are checked, so a broken tunnel cannot
+// Every transfer's length and CRC-32C are checked, so a broken tunnel cannot
 // produce a fast number.
 package main
 
@@ -50,15 +51,15 @@ func main() {
 		os.Exit(1)
 	}
 	o := options{size: 200e6}
-	flag.Func("size", "bytes per download, with a unit: KB, MB or GB (powers of 10) (default 200MB)", func(s string) (err error) {
+	flag.Func("size", "bytes per transfer, with a unit: KB, MB or GB (powers of 10) (default 200MB)", func(s string) (err error) {
 		o.size, err = parseSize(s)
 		return err
 	})
-	flag.IntVar(&o.runs, "runs", 3, "downloads per case; the table shows the median")
+	flag.IntVar(&o.runs, "runs", 3, "transfers per case; the table shows the median")
 	caseList := flag.String("case", "", "comma-separated cases to run (default all: "+strings.Join(caseNames(), ", ")+")")
 	flag.BoolVar(&o.inProcess, "inprocess", false, "run masqued's proxy inside the bench instead of as its own process")
 	flag.BoolVar(&o.markdown, "markdown", false, "print the table as Markdown")
-	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on a download after this long")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on a transfer after this long")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench process's CPU profile of the measurements to `file`")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write the bench process's heap profile after the measurements to `file`")
 	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "run every process of the bench with GOMAXPROCS `n` (0: Go's default, the number of CPUs)")

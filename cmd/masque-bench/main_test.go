@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -79,6 +82,33 @@ func TestCPUCells(t *testing.T) {
 	} {
 		if got := strings.Join(tc.r.cpuCells(o), "|"); got != tc.want {
 			t.Errorf("cpuCells of %+v = %s, want %s", tc.r.cpu, got, tc.want)
+		}
+	}
+}
+
+// An upload's body is the payload, and the origin's check refuses anything
+// else.
+func TestPayloadUpload(t *testing.T) {
+	p := newPayload(3<<20 + 5) // more than one block
+	var want bytes.Buffer
+	p.WriteTo(&want)
+	got, err := io.ReadAll(p.reader())
+	if err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("reader gave %d bytes (%v), want the %d of WriteTo", len(got), err, want.Len())
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		code int
+	}{
+		{"the payload", got, http.StatusOK},
+		{"one byte short", got[:len(got)-1], http.StatusBadRequest},
+		{"one byte changed", append(append([]byte(nil), got[:len(got)-1]...), got[len(got)-1]^1), http.StatusBadRequest},
+	} {
+		w := httptest.NewRecorder()
+		p.checkUpload(w, httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(tc.body)))
+		if w.Code != tc.code {
+			t.Errorf("%s: %d %s, want %d", tc.name, w.Code, w.Body, tc.code)
 		}
 	}
 }

@@ -10,14 +10,14 @@ import (
 	"time"
 )
 
-// result is a case's median download, and the CPU of all its downloads.
+// result is a case's median transfer, and the CPU of all its transfers.
 type result struct {
 	benchCase
 	seconds, mbits float64
 	cpu            cpuUse
 }
 
-// cpuCells are the case's CPU seconds per GB downloaded, over all its
+// cpuCells are the case's CPU seconds per GB transferred, over all its
 // runs: client, proxy, origins; "-" where not measured.
 func (r result) cpuCells(o options) []string {
 	gb := float64(o.size) * float64(o.runs) / 1e9
@@ -69,11 +69,11 @@ func printTable(w io.Writer, res []result, o options) {
 	if o.inProcess {
 		ours, origins = "masqued's proxy inside the bench process (-inprocess)", "the origins inside the bench"
 	}
-	fmt.Fprintf(w, "\nMedian of %d downloads of %d bytes per case; seconds include connection and tunnel setup (not for h3-masque-go-stack: see below); every body's length and CRC-32C checked.\n", o.runs, o.size)
+	fmt.Fprintf(w, "\nMedian of %d transfers of %d bytes per case (downloads; uploads in the h3-upload cases, an HTTP/3 POST); seconds include connection and tunnel setup (not for h3-masque-go-stack: see below); every body's length and CRC-32C checked, an upload's by the origin.\n", o.runs, o.size)
 	if o.inProcess {
 		fmt.Fprintln(w, "CPU is not measured with -inprocess: one process runs client, proxy and origins.")
 	} else {
-		fmt.Fprintln(w, "CPU: user+system seconds per GB downloaded, over all runs, read from /proc (10 ms steps); client CPU is the bench process's, or masque-go's client's.")
+		fmt.Fprintln(w, "CPU: user+system seconds per GB transferred, over all runs, read from /proc (10 ms steps); client CPU is the bench process's, or masque-go's client's.")
 		printProxyCPU(w, res)
 	}
 	fmt.Fprintf(w, "Proxies: %s; masque-go v0.5.0 (interop/peers/masquego, its own process). Our client runs inside the bench, %s; all on 127.0.0.1.\n", ours, origins)
@@ -139,7 +139,7 @@ func printProxyCPU(w io.Writer, res []result) {
 }
 
 // quicGoVersion says which quic-go the bench, our client, the origins and
-// masqued were built with, and whether it was replaced (make bench-gso).
+// masqued were built with, and whether it was replaced (make bench-patched).
 func quicGoVersion() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -150,7 +150,7 @@ func quicGoVersion() string {
 			continue
 		}
 		if m.Replace != nil {
-			return "our programs on quic-go " + m.Version + " replaced by " + m.Replace.Path + " (patched: make bench-gso)"
+			return "our programs on quic-go " + m.Version + " replaced by " + m.Replace.Path + " (make bench-patched)"
 		}
 		return "our programs on quic-go " + m.Version
 	}
