@@ -14,6 +14,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -76,7 +77,7 @@ func (l Limits) withDefaults() Limits {
 // Config configures a Proxy. The zero Config is a safe proxy with the default
 // UDP template, the system resolver, no authentication and default limits.
 type Config struct {
-	Identity string        // proxy name in Proxy-Status; "" = "masqued"
+	Identity string        // proxy name in Proxy-Status, a Structured Field token; "" = "masqued"
 	Template *Template     // CONNECT-UDP template; nil = DefaultUDPTemplate
 	Policy   Policy        // which targets may be reached
 	Resolver Resolver      // nil = net.DefaultResolver
@@ -115,6 +116,9 @@ type Proxy struct {
 func New(c Config) (*Proxy, error) {
 	if c.Identity == "" {
 		c.Identity = "masqued"
+	}
+	if !isSFToken(c.Identity) {
+		return nil, fmt.Errorf("tunnel: identity %q is not a Structured Field token (RFC 8941 §3.3.4), as the first member of Proxy-Status must be", c.Identity)
 	}
 	if c.Template == nil {
 		t, err := ParseTemplate(DefaultUDPTemplate)

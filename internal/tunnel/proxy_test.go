@@ -316,6 +316,23 @@ func TestOpenAuthPerConn(t *testing.T) {
 	}
 }
 
+// Proxy-Status names the proxy with a Structured Field token; anything else
+// would make every error response's header malformed.
+func TestNewIdentity(t *testing.T) {
+	for id, ok := range map[string]bool{
+		"proxy.example.net": true, "masqued-2": true, "*edge:1/a": true, "A": true,
+		"2proxy": false, "my proxy": false, `"q"`: false, "proxy;x=1": false, "prøxy": false, "-x": false,
+	} {
+		p, err := tunnel.New(tunnel.Config{Identity: id})
+		if (err == nil) != ok {
+			t.Errorf("identity %q: err %v, want ok %v", id, err, ok)
+		}
+		if ok && p != nil && p.Identity() != id {
+			t.Errorf("identity %q became %q", id, p.Identity())
+		}
+	}
+}
+
 func TestNewDefaults(t *testing.T) {
 	p, err := tunnel.New(tunnel.Config{})
 	if err != nil {

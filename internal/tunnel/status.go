@@ -133,6 +133,22 @@ func ProxyStatus(identity string, e *Error) string {
 
 // sfString quotes s as a Structured Field sf-string (RFC 8941 §3.3.3):
 // printable ASCII only (anything else becomes '?'), with '"' and '\' escaped.
+// isSFToken reports whether s is a Structured Field token (RFC 8941
+// §3.3.4): ALPHA or "*", then tchar, ":" or "/".
+func isSFToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alpha := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if i == 0 && !alpha && c != '*' {
+			return false
+		}
+		if !alpha && (c < '0' || c > '9') && !strings.ContainsRune("!#$%&'*+-.^_`|~:/", rune(c)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
 func sfString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
