@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -64,6 +65,9 @@ type Dialer struct {
 	Template string
 	// Authorizer answers the proxy's 407s; nil sends no credentials.
 	Authorizer proxyclient.Authorizer
+	// Header holds extra fields for every tunnel request, such as a
+	// Sec-CH-Geohash location hint.
+	Header http.Header
 	// Transport restricts the dialer to one transport; Auto races.
 	Transport Transport
 	// DisableDatagrams carries UDP in capsules on HTTP/3 too.
@@ -232,6 +236,7 @@ func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
 		Template:         d.Template,
 		DisableDatagrams: d.DisableDatagrams,
 		Authorizer:       d.Authorizer,
+		Header:           d.Header,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("HTTP/3: %w", err)
@@ -244,6 +249,7 @@ func (d *Dialer) dialTCP(ctx context.Context, proxyURL string) (*Conn, error) {
 		TLSConfig:  d.TLSConfig,
 		Template:   d.Template,
 		Authorizer: d.Authorizer,
+		Header:     d.Header,
 		HTTP1:      d.Transport == HTTP1,
 	})
 	if err != nil {

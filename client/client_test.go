@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +22,7 @@ func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 // startProxy serves the TCP front on a loopback port and, with h3, HTTP/3 on
 // the same UDP port. Without h3 a UDP socket holds the port and drops every
 // packet: QUIC is black-holed, as on a network that blocks UDP.
-func startProxy(t *testing.T, h3 bool) string {
+func startProxy(t *testing.T, h3 bool, configure ...func(*tunnel.Config)) string {
 	t.Helper()
 	var pc *net.UDPConn
 	var tl net.Listener
@@ -33,7 +35,11 @@ func startProxy(t *testing.T, h3 bool) string {
 		pc.Close()
 	}
 	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	p, err := tunnel.New(tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true, SelfPorts: []netip.AddrPort{addr}}})
+	cfg := tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true, SelfPorts: []netip.AddrPort{addr}}}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	p, err := tunnel.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +146,37 @@ func TestForcedTransport(t *testing.T) {
 				t.Fatalf("transport %q, want %q", c.Transport(), tr)
 			}
 			echo(t, c)
+		})
+	}
+}
+
+// Dialer.Header goes out with every tunnel request, TCP and UDP, over each
+// transport, and cannot replace the client's own Proxy-Authorization.
+func TestHeader(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	proxy := startProxy(t, true, func(c *tunnel.Config) {
+		c.Auth = tunnel.AuthenticatorFunc(func(r *http.Request) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, r.Header.Get("Sec-CH-Geohash")+" "+r.Header.Get("Proxy-Authorization"))
+			return nil
+		})
+	})
+	for _, tr := range []Transport{HTTP3, HTTP2, HTTP1} {
+		t.Run(string(tr), func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			d := &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: tr,
+				Header: http.Header{"sec-ch-geohash": {"u4pruy"}, "Proxy-Authorization": {"Basic forged"}}}
+			c, _ := dial(t, d, proxy)
+			echo(t, c)
+			mu.Lock()
+			defer mu.Unlock()
+			if want := []string{"u4pruy ", "u4pruy "}; !slices.Equal(seen, want) {
+				t.Fatalf("the proxy saw %q (hint, authorization), want %q", seen, want)
+			}
 		})
 	}
 }

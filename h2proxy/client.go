@@ -30,6 +30,9 @@ type ClientConfig struct {
 	// Authorizer supplies Proxy-Authorization for each tunnel request and
 	// answers a 407 once; nil sends none.
 	Authorizer proxyclient.Authorizer
+	// Header holds extra fields for every tunnel request, such as a
+	// Sec-CH-Geohash location hint. Fields the client sets itself win.
+	Header http.Header
 	// HTTP1 makes every tunnel its own TLS connection with HTTP/1.1 CONNECT
 	// or Upgrade, for proxies and middleboxes without HTTP/2. Without it
 	// the client uses HTTP/2 streams on one connection, and HTTP/1.1 only
@@ -45,6 +48,7 @@ type Client struct {
 	tlsConf   *tls.Config
 	template  *tunnel.Template
 	auth      proxyclient.Authorizer
+	header    http.Header // ClientConfig.Header
 	//lint:ignore SA1019 http.Transport.NewClientConn dials for itself; we need
 	// the TLS connection we dialled, to fall back to HTTP/1.1 on it when the
 	// proxy picks http/1.1 in ALPN.
@@ -66,7 +70,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{authority: p.Authority, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer}
+	cl := &Client{authority: p.Authority, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer, header: c.Header.Clone()}
 	conn, err := cl.dialTLS(ctx)
 	if err != nil {
 		return nil, err
@@ -186,9 +190,7 @@ type stream struct {
 
 // open sends req and returns the tunnel once the proxy accepts it.
 func (c *Client) open(ctx context.Context, req *http.Request, authz string) (*stream, error) {
-	if authz != "" {
-		req.Header.Set("Proxy-Authorization", authz)
-	}
+	proxyclient.SetRequestHeader(req, c.header, authz)
 	if c.cc != nil {
 		return c.openH2(ctx, req)
 	}

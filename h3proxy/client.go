@@ -37,6 +37,9 @@ type ClientConfig struct {
 	// Authorizer supplies Proxy-Authorization for each tunnel request and
 	// answers a 407 once; nil sends none.
 	Authorizer proxyclient.Authorizer
+	// Header holds extra fields for every tunnel request, such as a
+	// Sec-CH-Geohash location hint. Fields the client sets itself win.
+	Header http.Header
 }
 
 // DefaultClientQUICConfig is the client's QUIC configuration unless one is
@@ -66,7 +69,8 @@ type Client struct {
 	authority string // the proxy's host:port
 	template  *tunnel.Template
 	auth      proxyclient.Authorizer
-	datagrams bool // both sides negotiated HTTP Datagrams
+	header    http.Header // ClientConfig.Header
+	datagrams bool        // both sides negotiated HTTP Datagrams
 }
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
@@ -93,7 +97,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone()}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
@@ -188,7 +192,7 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 			URL:    &url.URL{Host: target},
 			Header: http.Header{},
 		}
-		setAuthorization(req, authz)
+		proxyclient.SetRequestHeader(req, c.header, authz)
 		return c.roundTrip(ctx, req)
 	})
 	if err != nil {
@@ -217,7 +221,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 			URL:    reqURL,
 			Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
 		}
-		setAuthorization(req, authz)
+		proxyclient.SetRequestHeader(req, c.header, authz)
 		rs, err := c.openStream(ctx)
 		if err != nil {
 			return nil, err
@@ -237,13 +241,6 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	c.ctl.opened()
 	u.start()
 	return u, nil
-}
-
-// setAuthorization adds a Proxy-Authorization field unless authz is empty.
-func setAuthorization(req *http.Request, authz string) {
-	if authz != "" {
-		req.Header.Set("Proxy-Authorization", authz)
-	}
 }
 
 // tcpConn is a TCP tunnel: a net.Conn on an HTTP/3 request stream. Like a

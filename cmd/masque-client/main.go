@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -46,6 +47,7 @@ type options struct {
 	serve                                   bool                   // the command is serve
 	authorizer                              proxyclient.Authorizer // Privacy Pass tokens, with -account-key
 	socks5, http                            string                 // serve's listen addresses
+	geohash                                 string                 // Sec-CH-Geohash hint, "" for none
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
@@ -76,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.http, "http", "", "serve: HTTP proxy listen `address`, such as 127.0.0.1:8080")
 	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; tokens are then minted and presented when the proxy asks")
 	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
+	fs.StringVar(&o.geohash, "geohash", "", "send this Sec-CH-Geohash `hint` with every tunnel request, a geohash with an optional -CC country\n(e.g. u4pruy-DK): a proxy with geo egress then picks an exit address near it, within the country it places you in")
 	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
@@ -92,6 +95,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if err := o.parseVia(); err != nil {
 		return nil, cli.Usagef(fs, "-via: %v", err)
+	}
+	if _, err := geoegress.ParseHint(o.geohash); o.geohash != "" && err != nil {
+		return nil, cli.Usagef(fs, "-geohash %q: %v", o.geohash, err)
 	}
 	if o.serve {
 		switch {
@@ -160,7 +166,16 @@ func (o *options) dialer(proxyTLS *tls.Config) *client.Dialer {
 		DisableDatagrams: o.disableDatagrams,
 		Transport:        o.transport,
 		Authorizer:       o.authorizer,
+		Header:           o.header(),
 	}
+}
+
+// header is the extra tunnel request header the flags ask for.
+func (o *options) header() http.Header {
+	if o.geohash == "" {
+		return nil
+	}
+	return http.Header{geoegress.HintHeader: {o.geohash}}
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -144,6 +144,25 @@ func TestFetch(t *testing.T) {
 	}
 }
 
+// -geohash sends its hint with the tunnel request, over HTTP/3 and HTTP/2.
+func TestGeohashHint(t *testing.T) {
+	hints := make(chan string, 4)
+	proxy := proxytest.Start(t, testnet.IPv4, true, func(c *tunnel.Config) {
+		c.Auth = tunnel.AuthenticatorFunc(func(r *http.Request) error {
+			hints <- r.Header.Get("Sec-CH-Geohash")
+			return nil
+		})
+	}).URL
+	for _, via := range []string{"tcp,h3", "tcp,h2"} {
+		if _, stderr, err := fetch(t, "-proxy", proxy, "-ca", caFile(t), "-via", via, "-geohash", "u4pruy-DK", "fetch", httpsOrigin(t)+"/"); err != nil {
+			t.Fatalf("-via %s: %v\n%s", via, err, stderr)
+		}
+		if got := <-hints; got != "u4pruy-DK" {
+			t.Errorf("-via %s: the proxy saw Sec-CH-Geohash %q, want u4pruy-DK", via, got)
+		}
+	}
+}
+
 func TestOutputFile(t *testing.T) {
 	proxy := startProxy(t, true)
 	ca := caFile(t)
@@ -245,6 +264,8 @@ func TestUsage(t *testing.T) {
 		{"serve without addresses", []string{"-proxy", "https://127.0.0.1:1", "serve"}, "serve needs -socks5"},
 		{"serve with an argument", []string{"-proxy", "https://127.0.0.1:1", "serve", "-socks5", "127.0.0.1:0", "x"}, "serve takes no arguments"},
 		{"serve without proxy", []string{"serve", "-http", "127.0.0.1:0"}, "-proxy is required"},
+		{"bad geohash", []string{"-proxy", "https://127.0.0.1:1", "-geohash", "u4pr!", "fetch", "https://x/"}, "-geohash"},
+		{"bad hint country", []string{"-proxy", "https://127.0.0.1:1", "-geohash", "u4pruy-DNK", "fetch", "https://x/"}, "-geohash"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, err := fetch(t, tc.args...)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 )
 
@@ -67,6 +68,21 @@ func Do[T any](ctx context.Context, a Authorizer, attempt func(authorization str
 			return v, err
 		}
 		challenges = pe.Challenges
+	}
+}
+
+// SetRequestHeader adds a tunnel request's caller-given fields (extra, such
+// as a Sec-CH-Geohash hint) where the client has not set the field itself,
+// then Proxy-Authorization unless authz is empty.
+func SetRequestHeader(req *http.Request, extra http.Header, authz string) {
+	for k, vs := range extra {
+		k = http.CanonicalHeaderKey(k)
+		if _, set := req.Header[k]; !set && k != "Proxy-Authorization" {
+			req.Header[k] = slices.Clone(vs)
+		}
+	}
+	if authz != "" {
+		req.Header.Set("Proxy-Authorization", authz)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -92,5 +93,28 @@ func TestAuthority(t *testing.T) {
 		if _, err := Authority(bad); err == nil {
 			t.Errorf("Authority(%q) succeeded", bad)
 		}
+	}
+}
+
+// A caller's extra fields never replace the client's own, nor its
+// Proxy-Authorization.
+func TestSetRequestHeader(t *testing.T) {
+	extra := http.Header{"sec-ch-geohash": {"u4pruy"}, "Capsule-Protocol": {"?0"}, "Proxy-Authorization": {"Basic forged"}, "X-A": {"1", "2"}}
+	for _, authz := range []string{"", "PrivateToken token=abc"} {
+		req := &http.Request{Header: http.Header{"Capsule-Protocol": {"?1"}}}
+		SetRequestHeader(req, extra, authz)
+		want := http.Header{"Sec-Ch-Geohash": {"u4pruy"}, "Capsule-Protocol": {"?1"}, "X-A": {"1", "2"}}
+		if authz != "" {
+			want.Set("Proxy-Authorization", authz)
+		}
+		if !reflect.DeepEqual(req.Header, want) {
+			t.Errorf("authz %q: header %v, want %v", authz, req.Header, want)
+		}
+	}
+	req := &http.Request{Header: http.Header{}}
+	SetRequestHeader(req, extra, "")
+	req.Header["X-A"][0] = "changed"
+	if extra["X-A"][0] != "1" {
+		t.Error("the request shares the caller's slices")
 	}
 }
