@@ -350,6 +350,13 @@ func (e cacheEntry) result(name, server string) ([]netip.Addr, error) {
 	return append([]netip.Addr(nil), e.addrs...), nil
 }
 
+// rcodeError is the response code of an answer that is an error, such as
+// REFUSED, for the rcode parameter of Proxy-Status (tunnel.StatusOf).
+type rcodeError string
+
+func (e rcodeError) Error() string    { return "DNS response code " + string(e) }
+func (e rcodeError) DNSRcode() string { return string(e) }
+
 // entry turns an answer into a cache entry and how long to keep it (0 = do
 // not cache). Only NOERROR and NXDOMAIN are answers; other codes are errors.
 func (r *Resolver) entry(m *dns.Msg, name string, qtype uint16) (cacheEntry, time.Duration, error) {
@@ -364,7 +371,7 @@ func (r *Resolver) entry(m *dns.Msg, name string, qtype uint16) (cacheEntry, tim
 		if rcode == "" {
 			rcode = fmt.Sprintf("RCODE%d", m.Rcode)
 		}
-		return e, 0, &net.DNSError{Err: "server answered " + rcode, Name: name, Server: r.server}
+		return e, 0, &net.DNSError{Err: "server answered " + rcode, UnwrapErr: rcodeError(rcode), Name: name, Server: r.server}
 	}
 	ttl := r.maxTTL
 	for _, rr := range m.Answer {

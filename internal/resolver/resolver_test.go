@@ -278,7 +278,7 @@ func TestLookupErrors(t *testing.T) {
 	}{
 		{"missing.test", tunnel.StatusDNSError, "NXDOMAIN", http.StatusBadGateway},
 		{"fail.test", tunnel.StatusDNSError, "SERVFAIL", http.StatusBadGateway},
-		{"refused.test", tunnel.StatusDNSError, "", http.StatusBadGateway},
+		{"refused.test", tunnel.StatusDNSError, "REFUSED", http.StatusBadGateway},
 		{"silent.test", tunnel.StatusDNSTimeout, "", http.StatusGatewayTimeout},
 		{"not..a.name", tunnel.StatusDNSError, "NXDOMAIN", http.StatusBadGateway},
 	} {

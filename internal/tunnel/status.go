@@ -89,7 +89,14 @@ func StatusOf(err error) (int, *Error) {
 		case dnsErr.IsNotFound:
 			return http.StatusBadGateway, &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusDNSError, Rcode: "NXDOMAIN", Err: err}
 		default:
-			return http.StatusBadGateway, &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusDNSError, Rcode: "SERVFAIL", Err: err}
+			// A resolver that knows the answer's code says so (REFUSED,
+			// say); Go's own does not, and SERVFAIL is the nearest.
+			rcode := "SERVFAIL"
+			var rc interface{ DNSRcode() string }
+			if errors.As(err, &rc) {
+				rcode = rc.DNSRcode()
+			}
+			return http.StatusBadGateway, &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusDNSError, Rcode: rcode, Err: err}
 		}
 	}
 	e := &Error{HTTPStatus: http.StatusBadGateway, Err: err}
