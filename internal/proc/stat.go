@@ -23,10 +23,13 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 	if len(f) < 13 {
 		return 0, fmt.Errorf("proc: stat %.40q: %d fields after the name, want 13 or more", b, len(f))
 	}
+	// Each time must fit a Duration, and so must their sum: 2^62 ns is
+	// 146 years.
+	const maxTicks = (1 << 62) / int64(clockTick)
 	var ticks int64
 	for _, s := range f[11:13] {
 		n, err := strconv.ParseInt(string(s), 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n > maxTicks {
 			return 0, fmt.Errorf("proc: stat: CPU time %q", s)
 		}
 		ticks += n

@@ -63,3 +63,18 @@ func TestProcessCPUTimeAfterExit(t *testing.T) {
 		t.Errorf("CPUTime() = %v, %v; want a small positive time", d, err)
 	}
 }
+
+// parseStatCPU reads a file the kernel writes, but a command name is the
+// program's to choose: whatever the line holds, it must not panic, and a
+// time it returns is whole clock ticks, never negative.
+func FuzzParseStatCPU(f *testing.F) {
+	f.Add([]byte("18785 (cat) R 18663 18663 12765 0 -1 4194304 104 0 0 0 7 3 0 0 20 0 1 0"))
+	f.Add([]byte("42 (a) b (c)) S 1 1 1 0 -1 0 0 0 0 0 250 50 0 0 20 0 9 0 5"))
+	f.Add([]byte("42 ()) S 1 1 1 0 -1 0 0 0 0 0 9223372036854775807 1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := parseStatCPU(b)
+		if err == nil && (d < 0 || d%clockTick != 0) {
+			t.Fatalf("parseStatCPU(%q) = %v", b, d)
+		}
+	})
+}
