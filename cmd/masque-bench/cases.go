@@ -96,11 +96,11 @@ func selectCases(names []string) ([]benchCase, error) {
 	return cs, nil
 }
 
-// download runs one download of c, checks what arrived, and returns its
-// time and the CPU its processes spent. The time includes setting up the
-// connections and the tunnel, except with masque-go's client, which times
-// only its GET.
-func (e *env) download(ctx context.Context, c benchCase, timeout time.Duration) (time.Duration, cpuUse, error) {
+// transfer runs one download (or upload) of c, checks what arrived, and
+// returns its time and the CPU its processes spent. The time includes
+// setting up the connections and the tunnel, except with masque-go's
+// client, which times only its GET.
+func (e *env) transfer(ctx context.Context, c benchCase, timeout time.Duration) (time.Duration, cpuUse, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	before, err := e.readCPU(c)
@@ -111,7 +111,7 @@ func (e *env) download(ctx context.Context, c benchCase, timeout time.Duration) 
 	if c.client == masqueGo {
 		d, clientCPU, err = e.downloadWithMasqueGo(ctx, c)
 	} else {
-		d, err = e.downloadWithOurs(ctx, c)
+		d, err = e.transferWithOurs(ctx, c)
 	}
 	if err != nil {
 		return 0, cpuUse{}, err
@@ -124,7 +124,7 @@ func (e *env) download(ctx context.Context, c benchCase, timeout time.Duration) 
 	return d, use, err
 }
 
-func (e *env) downloadWithOurs(ctx context.Context, c benchCase) (time.Duration, error) {
+func (e *env) transferWithOurs(ctx context.Context, c benchCase) (time.Duration, error) {
 	start := time.Now()
 	body, err := e.open(ctx, c)
 	if err != nil {

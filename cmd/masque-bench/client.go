@@ -100,15 +100,13 @@ type readCloser struct {
 // and what it runs over, and the body owns it. The origin checks an
 // upload's length and CRC-32C and answers 200 only if both match.
 func (e *env) fetch(ctx context.Context, c benchCase, rt http.RoundTripper, closeAll func() error) (io.ReadCloser, error) {
-	method, body := http.MethodGet, io.Reader(nil)
-	if c.upload {
-		method, body = http.MethodPost, e.payload.reader()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "https://"+e.h3Origin.String()+"/", body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+e.h3Origin.String()+"/", nil)
 	if err != nil {
 		return withCloser(nil, err, closeAll)
 	}
-	req.ContentLength = e.payload.size
+	if c.upload {
+		req.Method, req.Body, req.ContentLength = http.MethodPost, io.NopCloser(e.payload.reader()), e.payload.size
+	}
 	resp, err := rt.RoundTrip(req)
 	if err == nil && resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))

@@ -141,7 +141,7 @@ func measure(ctx context.Context, e *env, cs []benchCase, o options) ([]result, 
 	cpu := make([]cpuUse, len(cs))
 	for r := range o.runs {
 		for i, c := range cs {
-			d, use, err := e.download(ctx, c, o.timeout)
+			d, use, err := e.transfer(ctx, c, o.timeout)
 			if err != nil {
 				return nil, fmt.Errorf("%s, run %d: %w", c.name, r+1, err)
 			}
