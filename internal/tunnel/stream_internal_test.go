@@ -36,10 +36,11 @@ func TestCopierBuffers(t *testing.T) {
 		{"bulk after one full read", 1 << 30, []int{smallStreamBuf, bulkStreamBuf, bulkStreamBuf, bulkStreamBuf}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			data := make([]byte, 3*tc.chunk)
+			size := 3 * tc.chunk
 			if tc.chunk > bulkStreamBuf {
-				data = make([]byte, smallStreamBuf+bulkStreamBuf+1)
+				size = smallStreamBuf + bulkStreamBuf + 1
 			}
+			data := make([]byte, size)
 			for i := range data {
 				data[i] = byte(i * 7)
 			}
