@@ -144,17 +144,20 @@ func (t *Tunnel) RelayStream(client Stream) error {
 	}
 	up := &streamCopier{dst: t.target, src: client, fin: targetFIN, count: t.countUp, seen: &seen}
 	down := &streamCopier{dst: client, src: t.target, fin: client.CloseWrite, count: t.countDown, seen: &seen}
-	errc := make(chan error, 2) // room for both: neither copier may block on it
-	go func() { errc <- up.run() }()
-	go func() { errc <- down.run() }()
-
+	// The first failure aborts both directions, so that neither copy
+	// stays blocked. The caller's goroutine copies downwards, so that an
+	// idle tunnel costs one goroutine stack less.
+	var once sync.Once
 	var first error
-	for range 2 {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-			abort() // unblock the other direction
+	fail := func(err error) {
+		if err != nil {
+			once.Do(func() { first = err; abort() })
 		}
 	}
+	var upDone sync.WaitGroup
+	upDone.Go(func() { fail(up.run()) })
+	fail(down.run())
+	upDone.Wait()
 	if idled.Load() {
 		return errIdle
 	}
