@@ -50,6 +50,9 @@ type Reader struct {
 // can be pooled.
 func NewReader(br *bufio.Reader) *Reader { return &Reader{r: br} }
 
+// Reset makes c read from br, as a new Reader would, without allocating.
+func (c *Reader) Reset(br *bufio.Reader) { c.r = br }
+
 // ReadDatagram reads the next DATAGRAM capsule into buf and returns the length
 // of its value (Context ID and payload). Capsules of other types are skipped.
 //

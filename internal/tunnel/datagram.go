@@ -76,24 +76,27 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	stop := r.seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); t.f.p.cfg.Metrics.CountLimit(LimitIdle); end(); client.Abort() })
 	defer stop()
 
-	loops := 2
-	errc := make(chan error, 3) // room for every loop
-	go func() { errc <- r.fromCapsules() }()
-	go func() { errc <- r.toClient() }()
+	// The first loop to end ends the others. The caller's goroutine runs
+	// toClient, so that an idle tunnel costs one goroutine stack less.
+	var once sync.Once
+	var first error
+	finish := func(err error) {
+		once.Do(func() {
+			first = err
+			end()
+			if !errors.Is(err, io.EOF) { // not the client closing its side
+				_ = client.Abort()
+			}
+		})
+	}
+	var loops sync.WaitGroup
+	loops.Go(func() { finish(r.fromCapsules()) })
 	if dc != nil {
-		loops++
-		go func() { errc <- r.fromDatagrams(ctx) }()
+		loops.Go(func() { finish(r.fromDatagrams(ctx)) })
 	}
-	first := <-errc
-	end()
-	clean := errors.Is(first, io.EOF) // the client closed its side
-	if !clean {
-		_ = client.Abort()
-	}
-	for range loops - 1 {
-		<-errc
-	}
-	if clean {
+	finish(r.toClient())
+	loops.Wait()
+	if clean := errors.Is(first, io.EOF); clean {
 		// Only now: toClient writes the stream until it returns, and a
 		// stream's CloseWrite must not run concurrently with its Write.
 		first = nil
@@ -108,14 +111,35 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 // fromCapsules reads DATAGRAM capsules from the client stream until it ends.
 // It returns io.EOF when the client closes the stream cleanly.
 func (r *udpRelay) fromCapsules() error {
-	br := bufioReaders.Get().(*bufio.Reader)
-	br.Reset(r.client)
-	defer func() { br.Reset(nil); bufioReaders.Put(br) }()
-	cr := capsule.NewReader(br)
+	src := &byteAhead{r: r.client}
+	var cr capsule.Reader
 	for {
-		// Wait for a capsule before borrowing a buffer: in datagram mode
-		// capsules are rare, and an idle tunnel should hold none.
-		_, _ = br.Peek(1)
+		// Wait for a capsule's first byte holding no buffer: in datagram
+		// mode capsules are rare, and an idle tunnel should hold none.
+		n, err := r.client.Read(src.b[:])
+		if n == 0 {
+			if err == nil {
+				continue
+			}
+			return err
+		}
+		src.ahead = true
+		br := bufioReaders.Get().(*bufio.Reader)
+		br.Reset(src)
+		cr.Reset(br)
+		err = r.forwardCapsules(&cr, br)
+		br.Reset(nil)
+		bufioReaders.Put(br)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// forwardCapsules forwards DATAGRAM capsules until br has nothing buffered
+// after one (it returns nil), or the stream ends or fails.
+func (r *udpRelay) forwardCapsules(cr *capsule.Reader, br *bufio.Reader) error {
+	for {
 		buf := r.t.f.p.dgBufs.Get().(*[]byte)
 		limit := (*buf)[:r.max+8] // room for the Context ID
 		n, err := cr.ReadDatagram(limit)
@@ -129,7 +153,26 @@ func (r *udpRelay) fromCapsules() error {
 		case err != nil:
 			return err
 		}
+		if br.Buffered() == 0 {
+			return nil
+		}
 	}
+}
+
+// byteAhead is a stream whose first byte has been read ahead into b: while
+// ahead is set, a Read returns that byte.
+type byteAhead struct {
+	r     io.Reader
+	b     [1]byte
+	ahead bool
+}
+
+func (s *byteAhead) Read(p []byte) (int, error) {
+	if s.ahead && len(p) > 0 {
+		p[0], s.ahead = s.b[0], false
+		return 1, nil
+	}
+	return s.r.Read(p)
 }
 
 // fromDatagrams reads HTTP Datagrams from the client until ctx ends.
@@ -168,33 +211,58 @@ func (r *udpRelay) forward(b []byte) {
 }
 
 // toClient reads packets from the target and sends each to the client as an
-// HTTP Datagram with Context ID 0, framed in place in one pooled buffer.
+// HTTP Datagram with Context ID 0, framed in place in a pooled buffer. Where
+// it can (targetReader), it holds the buffer only while packets are queued.
 func (r *udpRelay) toClient() error {
-	bp := r.t.f.p.dgBufs.Get().(*[]byte)
-	defer r.t.f.p.dgBufs.Put(bp)
-	buf := *bp
+	tr, nonBlocking := newTargetReader(r.t.target)
+	for {
+		if nonBlocking {
+			if err := tr.wait(); errors.Is(err, syscall.ECONNREFUSED) {
+				r.t.counters.drop(DropWriteError) // ICMP for an earlier send
+				continue
+			} else if err != nil {
+				return err
+			}
+		}
+		bp := r.t.f.p.dgBufs.Get().(*[]byte)
+		err := r.relayQueued(tr, nonBlocking, *bp)
+		r.t.f.p.dgBufs.Put(bp)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// relayQueued sends the target's packets to the client until, nonBlocking,
+// none is queued (it returns nil), or the socket fails.
+func (r *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byte) error {
 	const off = capsule.MaxHeaderLen + 1 // headroom, then Context ID 0
 	buf[off-1] = capsule.ContextUDP
 	for {
-		n, err := r.t.target.Read(buf[off : off+r.max+1])
-		if err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				r.t.counters.drop(DropWriteError) // ICMP for an earlier send
-				continue
-			}
-			return err
+		var n int
+		var err error
+		if nonBlocking {
+			n, err = tr.read(buf[off : off+r.max+1])
+		} else {
+			n, err = r.t.target.Read(buf[off : off+r.max+1])
 		}
-		if n > r.max {
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
+			return nil
+		case errors.Is(err, syscall.ECONNREFUSED):
+			r.t.counters.drop(DropWriteError) // ICMP for an earlier send
+			continue
+		case err != nil:
+			return err
+		case n > r.max:
 			r.t.counters.drop(DropTooLarge)
 			continue
 		}
 		r.seen.touch()
-		pkt := buf[:off+n]
-		if err := r.send(pkt, off-1); err != nil {
-			if errors.Is(err, ErrDatagramTooLarge) {
-				r.t.counters.drop(DropTooLarge)
-				continue
-			}
+		if err := r.send(buf[:off+n], off-1); errors.Is(err, ErrDatagramTooLarge) {
+			r.t.counters.drop(DropTooLarge)
+			continue
+		} else if err != nil {
 			return err
 		}
 		r.t.datagramDown(n)

@@ -223,12 +223,21 @@ func TestRelayDatagramsTargetUnreachable(t *testing.T) {
 	closed.Close() // nothing listens there now
 	r := startCapsuleRelay(t, testnet.IPv4, target, tunnel.Limits{})
 	deadline := time.Now().Add(3 * time.Second)
+	sent := 0
 	for r.dropped(t, tunnel.DropWriteError) == 0 {
 		if time.Now().After(deadline) {
 			t.Skip("no ICMP port-unreachable reported on this host's loopback")
 		}
 		r.send(t, udpCapsule(0, []byte("anyone?")))
+		sent++
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Each send draws at most one ICMP error, and each error is counted
+	// once: a reader that did not consume the error would count it again
+	// and again.
+	time.Sleep(100 * time.Millisecond)
+	if got := r.dropped(t, tunnel.DropWriteError); got > float64(sent) {
+		t.Fatalf("%v write errors counted for %d packets sent", got, sent)
 	}
 	select {
 	case err := <-r.done:

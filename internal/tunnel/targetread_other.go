@@ -1,0 +1,18 @@
+//go:build !linux
+
+package tunnel
+
+import (
+	"net"
+	"syscall"
+)
+
+// targetReader is only written for Linux; elsewhere a tunnel reads its
+// target blocking, with a buffer in hand.
+type targetReader struct{}
+
+func newTargetReader(net.Conn) (*targetReader, bool) { return nil, false }
+
+func (*targetReader) wait() error { return nil }
+
+func (*targetReader) read([]byte) (int, error) { return 0, syscall.EAGAIN }
