@@ -38,17 +38,17 @@ func main() { cli.Main("masque-load", run) }
 
 // options is masque-load's command line.
 type options struct {
-	proxy, ca, via, mode, template, originCA, authorization string
-	accountKey, attester, issuerDirectory                   string
-	tokens                                                  int
-	tcpTarget, udpTarget, h3Target                          string
-	conns, tunnels, size, pid                               int
-	rate                                                    float64
-	duration, warmup, timeout                               time.Duration
-	count                                                   int64
-	jsonOut, baseline, disableDatagrams                     bool
-	progress                                                string
-	transport                                               client.Transport // -via
+	proxy, ca, via, mode, tunnel, template, originCA, authorization string
+	accountKey, attester, issuerDirectory                           string
+	tokens                                                          int
+	tcpTarget, udpTarget, h3Target                                  string
+	conns, tunnels, size, pid                                       int
+	rate                                                            float64
+	duration, warmup, timeout                                       time.Duration
+	count                                                           int64
+	jsonOut, baseline, disableDatagrams                             bool
+	progress                                                        string
+	transport                                                       client.Transport // -via
 }
 
 const usage = `usage: masque-load -proxy https://HOST:PORT [flags]
@@ -75,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
 	fs.IntVar(&o.tokens, "tokens", 50, "Privacy Pass: tokens to mint before the run, one per tunnel (a run that needs more counts auth errors);\nan attester limits the rate per account (masqued's demo account: a burst of 50, then 1/s; pp-issuer -rate, -burst)")
 	fs.StringVar(&o.mode, "mode", "tcp", "what tunnels do: tcp, udp, h3, setup or idle")
+	fs.StringVar(&o.tunnel, "tunnel", "tcp", "setup and idle: the `kind` of tunnel they open, tcp (CONNECT) or udp (CONNECT-UDP)")
 	fs.IntVar(&o.conns, "c", 10, "connections to the proxy")
 	fs.IntVar(&o.tunnels, "t", 10, "tunnels (workers) per connection")
 	fs.Float64Var(&o.rate, "rate", 0, "`operations` per second over all workers, open loop (0: closed loop, each worker back to back)")
@@ -120,10 +121,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	case o.progress != "auto" && o.progress != "on" && o.progress != "off":
 		return nil, cli.Usagef(fs, "-progress is auto, on or off, not %q", o.progress)
 	}
-	if _, err := load.ParseMode(o.mode); err != nil {
+	mode, err := load.ParseMode(o.mode)
+	if err != nil {
 		return nil, cli.Usagef(fs, "-mode: %v", err)
 	}
-	var err error
+	switch {
+	case o.tunnel != "tcp" && o.tunnel != "udp":
+		return nil, cli.Usagef(fs, "-tunnel is tcp or udp, not %q", o.tunnel)
+	case explicit["tunnel"] && mode != load.Setup && mode != load.Idle:
+		return nil, cli.Usagef(fs, "-tunnel is for -mode setup and idle; -mode %s names its tunnels", mode)
+	}
 	if o.transport, err = client.ParseTransport(o.via); err != nil {
 		return nil, cli.Usagef(fs, "-via: %v", err)
 	}
@@ -143,7 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	cfg := load.Config{
-		Mode: mode, Name: o.proxy,
+		Mode: mode, UDP: o.tunnel == "udp", Name: o.proxy,
 		Conns: o.conns, Tunnels: o.tunnels, Rate: o.rate,
 		Warmup: o.warmup, Duration: o.duration, Count: o.count,
 		Size: o.size, Timeout: o.timeout, ProxyPID: o.pid,

@@ -51,6 +51,8 @@ func TestSmoke(t *testing.T) {
 		{name: "setup over h2 at 100/s", args: []string{"-mode", "setup", "-via", "h2", "-rate", "100"}},
 		// The proxy runs in this process, so its memory is ours.
 		{name: "idle over auto", args: []string{"-mode", "idle", "-proxy-pid", strconv.Itoa(os.Getpid())}},
+		{name: "idle CONNECT-UDP over h3", args: []string{"-mode", "idle", "-tunnel", "udp", "-via", "h3"}},
+		{name: "setup CONNECT-UDP over h1", args: []string{"-mode", "setup", "-tunnel", "udp", "-via", "h1", "-rate", "100"}},
 	}
 	var wg sync.WaitGroup
 	for i := range cases {
@@ -81,9 +83,12 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("%d tunnels set up in 2s at 100/s", rep.Ops)
 				}
 			case load.Idle:
-				if rep.OpenAtEnd != 4 || rep.Proxy == nil || rep.Proxy.RSSOpenKiB == 0 {
+				if rep.OpenAtEnd != 4 || (!rep.UDP && (rep.Proxy == nil || rep.Proxy.RSSOpenKiB == 0)) {
 					t.Errorf("%d tunnels open, proxy %+v", rep.OpenAtEnd, rep.Proxy)
 				}
+			}
+			if want := strings.Contains(c.name, "CONNECT-UDP"); rep.UDP != want {
+				t.Errorf("report says CONNECT-UDP %v, want %v", rep.UDP, want)
 			}
 		})
 	}
@@ -132,6 +137,8 @@ func TestBadInput(t *testing.T) {
 		{"refused over TCP", []string{"-proxy", "https://" + closedTCP, "-via", "h2"}, false, "connection refused"},
 		{"silent over QUIC", []string{"-proxy", "https://" + closedUDP, "-via", "h3", "-timeout", "500ms"}, false, "deadline exceeded"},
 		{"target refuses", []string{"-proxy", p.URL, "-ca", p.CertFile, "-tcp-target", closedTCP, "-d", "300ms"}, false, "no operation succeeded"},
+		{"bad tunnel kind", []string{"-proxy", p.URL, "-mode", "idle", "-tunnel", "sctp"}, true, `-tunnel is tcp or udp, not "sctp"`},
+		{"tunnel kind for tcp mode", []string{"-proxy", p.URL, "-mode", "tcp", "-tunnel", "udp"}, true, "-tunnel is for -mode setup and idle"},
 		{"UDP payload too large", []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "udp", "-size", "5000"}, false, "size at most 1200"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

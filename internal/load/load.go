@@ -24,8 +24,8 @@ const (
 	TCP   Mode = "tcp"   // CONNECT tunnels to a TCP echo: write Size bytes, read them back
 	UDP   Mode = "udp"   // CONNECT-UDP tunnels to a UDP echo: one datagram of Size bytes there and back
 	H3    Mode = "h3"    // CONNECT-UDP tunnels to an HTTP/3 origin: GET Size bytes
-	Setup Mode = "setup" // open a CONNECT tunnel and close it again, as fast as possible
-	Idle  Mode = "idle"  // open Conns × Tunnels CONNECT tunnels, hold them idle, close them
+	Setup Mode = "setup" // open a CONNECT (or, with Config.UDP, CONNECT-UDP) tunnel and close it again, as fast as possible
+	Idle  Mode = "idle"  // open Conns × Tunnels CONNECT (or CONNECT-UDP) tunnels, hold them idle, close them
 )
 
 // Modes lists the modes, for usage messages.
@@ -47,6 +47,8 @@ type Targets struct{ TCP, UDP, H3 string }
 // Config describes a run. Zero means "none" where not said otherwise.
 type Config struct {
 	Mode Mode
+	// UDP makes Setup and Idle open CONNECT-UDP tunnels, not CONNECT.
+	UDP bool
 	// Name labels the run in the report, such as the proxy's URL.
 	Name string
 	// Connect opens one connection to the proxy (or Direct's), with its
@@ -94,6 +96,8 @@ func (c *Config) validate() error {
 		return errors.New("idle holds its tunnels for a duration: give one")
 	case c.Timeout <= 0:
 		return errors.New("need a timeout")
+	case c.UDP && c.Mode != Setup && c.Mode != Idle:
+		return errors.New("the tunnel kind is chosen only for setup and idle: the other modes name theirs")
 	case (c.Mode == TCP || c.Mode == UDP) && c.Size < 8:
 		return errors.New("echo payloads carry an 8-byte sequence number: size must be at least 8")
 	case c.Mode == TCP && c.Size > maxTCPEcho:
@@ -110,11 +114,11 @@ const maxTCPEcho = 64 << 10
 
 // target is where the mode's tunnels go.
 func (c *Config) target() string {
-	switch c.Mode {
-	case UDP:
-		return c.Targets.UDP
-	case H3:
+	switch {
+	case c.Mode == H3:
 		return c.Targets.H3
+	case c.Mode == UDP, c.UDP:
+		return c.Targets.UDP
 	}
 	return c.Targets.TCP
 }
@@ -359,13 +363,13 @@ func (r *run) openTunnel(stop context.Context, c Conn) (tunnel, error) {
 	ctx, cancel := context.WithTimeout(stop, r.cfg.Timeout)
 	defer cancel()
 	var t tunnel
-	switch r.cfg.Mode {
-	case UDP, H3:
+	switch {
+	case r.cfg.Mode == UDP, r.cfg.Mode == H3, r.cfg.UDP:
 		pc, err := c.ListenUDP(ctx, r.cfg.target())
 		if err != nil {
 			return nil, err
 		}
-		if r.cfg.Mode == UDP {
+		if r.cfg.Mode != H3 {
 			t = newUDPEcho(pc, r.cfg.Size)
 		} else {
 			t = newH3Get(pc, r.cfg.Targets.H3, r.cfg.Size, r.cfg.OriginTLS)

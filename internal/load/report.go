@@ -15,6 +15,7 @@ import (
 type Report struct {
 	Name      string  `json:"name"`
 	Mode      Mode    `json:"mode"`
+	UDP       bool    `json:"udp_tunnels,omitempty"` // setup and idle: CONNECT-UDP`
 	Conns     int     `json:"conns"`
 	Tunnels   int     `json:"tunnels_per_conn"`
 	Rate      float64 `json:"rate,omitempty"` // 0: closed loop
@@ -48,7 +49,7 @@ type Report struct {
 func (r *run) report(measured time.Duration, openAtEnd int64) *Report {
 	secs := max(measured.Seconds(), 0)
 	rep := &Report{
-		Name: r.cfg.Name, Mode: r.cfg.Mode, Conns: r.cfg.Conns, Tunnels: r.cfg.Tunnels, Rate: r.cfg.Rate,
+		Name: r.cfg.Name, Mode: r.cfg.Mode, UDP: r.cfg.UDP, Conns: r.cfg.Conns, Tunnels: r.cfg.Tunnels, Rate: r.cfg.Rate,
 		Warmup: r.cfg.Warmup.Seconds(), Duration: secs,
 		Ops: r.ops.Load(), Bytes: r.bytes.Load(), OpenAtEnd: openAtEnd,
 		Connect: r.connect.summary(), Setup: r.setup.summary(), Op: r.op.summary(), Lag: r.lag.summary(), Service: r.service.summary(),
@@ -122,8 +123,12 @@ func (rep *Report) text(b *strings.Builder) {
 	if rep.Rate > 0 {
 		loop = fmt.Sprintf("open loop at %g/s", rep.Rate)
 	}
+	mode := string(rep.Mode)
+	if rep.UDP {
+		mode += " (CONNECT-UDP)"
+	}
 	fmt.Fprintf(b, "%s: %s, %d connections × %d tunnels, %s, %.1fs measured after %gs warm-up\n",
-		rep.Name, rep.Mode, rep.Conns, rep.Tunnels, loop, rep.Duration, rep.Warmup)
+		rep.Name, mode, rep.Conns, rep.Tunnels, loop, rep.Duration, rep.Warmup)
 	fmt.Fprintf(b, "  %d ops (%.1f/s), %d errors, %.1f Mbit/s, %d tunnels open at the end\n",
 		rep.Ops, rep.OpsPerSec, rep.Errors, rep.Mbps, rep.OpenAtEnd)
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
