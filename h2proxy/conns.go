@@ -71,12 +71,10 @@ type udpConn struct {
 	ended    context.Context // done when the tunnel ends
 	end      context.CancelFunc
 	deadline proxyclient.ReadDeadline
-	in       chan []byte
+	in       chan *[]byte // payloads in proxyclient packet buffers
 	pump     sync.WaitGroup
 	dropped  atomic.Uint64
-
-	writeMu sync.Mutex
-	wbuf    []byte
+	writeMu  sync.Mutex // one capsule at a time on the stream
 
 	closeOnce sync.Once
 	closeErr  error
@@ -86,8 +84,7 @@ func newUDPConn(s *stream, remote net.Addr) *udpConn {
 	u := &udpConn{
 		stream: s,
 		remote: remote,
-		in:     make(chan []byte, inQueueLen),
-		wbuf:   make([]byte, capsule.MaxHeaderLen+1+maxUDPPayload),
+		in:     make(chan *[]byte, inQueueLen),
 	}
 	u.ended, u.end = context.WithCancel(context.Background())
 	u.deadline.Init(u.ended)
@@ -118,9 +115,12 @@ func (u *udpConn) readCapsules() {
 			u.dropped.Add(1)
 			continue
 		}
+		b := proxyclient.GetPacket(len(payload))
+		copy(*b, payload)
 		select {
-		case u.in <- append([]byte(nil), payload...):
+		case u.in <- b:
 		default:
+			proxyclient.PutPacket(b)
 			u.dropped.Add(1)
 		}
 	}
@@ -136,12 +136,12 @@ func (u *udpConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	ctx := u.deadline.Context()
 	select {
 	case b := <-u.in:
-		return copy(p, b), u.remote, nil
+		return u.take(p, b), u.remote, nil
 	case <-ctx.Done():
 		if u.ended.Err() != nil {
 			select {
 			case b := <-u.in: // what arrived before the end
-				return copy(p, b), u.remote, nil
+				return u.take(p, b), u.remote, nil
 			default:
 			}
 			return 0, nil, net.ErrClosed
@@ -150,19 +150,29 @@ func (u *udpConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
+// take copies a queued packet into p and gives its buffer back.
+func (u *udpConn) take(p []byte, b *[]byte) int {
+	n := copy(p, *b)
+	proxyclient.PutPacket(b)
+	return n
+}
+
 // WriteTo sends p to the tunnel's target; addr is ignored, as the tunnel has
 // one target.
 func (u *udpConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if len(p) > maxUDPPayload {
 		return 0, errors.New("h2proxy: packet larger than a UDP payload")
 	}
+	const off = capsule.MaxHeaderLen + 1
+	b := proxyclient.GetPacket(off + len(p))
+	defer proxyclient.PutPacket(b)
+	buf := *b
+	buf[off-1] = capsule.ContextUDP
+	copy(buf[off:], p)
+	start := capsule.PutDatagramHeader(buf, off-1)
 	u.writeMu.Lock()
 	defer u.writeMu.Unlock()
-	const off = capsule.MaxHeaderLen + 1
-	u.wbuf[off-1] = capsule.ContextUDP
-	n := copy(u.wbuf[off:], p)
-	start := capsule.PutDatagramHeader(u.wbuf[:off+n], off-1)
-	if _, err := u.w.Write(u.wbuf[start : off+n]); err != nil {
+	if _, err := u.w.Write(buf[start:]); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -48,8 +48,7 @@ type UDPConn struct {
 	cr     *capsule.Reader
 	rbuf   []byte
 
-	writeMu sync.Mutex // guards wbuf
-	wbuf    []byte
+	writeMu sync.Mutex // one capsule at a time on the stream (capsule mode)
 
 	dropped   atomic.Uint64
 	closeOnce sync.Once
@@ -71,7 +70,6 @@ func newUDPConn(c *Client, rs *http3.RequestStream, target net.Addr) *UDPConn {
 		qsid:      uint64(rs.StreamID() / 4),
 		datagrams: c.datagrams,
 		target:    target,
-		wbuf:      make([]byte, capsule.MaxHeaderLen+1+maxUDPPayload),
 	}
 	u.closeCtx, u.closeConn = context.WithCancelCause(context.Background())
 	u.deadline.Init(u.closeCtx)
@@ -191,12 +189,12 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if err := u.closeCtx.Err(); err != nil {
 		return 0, net.ErrClosed
 	}
-	u.writeMu.Lock()
-	defer u.writeMu.Unlock()
 	const off = capsule.MaxHeaderLen + 1
-	u.wbuf[off-1] = capsule.ContextUDP
-	n := copy(u.wbuf[off:], p)
-	pkt := u.wbuf[:off+n]
+	b := proxyclient.GetPacket(off + len(p))
+	defer proxyclient.PutPacket(b)
+	pkt := *b
+	pkt[off-1] = capsule.ContextUDP
+	copy(pkt[off:], p)
 	var err error
 	if u.datagrams {
 		// Frame the quarter stream ID in place: http3's SendDatagram would
@@ -209,7 +207,9 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		}
 	} else {
 		start := capsule.PutDatagramHeader(pkt, off-1)
+		u.writeMu.Lock()
 		_, err = u.send.write(pkt[start:])
+		u.writeMu.Unlock()
 	}
 	if err != nil {
 		return 0, err
