@@ -163,16 +163,12 @@ func (u *udpConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if len(p) > maxUDPPayload {
 		return 0, errors.New("h2proxy: packet larger than a UDP payload")
 	}
-	const off = capsule.MaxHeaderLen + 1
-	b := proxyclient.GetPacket(off + len(p))
+	b := proxyclient.UDPDatagram(p)
 	defer proxyclient.PutPacket(b)
-	buf := *b
-	buf[off-1] = capsule.ContextUDP
-	copy(buf[off:], p)
-	start := capsule.PutDatagramHeader(buf, off-1)
+	start := capsule.PutDatagramHeader(*b, proxyclient.UDPHeadroom)
 	u.writeMu.Lock()
 	defer u.writeMu.Unlock()
-	if _, err := u.w.Write(buf[start:]); err != nil {
+	if _, err := u.w.Write((*b)[start:]); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -189,24 +189,21 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if err := u.closeCtx.Err(); err != nil {
 		return 0, net.ErrClosed
 	}
-	const off = capsule.MaxHeaderLen + 1
-	b := proxyclient.GetPacket(off + len(p))
+	b := proxyclient.UDPDatagram(p)
 	defer proxyclient.PutPacket(b)
 	pkt := *b
-	pkt[off-1] = capsule.ContextUDP
-	copy(pkt[off:], p)
 	var err error
 	if u.datagrams {
 		// Frame the quarter stream ID in place: http3's SendDatagram would
 		// allocate and copy per packet.
-		start := capsule.PutVarint(pkt, off-1, u.qsid)
+		start := capsule.PutVarint(pkt, proxyclient.UDPHeadroom, u.qsid)
 		err = u.conn.SendDatagram(pkt[start:])
 		if tooLarge(err) {
 			u.dropped.Add(1)
 			return len(p), nil
 		}
 	} else {
-		start := capsule.PutDatagramHeader(pkt, off-1)
+		start := capsule.PutDatagramHeader(pkt, proxyclient.UDPHeadroom)
 		u.writeMu.Lock()
 		_, err = u.send.write(pkt[start:])
 		u.writeMu.Unlock()

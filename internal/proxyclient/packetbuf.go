@@ -1,6 +1,10 @@
 package proxyclient
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/masqued/masqued/internal/capsule"
+)
 
 // Packet buffers for the clients' UDP tunnels, pooled so that sending or
 // receiving a packet allocates nothing and an idle tunnel holds no buffer.
@@ -37,4 +41,19 @@ func PutPacket(b *[]byte) {
 	case largePacket:
 		largePackets.Put(b)
 	}
+}
+
+// UDPHeadroom is where a UDPDatagram's HTTP Datagram payload starts: the
+// bytes before it are room to frame it in place (a capsule header, or a
+// quarter stream ID).
+const UDPHeadroom = capsule.MaxHeaderLen
+
+// UDPDatagram returns a pooled buffer holding UDP payload p as an HTTP
+// Datagram payload, Context ID 0 (RFC 9298 §5) first, at UDPHeadroom. Give
+// it back with PutPacket.
+func UDPDatagram(p []byte) *[]byte {
+	b := GetPacket(UDPHeadroom + 1 + len(p))
+	(*b)[UDPHeadroom] = capsule.ContextUDP
+	copy((*b)[UDPHeadroom+1:], p)
+	return b
 }

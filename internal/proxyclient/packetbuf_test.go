@@ -18,3 +18,11 @@ func TestPacketBuffers(t *testing.T) {
 		t.Errorf("%v allocations per get and put", allocs)
 	}
 }
+
+func TestUDPDatagram(t *testing.T) {
+	b := UDPDatagram([]byte("ping"))
+	defer PutPacket(b)
+	if got := string((*b)[UDPHeadroom:]); got != "\x00ping" {
+		t.Fatalf("payload %q, want Context ID 0 then ping", got)
+	}
+}
