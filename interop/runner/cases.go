@@ -275,6 +275,21 @@ var cases = []*testCase{
 		}),
 	},
 	{
+		name: "geo-hint", needs: geo, opts: proxyOptions{geo: true, hint: true},
+		desc: "the GeoIP database puts the client in London, its Sec-CH-Geohash hint (" + manchesterHint + ") in Manchester, in the same country: the origin sees the Manchester pool's egress address (127.0.0.3)",
+		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
+			return c.fetchHello(ctx, cl, p, "tcp", "https", c.env.origins.https, "-geohash", manchesterHint)
+		}), map[string]runFunc{
+			"curl": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
+				body, _, err := c.curl(ctx, p, "--fail", "--proxy-header", "Sec-CH-Geohash: "+manchesterHint, c.url("https", c.env.origins.https, "hello"))
+				if err != nil {
+					return err
+				}
+				return c.checkBody(p, body, hello(c.id, "https"))
+			},
+		}),
+	},
+	{
 		name: "ssrf-blocked", needs: policy, opts: proxyOptions{strict: true},
 		desc: "a proxy that refuses private targets: a tunnel to the loopback origin gets 403, and the origin sees nothing",
 		clients: with(refusals("403", "tcp", nil), map[string]runFunc{

@@ -47,6 +47,7 @@ func (f feature) String() string {
 type proxyOptions struct {
 	auth   bool // Privacy Pass, with masqued's in-process issuer and demo account
 	geo    bool // the client's location picks the egress address
+	hint   bool // with geo: the client sends manchesterHint
 	strict bool // no tunnels to loopback (the origins are there)
 }
 
@@ -78,16 +79,22 @@ type proxy struct {
 // ppAccount is masqued's demo Privacy Pass account and where to use it.
 type ppAccount struct{ keyFile, attester, directory string }
 
-// Egress addresses: the default pool's, and that of the cell the GeoIP
-// database puts 127.0.0.1 (every client) in.
+// Egress addresses: the default pool's, that of the cell the GeoIP
+// database puts 127.0.0.1 (every client) in, and that of the cell a client
+// moves to with a Sec-CH-Geohash hint.
 var (
-	defaultEgress = netip.MustParseAddr("127.0.0.9")
-	londonEgress  = netip.MustParseAddr("127.0.0.2")
+	defaultEgress    = netip.MustParseAddr("127.0.0.9")
+	londonEgress     = netip.MustParseAddr("127.0.0.2")
+	manchesterEgress = netip.MustParseAddr("127.0.0.3")
 )
 
-// egressFeed is masqued's -egress-pools: London (geohash gcpv) and a
-// default for clients the database does not place.
-const egressFeed = "127.0.0.2,GB,GB-ENG,London,,gcpv\n127.0.0.9,,,,,\n"
+// manchesterHint is a Sec-CH-Geohash value in Manchester (53.48, -2.24), in
+// the same country as London, so that masqued takes it.
+const manchesterHint = "gcw2hz"
+
+// egressFeed is masqued's -egress-pools: London (geohash gcpv), Manchester
+// (gcw2) and a default for clients the database does not place.
+const egressFeed = "127.0.0.2,GB,GB-ENG,London,,gcpv\n127.0.0.3,GB,GB-ENG,Manchester,,gcw2\n127.0.0.9,,,,,\n"
 
 // startMasqued starts masqued on a free port with egress pools, so that the
 // origins can tell tunnelled requests (from 127.0.0.9, or 127.0.0.2 for the
@@ -108,6 +115,9 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 			return nil, err
 		}
 		args, egress = append(args, "-geoip-db", db), londonEgress
+		if o.hint {
+			egress = manchesterEgress
+		}
 	}
 	if !o.strict {
 		args = append(args, "-allow-private-targets")
