@@ -10,6 +10,9 @@ func TestPacketBuffers(t *testing.T) {
 		}
 		PutPacket(b)
 	}
+	if raceEnabled {
+		return
+	}
 	// Steady use allocates nothing.
 	if allocs := testing.AllocsPerRun(1000, func() {
 		PutPacket(GetPacket(1200))

@@ -1,0 +1,5 @@
+//go:build !race
+
+package proxyclient
+
+const raceEnabled = false
