@@ -52,7 +52,7 @@ func TestSmoke(t *testing.T) {
 		// The proxy runs in this process, so its memory is ours.
 		{name: "idle over auto", args: []string{"-mode", "idle", "-proxy-pid", strconv.Itoa(os.Getpid())}},
 		{name: "idle CONNECT-UDP over h3", args: []string{"-mode", "idle", "-tunnel", "udp", "-via", "h3"}},
-		{name: "setup CONNECT-UDP over h1", args: []string{"-mode", "setup", "-tunnel", "udp", "-via", "h1", "-rate", "100"}},
+		{name: "setup CONNECT-UDP over h2", args: []string{"-mode", "setup", "-tunnel", "udp", "-via", "h2", "-rate", "100"}},
 	}
 	var wg sync.WaitGroup
 	for i := range cases {
