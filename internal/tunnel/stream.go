@@ -91,12 +91,24 @@ type streamCopier struct {
 	fin   func() error // half-closes dst after src's EOF
 	count func(int)
 	seen  *activity
+	// src, if set, is the source socket, whose queue the copier can look
+	// at: when a read drains it, the copier gives its buffer back and
+	// waits for more data without one, so an idle tunnel holds none.
+	// Otherwise the copier keeps one buffer.
+	queue queueWatcher
+	buf   copyBuf
+}
+
+// queueWatcher looks at a socket's receive queue (targetReader).
+type queueWatcher interface {
+	ready() bool // data, its end or an error is queued; never blocks
+	wait() error // blocks until ready, or the socket closes
 }
 
 func (c *streamCopier) run() error {
-	small := smallStreamBufs.Get().(*[smallStreamBuf]byte)
-	buf, release := small[:], func() { smallStreamBufs.Put(small) }
-	defer func() { release() }()
+	defer c.buf.release()
+	size := smallStreamBuf
+	buf := c.buf.take(size)
 	for {
 		n, rerr := c.src.Read(buf)
 		if n > 0 {
@@ -110,17 +122,52 @@ func (c *streamCopier) run() error {
 				return err
 			}
 		}
-		if n == smallStreamBuf && len(buf) == smallStreamBuf {
-			release()
-			bulk := bulkStreamBufs.Get().(*[bulkStreamBuf]byte)
-			buf, release = bulk[:], func() { bulkStreamBufs.Put(bulk) }
-		}
 		if rerr == io.EOF {
 			return c.fin()
 		}
 		if rerr != nil {
 			return rerr
 		}
+		switch {
+		case n == smallStreamBuf && size == smallStreamBuf:
+			size = bulkStreamBuf
+			c.buf.release()
+			buf = c.buf.take(size)
+		case n < len(buf) && c.queue != nil && !c.queue.ready():
+			// Drained: wait for more without a buffer. A bulk transfer
+			// rarely gets here, as more is queued by the time it looks.
+			c.buf.release()
+			if err := c.queue.wait(); err != nil {
+				return err
+			}
+			buf = c.buf.take(size)
+		}
+	}
+}
+
+// copyBuf is the pooled buffer a copier holds, if any: small or bulk.
+type copyBuf struct {
+	small *[smallStreamBuf]byte
+	bulk  *[bulkStreamBuf]byte
+}
+
+func (b *copyBuf) take(size int) []byte {
+	if size == bulkStreamBuf {
+		b.bulk = bulkStreamBufs.Get().(*[bulkStreamBuf]byte)
+		return b.bulk[:]
+	}
+	b.small = smallStreamBufs.Get().(*[smallStreamBuf]byte)
+	return b.small[:]
+}
+
+func (b *copyBuf) release() {
+	if b.small != nil {
+		smallStreamBufs.Put(b.small)
+		b.small = nil
+	}
+	if b.bulk != nil {
+		bulkStreamBufs.Put(b.bulk)
+		b.bulk = nil
 	}
 }
 
@@ -144,6 +191,9 @@ func (t *Tunnel) RelayStream(client Stream) error {
 	}
 	up := &streamCopier{dst: t.target, src: client, fin: targetFIN, count: t.countUp, seen: &seen}
 	down := &streamCopier{dst: client, src: t.target, fin: client.CloseWrite, count: t.countDown, seen: &seen}
+	if tr, ok := newTargetReader(t.target); ok {
+		down.queue = tr
+	}
 	// The first failure aborts both directions, so that neither copy
 	// stays blocked. The caller's goroutine copies downwards, so that an
 	// idle tunnel costs one goroutine stack less.

@@ -60,3 +60,47 @@ func TestCopierBuffers(t *testing.T) {
 		})
 	}
 }
+
+// fakeQueue is a queueWatcher that is never ready: the copier waits after
+// every short read. onWait runs in the wait.
+type fakeQueue struct{ onWait func() }
+
+func (fakeQueue) ready() bool   { return false }
+func (q fakeQueue) wait() error { q.onWait(); return nil }
+
+// With a queue to watch, the copier holds no buffer while it waits for more
+// after a read that drained it, and it still moves to bulk buffers once a
+// read fills a small one.
+func TestCopierWaitsWithoutBuffer(t *testing.T) {
+	data := make([]byte, 3*1000+smallStreamBuf+bulkStreamBuf)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	// Three short reads, one full small one, one full bulk one, then EOF.
+	src := &recordingReader{data: bytes.Clone(data), chunk: 1000}
+	var dst bytes.Buffer
+	c := &streamCopier{dst: &dst, src: src, fin: func() error { return nil }, count: func(int) {}, seen: new(activity)}
+	waits := 0
+	c.queue = fakeQueue{onWait: func() {
+		waits++
+		if c.buf.small != nil || c.buf.bulk != nil {
+			t.Errorf("wait %d: the copier holds a buffer", waits)
+		}
+		if waits == 3 {
+			src.chunk = 1 << 30
+		}
+	}}
+	if err := c.run(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.Bytes(), data) {
+		t.Fatalf("copied %d bytes, want the %d sent", dst.Len(), len(data))
+	}
+	want := []int{smallStreamBuf, smallStreamBuf, smallStreamBuf, smallStreamBuf, bulkStreamBuf, bulkStreamBuf}
+	if !slices.Equal(src.lens, want) || waits != 3 {
+		t.Errorf("read buffers %v after %d waits, want %v after 3", src.lens, waits, want)
+	}
+	if c.buf.small != nil || c.buf.bulk != nil {
+		t.Error("the copier kept a buffer after it ended")
+	}
+}

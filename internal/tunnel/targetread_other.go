@@ -15,4 +15,6 @@ func newTargetReader(net.Conn) (*targetReader, bool) { return nil, false }
 
 func (*targetReader) wait() error { return nil }
 
+func (*targetReader) ready() bool { return true }
+
 func (*targetReader) read([]byte) (int, error) { return 0, syscall.EAGAIN }
