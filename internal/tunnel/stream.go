@@ -91,13 +91,20 @@ type streamCopier struct {
 	fin   func() error // half-closes dst after src's EOF
 	count func(int)
 	seen  *activity
-	// src, if set, is the source socket, whose queue the copier can look
-	// at: when a read drains it, the copier gives its buffer back and
-	// waits for more data without one, so an idle tunnel holds none.
-	// Otherwise the copier keeps one buffer.
+	// queue, if set, watches the source socket's receive queue (the
+	// target's). When a read drains it, the copier gives its buffer back
+	// and waits for more data without one. Without a queue the copier
+	// reads into head instead after a short read.
 	queue queueWatcher
 	buf   copyBuf
+	head  [headBuf]byte
 }
+
+// headBuf is what a copier without a queue to watch holds while its source
+// is quiet: a quiet or interactive stream is read into it, and written from
+// it, without a pooled buffer. Writing a read that fills it moves on to a
+// pooled buffer.
+const headBuf = 512
 
 // queueWatcher looks at a socket's receive queue (targetReader).
 type queueWatcher interface {
@@ -108,19 +115,17 @@ type queueWatcher interface {
 func (c *streamCopier) run() error {
 	defer c.buf.release()
 	size := smallStreamBuf
-	buf := c.buf.take(size)
+	buf, filled, err := c.quiet(size) // filled: bytes read ahead into buf
 	for {
-		n, rerr := c.src.Read(buf)
-		if n > 0 {
-			c.seen.touch()
-			// Count what the writer took even when it fails: an HTTP/2
-			// stream can deliver the bytes and then fail its flush because
-			// the client, having read them, reset the stream.
-			w, err := c.dst.Write(buf[:n])
-			c.count(w)
-			if err != nil {
-				return err
-			}
+		if err == io.EOF {
+			return c.fin()
+		} else if err != nil {
+			return err
+		}
+		n, rerr := c.src.Read(buf[filled:])
+		n, filled = n+filled, 0
+		if err := c.write(buf[:n]); err != nil {
+			return err
 		}
 		if rerr == io.EOF {
 			return c.fin()
@@ -133,16 +138,52 @@ func (c *streamCopier) run() error {
 			size = bulkStreamBuf
 			c.buf.release()
 			buf = c.buf.take(size)
-		case n < len(buf) && c.queue != nil && !c.queue.ready():
-			// Drained: wait for more without a buffer. A bulk transfer
+		case n < len(buf) && (c.queue == nil || !c.queue.ready()):
+			// Drained, or perhaps: a bulk transfer from a target socket
 			// rarely gets here, as more is queued by the time it looks.
 			c.buf.release()
-			if err := c.queue.wait(); err != nil {
-				return err
-			}
-			buf = c.buf.take(size)
+			buf, filled, err = c.quiet(size)
 		}
 	}
+}
+
+// quiet waits for the source's next burst holding no pooled buffer, then
+// returns a buffer of size and how much of it is already read. It returns
+// io.EOF when the source ends cleanly.
+func (c *streamCopier) quiet(size int) (buf []byte, filled int, err error) {
+	if c.queue != nil {
+		if err := c.queue.wait(); err != nil {
+			return nil, 0, err
+		}
+		return c.buf.take(size), 0, nil
+	}
+	for {
+		n, rerr := c.src.Read(c.head[:])
+		if n == len(c.head) && rerr == nil {
+			buf = c.buf.take(size)
+			return buf, copy(buf, c.head[:]), nil
+		}
+		if err := c.write(c.head[:n]); err != nil {
+			return nil, 0, err
+		}
+		if rerr != nil {
+			return nil, 0, rerr
+		}
+	}
+}
+
+// write writes b, if any, to the destination and counts it.
+func (c *streamCopier) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	c.seen.touch()
+	// Count what the writer took even when it fails: an HTTP/2 stream can
+	// deliver the bytes and then fail its flush because the client, having
+	// read them, reset the stream.
+	w, err := c.dst.Write(b)
+	c.count(w)
+	return err
 }
 
 // copyBuf is the pooled buffer a copier holds, if any: small or bulk.

@@ -25,22 +25,23 @@ func (r *recordingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// A copier without a queue to watch reads a quiet or interactive source
+// into its 512-byte head, with no pooled buffer; a read that fills the head
+// goes on in a small pooled buffer, and one that fills that in a bulk one.
 func TestCopierBuffers(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		chunk int   // the most one read returns
+		size  int   // bytes in all
 		lens  []int // the buffer each read got
 	}{
-		{"interactive", 1000, []int{smallStreamBuf, smallStreamBuf, smallStreamBuf, smallStreamBuf}},
-		{"short of full", smallStreamBuf - 1, []int{smallStreamBuf, smallStreamBuf, smallStreamBuf, smallStreamBuf}},
-		{"bulk after one full read", 1 << 30, []int{smallStreamBuf, bulkStreamBuf, bulkStreamBuf, bulkStreamBuf}},
+		{"interactive", 100, 300, []int{headBuf, headBuf, headBuf, headBuf}},
+		{"a burst into a small buffer", 1000, 1000, []int{headBuf, smallStreamBuf - headBuf, headBuf}},
+		{"bulk", 1 << 30, smallStreamBuf + 2*bulkStreamBuf + 1,
+			[]int{headBuf, smallStreamBuf - headBuf, bulkStreamBuf, bulkStreamBuf, bulkStreamBuf, headBuf}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			size := 3 * tc.chunk
-			if tc.chunk > bulkStreamBuf {
-				size = smallStreamBuf + bulkStreamBuf + 1
-			}
-			data := make([]byte, size)
+			data := make([]byte, tc.size)
 			for i := range data {
 				data[i] = byte(i * 7)
 			}
@@ -57,6 +58,9 @@ func TestCopierBuffers(t *testing.T) {
 			if !slices.Equal(src.lens, tc.lens) {
 				t.Errorf("read buffers %v, want %v", src.lens, tc.lens)
 			}
+			if c.buf.small != nil || c.buf.bulk != nil {
+				t.Error("the copier kept a buffer after it ended")
+			}
 		})
 	}
 }
@@ -68,15 +72,16 @@ type fakeQueue struct{ onWait func() }
 func (fakeQueue) ready() bool   { return false }
 func (q fakeQueue) wait() error { q.onWait(); return nil }
 
-// With a queue to watch, the copier holds no buffer while it waits for more
-// after a read that drained it, and it still moves to bulk buffers once a
-// read fills a small one.
+// With a queue to watch, the copier holds no buffer while it waits for data,
+// at the start or after a read that drained the queue, and it still moves
+// to bulk buffers once a read fills a small one.
 func TestCopierWaitsWithoutBuffer(t *testing.T) {
-	data := make([]byte, 3*1000+smallStreamBuf+bulkStreamBuf)
+	data := make([]byte, 2*1000+smallStreamBuf+bulkStreamBuf)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	// Three short reads, one full small one, one full bulk one, then EOF.
+	// A wait before each of two short reads and before a full small one,
+	// then a full bulk read, and EOF.
 	src := &recordingReader{data: bytes.Clone(data), chunk: 1000}
 	var dst bytes.Buffer
 	c := &streamCopier{dst: &dst, src: src, fin: func() error { return nil }, count: func(int) {}, seen: new(activity)}
@@ -96,7 +101,7 @@ func TestCopierWaitsWithoutBuffer(t *testing.T) {
 	if !bytes.Equal(dst.Bytes(), data) {
 		t.Fatalf("copied %d bytes, want the %d sent", dst.Len(), len(data))
 	}
-	want := []int{smallStreamBuf, smallStreamBuf, smallStreamBuf, smallStreamBuf, bulkStreamBuf, bulkStreamBuf}
+	want := []int{smallStreamBuf, smallStreamBuf, smallStreamBuf, bulkStreamBuf, bulkStreamBuf}
 	if !slices.Equal(src.lens, want) || waits != 3 {
 		t.Errorf("read buffers %v after %d waits, want %v after 3", src.lens, waits, want)
 	}
