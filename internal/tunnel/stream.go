@@ -22,10 +22,11 @@ type Stream interface {
 // closeWriter is implemented by *net.TCPConn.
 type closeWriter interface{ CloseWrite() error }
 
-// A copier starts with a small buffer, which is all an idle or interactive
-// tunnel ever holds, and moves to a bulk buffer once a read fills the small
-// one: bulk writes mean fewer HTTP/2 DATA frames, TLS records and frame
-// writer goroutines, and fewer QUIC stream writes per byte. Measured on
+// A copier borrows a pooled buffer only while data flows (an idle tunnel
+// holds none; see streamCopier.quiet): a small one, and a bulk one once a
+// read fills the small one. Bulk writes mean fewer HTTP/2 DATA frames, TLS
+// records and frame writer goroutines, and fewer QUIC stream writes per
+// byte. Measured on
 // loopback (masque-bench -inprocess, median of 5), 128 KiB bulk buffers
 // made HTTP/2 CONNECT downloads 11% and HTTP/3 CONNECT downloads 19%
 // faster than 32 KiB; 256 KiB gained little more for twice the memory.

@@ -9,10 +9,11 @@ import (
 )
 
 // targetReader reads a target socket so that a tunnel holds a buffer only
-// while data is queued: it waits for data without a buffer (MSG_PEEK), and,
-// on a UDP socket, reads without blocking until the queue is empty. An idle
-// tunnel so holds no buffer at all. The cost is two MSG_PEEK calls per
-// burst of UDP packets, or per read of a TCP target.
+// while data is queued: it tells whether data is queued and waits for some
+// without a buffer (MSG_PEEK), and, on a UDP socket, reads without blocking
+// until the queue is empty. An idle tunnel so holds no buffer at all. The
+// cost is two MSG_PEEK calls per burst of UDP packets, and one per short
+// read of a TCP target (two when it was the last of a burst).
 type targetReader struct {
 	rc syscall.RawConn
 	// peeked is where a peek looks: one byte, as a zero-length peek on a
