@@ -1,5 +1,6 @@
 # make test   what CI runs: gofmt, go vet, staticcheck, race tests, nested modules,
-#             and the interop matrix (into a temporary directory)
+#             and the interop matrix (into a temporary directory); every step
+#             runs, and the failed ones are named at the end
 # make interop the interop matrix (cmd/masque-interop) into INTEROP_OUT
 # make bench  the benchmark table (cmd/masque-bench; BENCH_ARGS)
 # make bench-patched  the same on quic-go with the patches we propose upstream
@@ -29,7 +30,17 @@ LOAD_ARGS           ?= -mode setup -c 1 -t 50 -rate 1000 -d 10s -baseline
 
 .PHONY: test fmt vet lint deps unit nested interop test-interop bench bench-patched load fuzz build
 
-test: fmt vet lint unit nested test-interop
+# Every step runs even when an earlier one fails, so that one failure never
+# hides the rest; the failed steps are named at the end and make exits 1.
+TEST_STEPS          := fmt vet lint unit nested test-interop
+
+test:
+	@failed=""; for step in $(TEST_STEPS); do \
+		echo "== make $$step"; \
+		$(MAKE) --no-print-directory $$step || failed="$$failed $$step"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: failed:$$failed"; exit 1; fi; \
+	echo "make test: all $(words $(TEST_STEPS)) steps passed"
 
 fmt:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,10 +63,15 @@ deps:
 	fi
 
 # The allocation tests run again without -race, under which sync.Pool drops
-# buffers on purpose and they skip.
+# buffers on purpose and they skip. They run even when the race run failed.
+UNIT_RACE           := $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+UNIT_ALLOCS         := $(GO) test -count=1 -run 'Allocs|TestPacketBuffers' ./...
+
 unit: deps
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	$(GO) test -count=1 -run 'Allocs|TestPacketBuffers' ./...
+	@rc=0; \
+	echo "$(UNIT_RACE)"; $(UNIT_RACE) || rc=1; \
+	echo "$(UNIT_ALLOCS)"; $(UNIT_ALLOCS) || rc=1; \
+	exit $$rc
 
 nested:
 	@set -e; for m in $(NESTED_MODULES); do \
