@@ -17,13 +17,13 @@ import (
 // core, so authentication, the SSRF policy and egress selection apply to it
 // as to CONNECT, and no connection to an origin is shared between clients.
 type forwarder struct {
-	front *tunnel.Front
-	rp    *httputil.ReverseProxy
+	fronts fronts
+	rp     *httputil.ReverseProxy
 }
 
 type tunnelConnKey struct{}
 
-func newForwarder(front *tunnel.Front, limits tunnel.Limits) *forwarder {
+func newForwarder(fronts fronts, limits tunnel.Limits) *forwarder {
 	tr := &http.Transport{
 		// The tunnel is already open: "dialing" hands over its connection.
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -38,7 +38,7 @@ func newForwarder(front *tunnel.Front, limits tunnel.Limits) *forwarder {
 		ResponseHeaderTimeout:  limits.IdleTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
 	}
-	f := &forwarder{front: front}
+	f := &forwarder{fronts: fronts}
 	f.rp = &httputil.ReverseProxy{
 		// Rewrite, unlike Director, adds no X-Forwarded-For: origins must
 		// not learn the client's address.
@@ -49,8 +49,8 @@ func newForwarder(front *tunnel.Front, limits tunnel.Limits) *forwarder {
 		},
 		Transport:     tr,
 		FlushInterval: -1, // stream as it arrives
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			front.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusBadGateway,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			fronts.of(r).WriteError(w, &tunnel.Error{HTTPStatus: http.StatusBadGateway,
 				Kind: tunnel.StatusDestinationUnavailable, Details: "forwarding to the origin failed", Err: err})
 		},
 	}
@@ -59,8 +59,9 @@ func newForwarder(front *tunnel.Front, limits tunnel.Limits) *forwarder {
 
 // serve forwards r to its origin through a new tunnel.
 func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
+	front := f.fronts.of(r)
 	if r.URL.Scheme != "" && r.URL.Scheme != "http" {
-		f.front.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
+		front.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
 			Details: "only http:// is forwarded; use CONNECT for " + r.URL.Scheme})
 		return
 	}
@@ -69,12 +70,12 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	target, err := tunnel.ParseAuthority(withDefaultPort(r.Host, "80"))
 	if err != nil {
-		f.front.WriteError(w, err)
+		front.WriteError(w, err)
 		return
 	}
-	t, err := f.front.Open(r.Context(), r, tunnel.KindTCP, target, &connOf(r).state)
+	t, err := front.Open(r.Context(), r, tunnel.KindTCP, target, &connOf(r).state)
 	if err != nil {
-		f.front.WriteError(w, err)
+		front.WriteError(w, err)
 		return
 	}
 	defer t.Close()

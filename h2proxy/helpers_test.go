@@ -119,7 +119,8 @@ var modes = []struct {
 	name     string
 	cfg      ClientConfig
 	protocol string
+	front    string // the front label of its metrics
 }{
-	{"h2", ClientConfig{}, "h2"},
-	{"http1", ClientConfig{HTTP1: true}, "http/1.1"},
+	{"h2", ClientConfig{}, "h2", "h2"},
+	{"http1", ClientConfig{HTTP1: true}, "http/1.1", "h1"},
 }

@@ -90,24 +90,24 @@ func TestCloseEndsTunnels(t *testing.T) {
 }
 
 // TestConnectionsCounted checks masqued_connections_active for the TCP front:
-// an HTTP/2 connection counts until it closes, a hijacked HTTP/1.1 one until
-// its tunnel ends.
+// an HTTP/2 connection counts (as front h2) until it closes, a hijacked
+// HTTP/1.1 one (as front h1) until its tunnel ends.
 func TestConnectionsCounted(t *testing.T) {
 	p := startProxy(t, "127.0.0.1")
 	echo := testnet.TCPEcho(t, "127.0.0.1")
-	active := func() float64 { return p.metric(t, "masqued_connections_active", "front", "h2") }
-	waitFor := func(want float64) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for active() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("masqued_connections_active{front=h2} = %v, want %v", active(), want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
+			active := func() float64 { return p.metric(t, "masqued_connections_active", "front", m.front) }
+			waitFor := func(want float64) {
+				t.Helper()
+				deadline := time.Now().Add(5 * time.Second)
+				for active() != want {
+					if time.Now().After(deadline) {
+						t.Fatalf("masqued_connections_active{front=%s} = %v, want %v", m.front, active(), want)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			c, err := Dial(ctx, p.URL, ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS(), HTTP1: m.cfg.HTTP1})
@@ -122,9 +122,9 @@ func TestConnectionsCounted(t *testing.T) {
 			conn.Close()
 			c.Close()
 			waitFor(0)
+			if total := p.metric(t, "masqued_connections_total", "front", m.front); total != 1 {
+				t.Errorf("masqued_connections_total{front=%s} = %v, want 1", m.front, total)
+			}
 		})
-	}
-	if total := p.metric(t, "masqued_connections_total", "front", "h2"); total != 2 {
-		t.Errorf("masqued_connections_total{front=h2} = %v, want 2", total)
 	}
 }

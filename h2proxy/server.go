@@ -60,7 +60,7 @@ type Server struct {
 	initOnce sync.Once
 	initErr  error
 	srv      *http.Server
-	front    *tunnel.Front
+	fronts   fronts
 	forward  *forwarder
 
 	// Hijacked HTTP/1.1 tunnels, which http.Server forgets: Close closes
@@ -73,10 +73,47 @@ type Server struct {
 
 type connKey struct{}
 
+// fronts are the core's views for the two protocols of the TCP front, so
+// that metrics and the access log tell HTTP/2 from HTTP/1.1 tunnels.
+type fronts struct{ h2, h1 *tunnel.Front }
+
+// of returns the front that r arrived on.
+func (f fronts) of(r *http.Request) *tunnel.Front {
+	if r.ProtoMajor == 1 {
+		return f.h1
+	}
+	return f.h2
+}
+
 // connInfo is what a request needs from its client connection.
 type connInfo struct {
-	state  tunnel.ConnState
-	closed func() // counts the connection closed; safe to call more than once
+	state tunnel.ConnState
+
+	// A connection is counted from its first request, the first moment its
+	// protocol (ALPN) is known, until it closes.
+	mu     sync.Mutex
+	closed func() // nil until counted
+	done   bool
+}
+
+// counted counts the connection as open on front, once, unless it has
+// closed already.
+func (ci *connInfo) counted(front *tunnel.Front) {
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	if ci.closed == nil && !ci.done {
+		ci.closed = front.ConnOpened()
+	}
+}
+
+// close counts the connection closed; it is safe to call more than once.
+func (ci *connInfo) close() {
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	ci.done = true
+	if ci.closed != nil {
+		ci.closed()
+	}
 }
 
 // connOf returns r's connection, or an empty one (for tests that call
@@ -85,7 +122,7 @@ func connOf(r *http.Request) *connInfo {
 	if ci, ok := r.Context().Value(connKey{}).(*connInfo); ok {
 		return ci
 	}
-	return &connInfo{closed: func() {}}
+	return &connInfo{}
 }
 
 func (s *Server) init() error {
@@ -108,8 +145,8 @@ func (s *Server) build() error {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)
-	s.front = s.Proxy.Front("h2")
-	s.forward = newForwarder(s.front, s.Proxy.Limits())
+	s.fronts = fronts{h2: s.Proxy.Front("h2"), h1: s.Proxy.Front("h1")}
+	s.forward = newForwarder(s.fronts, s.Proxy.Limits())
 	s.hijacked = make(map[net.Conn]struct{})
 	s.srv = &http.Server{
 		Handler:           s,
@@ -124,7 +161,7 @@ func (s *Server) build() error {
 			MaxReceiveBufferPerConnection: 16 << 20,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ci := &connInfo{closed: s.front.ConnOpened()}
+			ci := &connInfo{}
 			s.conns.Store(c, ci)
 			return context.WithValue(ctx, connKey{}, ci)
 		},
@@ -133,7 +170,7 @@ func (s *Server) build() error {
 			// (serveHijacked); the others until net/http closes them.
 			if state == http.StateClosed || state == http.StateHijacked {
 				if ci, ok := s.conns.LoadAndDelete(c); ok && state == http.StateClosed {
-					ci.(*connInfo).closed()
+					ci.(*connInfo).close()
 				}
 			}
 		},
@@ -224,6 +261,9 @@ func (s *Server) untrack(c net.Conn) {
 // ServeHTTP handles one request: a tunnel, a forwarded http:// request, a
 // request for the proxy itself, or an error answer.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	front := s.fronts.of(r)
+	ci := connOf(r)
+	ci.counted(front)
 	protocol := tunnelProtocol(r)
 	if r.Method != http.MethodConnect && protocol == "" && forwarded(r) {
 		// Not ours to advertise on: the response is the origin's, and an
@@ -238,15 +278,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.Handler.ServeHTTP(w, r)
 		return
 	}
-	kind, target, err := s.front.ParseRequest(r, protocol)
+	kind, target, err := front.ParseRequest(r, protocol)
 	if err != nil {
-		s.front.WriteError(w, err)
+		front.WriteError(w, err)
 		return
 	}
-	ci := connOf(r)
-	t, err := s.front.Open(r.Context(), r, kind, target, &ci.state)
+	t, err := front.Open(r.Context(), r, kind, target, &ci.state)
 	if err != nil {
-		s.front.WriteError(w, err)
+		front.WriteError(w, err)
 		return
 	}
 	if r.ProtoMajor == 1 {
@@ -282,12 +321,12 @@ func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tun
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		t.Close()
-		s.front.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusInternalServerError,
+		s.fronts.h1.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusInternalServerError,
 			Kind: tunnel.StatusInternalError, Details: "cannot take over the connection", Err: err})
 		return
 	}
 	defer conn.Close()
-	defer ci.closed()
+	defer ci.close()
 	if !s.track(conn) {
 		t.Close()
 		return
