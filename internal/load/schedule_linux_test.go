@@ -1,28 +1,22 @@
 package load
 
 import (
-	"slices"
 	"testing"
 	"time"
 )
 
-// On Linux an open-loop worker starts close to its slot, not up to a
-// millisecond late as it would after a Go timer alone.
+// On Linux the fine sleep hands out each ticket at its slot or after it,
+// never before, in order and none skipped. How close to the slot it wakes
+// is BenchmarkSchedule's figure, not a test's: a busy machine wakes late.
 func TestSchedulePrecise(t *testing.T) {
 	s := &schedule{start: time.Now().Add(5 * time.Millisecond), rate: 1000, limit: 200, fine: preciseSleep}
-	var late []time.Duration
-	for {
+	for i := range int64(200) {
 		at, ok := s.take(t.Context())
-		if !ok {
-			break
+		if now := time.Now(); !ok || !at.Equal(s.slot(i)) || now.Before(at) {
+			t.Fatalf("ticket %d: at %v ok %v, handed out at %v", i, at.Sub(s.start), ok, now.Sub(s.start))
 		}
-		late = append(late, time.Since(at))
 	}
-	slices.Sort(late)
-	if late[0] < 0 {
-		t.Fatalf("a ticket was handed out %v before its slot", -late[0])
-	}
-	if p50 := late[len(late)/2]; p50 > 500*time.Microsecond {
-		t.Errorf("workers start %v after their slot at the median (p90 %v), want < 0.5 ms", p50, late[len(late)*9/10])
+	if _, ok := s.take(t.Context()); ok {
+		t.Fatal("a ticket past the limit")
 	}
 }
