@@ -22,20 +22,27 @@ import (
 func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 
 // runLoad runs masque-load with args and returns stdout, stderr and the
-// error run returned.
+// error run returned. The runs here take a few seconds at most; the 30 s
+// deadline only catches one that hangs, and is reported as such.
 func runLoad(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out, errOut bytes.Buffer
 	err := run(ctx, args, &out, &errOut)
+	if ctx.Err() != nil {
+		t.Errorf("masque-load %q was still running at the 30 s hang bound", args)
+	}
 	return out.String(), errOut.String(), err
 }
 
 // TestSmoke runs each mode for two seconds through masqued's proxy (HTTP/3,
 // HTTP/2 and HTTP/1.1 fronts, in this process) against the tool's own
 // origins, as `make test`'s smoke run. The runs go at once, not as parallel
-// subtests, which go test would run two at a time on two cores.
+// subtests, which go test would run two at a time on two cores. It checks
+// that tunnels open and work without errors, not how many per second: on a
+// busy machine the open-loop run falls behind its rate, which the report
+// shows (ops/s, start lag) and `make load` is for.
 func TestSmoke(t *testing.T) {
 	p := proxytest.Start(t, testnet.IPv4, true)
 	cases := []struct {
@@ -79,8 +86,11 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("no baseline or ratios: %s", c.stdout)
 				}
 			case load.Setup:
-				if rep.Ops < 150 || rep.Ops > 202 {
-					t.Errorf("%d tunnels set up in 2s at 100/s", rep.Ops)
+				// Every tunnel set up is counted and closed again (at most
+				// one per worker is in flight at the end); the open loop
+				// records each one's start lag.
+				if rep.Setup.Count != rep.Ops || rep.OpenAtEnd > 4 || rep.Lag.Count == 0 {
+					t.Errorf("%d tunnels, %d setup latencies, %d start lags, %d open at the end", rep.Ops, rep.Setup.Count, rep.Lag.Count, rep.OpenAtEnd)
 				}
 			case load.Idle:
 				if rep.OpenAtEnd != 4 || (!rep.UDP && (rep.Proxy == nil || rep.Proxy.RSSOpenKiB == 0)) {
@@ -111,8 +121,8 @@ func TestTextReport(t *testing.T) {
 	}
 }
 
-// Bad flags and unusable proxies end the run quickly with a message that
-// says what is wrong and a non-zero exit.
+// Bad flags and unusable proxies end the run with a message that says what
+// is wrong and a non-zero exit (and runLoad's bound catches one that hangs).
 func TestBadInput(t *testing.T) {
 	p := proxytest.StartH3(t, testnet.IPv4, true)
 	closedTCP := closedPort(t, "tcp")
@@ -142,7 +152,6 @@ func TestBadInput(t *testing.T) {
 		{"UDP payload too large", []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "udp", "-size", "5000"}, false, "size at most 1200"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			start := time.Now()
 			stdout, stderr, err := runLoad(t, append([]string{"-warmup", "0s", "-d", "1s"}, tc.args...)...)
 			if err == nil {
 				t.Fatalf("no error\n%s%s", stdout, stderr)
@@ -153,9 +162,6 @@ func TestBadInput(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) && !strings.Contains(stderr, tc.want) {
 				t.Errorf("error %q (stderr %q) does not say %q", err, stderr, tc.want)
-			}
-			if d := time.Since(start); d > 10*time.Second {
-				t.Errorf("took %v to fail", d)
 			}
 		})
 	}
@@ -183,21 +189,27 @@ func closedPort(t *testing.T, network string) string {
 	return addr
 }
 
-// SIGINT (a cancelled context) ends a run at once, with the report so far.
+// SIGINT (a cancelled context) ends a run long before its -d, with the
+// report so far.
 func TestInterrupt(t *testing.T) {
 	p := proxytest.StartH3(t, testnet.IPv4, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	start := time.Now()
-	err := run(ctx, []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "tcp", "-c", "1", "-t", "2", "-d", "1m", "-warmup", "0s"}, &out, &errOut)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-proxy", p.URL, "-ca", p.CertFile, "-mode", "tcp", "-c", "1", "-t", "2", "-d", "1h", "-warmup", "0s"}, &out, &errOut)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second): // only catches a run that ignores the interrupt: it stops a moment after it
+		t.Fatal("still running 30 s after the interrupt")
+	}
 	if err == nil || !strings.Contains(err.Error(), "interrupted") {
 		t.Errorf("error %v", err)
 	}
 	if !strings.Contains(out.String(), " ops (") {
 		t.Errorf("no report:\n%s", out.String())
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("took %v to stop", d)
 	}
 }
