@@ -2,16 +2,16 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -62,7 +62,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 		return nil, cli.Configf("-udp-template %q: %w", c.udpTemplate, err)
 	}
 	if c.checkConfig == "" || c.tlsCert != "" || c.tlsKey != "" {
-		if s.cert, s.certPath, err = c.certificate(rs); err != nil {
+		if s.cert, s.certPath, err = c.certificate(rs, s.logger); err != nil {
 			return nil, err
 		}
 	}
@@ -157,12 +157,15 @@ func (s *setup) close() {
 	}
 }
 
-// certificate loads -tls-cert and -tls-key, or makes a self-signed certificate
-// and writes its PEM to -cert-out. A self-signed certificate passes to the
-// processes that take over from this one (rs), so that a restart does not
-// change it. It returns the certificate and the absolute path of the PEM
-// that clients should trust.
-func (c *flags) certificate(rs *restart.Restarter) (tls.Certificate, string, error) {
+// certificate loads -tls-cert and -tls-key, or else the self-signed
+// certificate kept at -cert-out (with its key beside it, see
+// certs.KeyFileFor) while it is still good for this start, or makes and keeps
+// a new one, saying why in a log line. A self-signed certificate also passes
+// in memory to the processes that take over from this one (rs), so that a
+// restart serves the very certificate its clients trust, even if the files
+// changed meanwhile; the new process puts it back in them. It returns the
+// certificate and the absolute path of the PEM that clients should trust.
+func (c *flags) certificate(rs *restart.Restarter, logger *slog.Logger) (tls.Certificate, string, error) {
 	switch {
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return tls.Certificate{}, "", cli.Configf("-tls-cert and -tls-key go together: give both or neither")
@@ -176,17 +179,29 @@ func (c *flags) certificate(rs *restart.Restarter) (tls.Certificate, string, err
 		path, err := filepath.Abs(c.tlsCert)
 		return cert, path, err
 	}
+	path := c.certOut
+	if path == "" {
+		var err error
+		if path, err = defaultCertPath(); err != nil {
+			return tls.Certificate{}, "", err
+		}
+	}
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	kept := certs.Kept{CertFile: path, KeyFile: certs.KeyFileFor(path), Hosts: c.certHosts()}
 	// The certificate's PEM, then its key's.
 	both, err := rs.Keep("self-signed", func() ([]byte, error) {
-		cert, certPEM, err := certs.SelfSigned()
+		cert, err := kept.Load(time.Now())
 		if err != nil {
-			return nil, err
+			logger.Info("making a new self-signed certificate", "file", path, "reason", err)
+			if cert, _, err = certs.SelfSigned(kept.Hosts...); err != nil {
+				return nil, err
+			}
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-		if err != nil {
-			return nil, err
-		}
-		return append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...), nil
+		certPEM, keyPEM, err := certs.MarshalPEM(cert)
+		return append(certPEM, keyPEM...), err
 	})
 	if err != nil {
 		return tls.Certificate{}, "", err
@@ -195,23 +210,34 @@ func (c *flags) certificate(rs *restart.Restarter) (tls.Certificate, string, err
 	if err != nil {
 		return tls.Certificate{}, "", err
 	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
-	path := c.certOut
-	if path == "" {
-		if path, err = defaultCertPath(); err != nil {
-			return tls.Certificate{}, "", err
-		}
-	}
-	if path, err = filepath.Abs(path); err != nil {
+	if err := kept.Store(cert); err != nil {
 		return tls.Certificate{}, "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("writing the certificate: %w", err)
-	}
-	if err := os.WriteFile(path, pemBytes, 0o644); err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("writing the certificate: %w", err)
-	}
 	return cert, path, nil
+}
+
+// certHosts are the hosts the self-signed certificate covers besides
+// localhost, 127.0.0.1 and ::1: those of -listen and, when this process
+// serves Privacy Pass issuance, of -pp-listen. An unspecified address
+// (0.0.0.0, ::) adds none, as the host's own addresses may change from one
+// start to the next: a proxy that other machines reach wants -tls-cert.
+func (c *flags) certHosts() []string {
+	addrs := []string{c.listen}
+	if strings.Contains(c.auth, "privacypass") && c.pp.IssuerDirectory == "" {
+		addrs = append(addrs, c.pp.Listen)
+	}
+	var hosts []string
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			continue // a bad address fails when masqued listens on it
+		}
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+			continue
+		}
+		hosts = append(hosts, host)
+	}
+	return hosts
 }
 
 // defaultCertPath is cert.pem in masqued's XDG state directory.

@@ -1,5 +1,7 @@
 // Package certs makes the self-signed certificate that lets masqued run with
-// no configuration at all, and that tests use on loopback.
+// no configuration at all, and that tests use on loopback, and keeps it on
+// disk (kept.go) so that the clients that trust it go on trusting it after a
+// restart.
 package certs
 
 import (
@@ -12,14 +14,23 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
+	"net/netip"
+	"slices"
 	"time"
 )
 
+// defaultHosts are what every self-signed certificate covers: the names of
+// masqued's default -listen address.
+var defaultHosts = []string{"localhost", "127.0.0.1", "::1"}
+
+// Lifetime is how long a self-signed certificate is valid.
+const Lifetime = 365 * 24 * time.Hour
+
 // SelfSigned returns a fresh ECDSA P-256 certificate for localhost,
-// 127.0.0.1 and ::1, valid for a year, and its PEM encoding. The certificate
-// is its own CA, so clients can trust exactly it.
-func SelfSigned() (tls.Certificate, []byte, error) {
+// 127.0.0.1, ::1 and hosts (IP addresses or DNS names), valid for Lifetime,
+// and its PEM encoding. The certificate is its own CA, so clients can trust
+// exactly it.
+func SelfSigned(hosts ...string) (tls.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("generating key: %w", err)
@@ -33,13 +44,27 @@ func SelfSigned() (tls.Certificate, []byte, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "masqued self-signed"},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(365 * 24 * time.Hour),
+		NotAfter:              now.Add(Lifetime),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	seen := map[string]bool{}
+	for _, h := range append(slices.Clip(defaultHosts), hosts...) {
+		ip, err := netip.ParseAddr(h)
+		if err == nil {
+			ip = ip.WithZone("").Unmap()
+			h = ip.String()
+		}
+		switch {
+		case seen[h]:
+		case err == nil:
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip.AsSlice())
+		default:
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+		seen[h] = true
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -1,7 +1,14 @@
 package certs
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/x509"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,4 +33,177 @@ func TestSelfSigned(t *testing.T) {
 	if _, err := Pool([]byte("not PEM")); err == nil {
 		t.Error("Pool accepted data without a certificate")
 	}
+}
+
+// TestSelfSignedHosts: hosts join the default names, an IPv6 zone and a
+// repeated default are dropped rather than written into the certificate.
+func TestSelfSignedHosts(t *testing.T) {
+	cert, _, err := SelfSigned("127.0.0.2", "proxy.example", "fe80::1%lo", "localhost", "::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"127.0.0.2", "proxy.example", "fe80::1", "localhost", "127.0.0.1", "::1"} {
+		if err := cert.Leaf.VerifyHostname(h); err != nil {
+			t.Errorf("%s: %v", h, err)
+		}
+	}
+	if got := len(cert.Leaf.DNSNames) + len(cert.Leaf.IPAddresses); got != 6 {
+		t.Errorf("DNS names %q, IP addresses %v: want 6 in all", cert.Leaf.DNSNames, cert.Leaf.IPAddresses)
+	}
+}
+
+func TestKeyFileFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"/s/masqued/cert.pem": "/s/masqued/cert-key.pem",
+		"/tmp/a.b/cert":       "/tmp/a.b/cert-key",
+		"masqued.crt":         "masqued-key.crt",
+	} {
+		if got := KeyFileFor(in); got != want {
+			t.Errorf("KeyFileFor(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// newKept returns a Kept in a fresh directory, with a certificate stored.
+func newKept(t *testing.T, hosts ...string) (Kept, tls.Certificate) {
+	t.Helper()
+	certFile := filepath.Join(t.TempDir(), "state", "cert.pem")
+	k := Kept{CertFile: certFile, KeyFile: KeyFileFor(certFile), Hosts: hosts}
+	cert, _, err := SelfSigned(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Store(cert); err != nil {
+		t.Fatal(err)
+	}
+	return k, cert
+}
+
+// TestKeptStoreLoad: a stored certificate loads back, the very same, from
+// files with the modes it promises; storing it again writes nothing.
+func TestKeptStoreLoad(t *testing.T) {
+	k, cert := newKept(t, "127.0.0.2")
+	for path, want := range map[string]fs.FileMode{filepath.Dir(k.CertFile): fs.ModeDir | 0o700, k.CertFile: 0o644, k.KeyFile: 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != want {
+			t.Errorf("%s: %v, %v; want mode %v", path, fi.Mode(), err, want)
+		}
+	}
+	got, err := k.Load(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Certificate[0], cert.Certificate[0]) || !got.Leaf.PublicKey.(*ecdsa.PublicKey).Equal(cert.Leaf.PublicKey) {
+		t.Error("Load returned another certificate than the one stored")
+	}
+
+	// Store leaves files that hold the certificate alone.
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for _, f := range []string{k.CertFile, k.KeyFile} {
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := k.Store(got); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{k.CertFile, k.KeyFile} {
+		if fi, err := os.Stat(f); err != nil || !fi.ModTime().Equal(old) {
+			t.Errorf("%s rewritten by a Store of the certificate it holds", f)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Dir(k.CertFile))
+	if err != nil || len(entries) != 2 {
+		t.Errorf("the directory holds %v (%v), want the two files only", entries, err)
+	}
+}
+
+// TestKeptRefused: Load refuses a kept certificate that must not be served
+// any longer, and says why.
+func TestKeptRefused(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name  string
+		spoil func(t *testing.T, k *Kept) // nil: none
+		at    time.Time
+		want  string // in the error
+	}{
+		{"missing certificate", func(t *testing.T, k *Kept) { remove(t, k.CertFile) }, now, "no such file"},
+		{"missing key", func(t *testing.T, k *Kept) { remove(t, k.KeyFile) }, now, "reading its key"},
+		{"corrupt key", func(t *testing.T, k *Kept) { write(t, k.KeyFile, "not a key") }, now, "PEM"},
+		{"corrupt certificate", func(t *testing.T, k *Kept) {
+			write(t, k.CertFile, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+		}, now, "loading"},
+		{"another key", func(t *testing.T, k *Kept) {
+			other, _ := newKept(t)
+			copyFile(t, other.KeyFile, k.KeyFile)
+		}, now, "does not match"},
+		{"expired", nil, now.Add(Lifetime + time.Hour), "expired"},
+		{"near expiry", nil, now.Add(Lifetime - Lifetime/20), "tenth of its lifetime"},
+		{"not yet valid", nil, now.Add(-2 * time.Hour), "not valid before"},
+		{"another host", func(t *testing.T, k *Kept) { k.Hosts = append(k.Hosts, "192.0.2.1") }, now, "does not cover 192.0.2.1"},
+		{"another name", func(t *testing.T, k *Kept) { k.Hosts = []string{"proxy.example"} }, now, "does not cover proxy.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, _ := newKept(t, "127.0.0.2")
+			if tc.spoil != nil {
+				tc.spoil(t, &k)
+			}
+			_, err := k.Load(tc.at)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Load: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+	// Still good with a tenth and a little of its lifetime left.
+	k, _ := newKept(t)
+	if _, err := k.Load(now.Add(Lifetime - Lifetime/10 - 2*time.Hour)); err != nil {
+		t.Errorf("Load before the renewal margin: %v", err)
+	}
+}
+
+// TestKeptStoreReplaces: Store replaces a corrupt pair, and a key file
+// left readable by others gets the owner-only mode back.
+func TestKeptStoreReplaces(t *testing.T) {
+	k, _ := newKept(t)
+	write(t, k.KeyFile, "not a key")
+	if err := os.Chmod(k.KeyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cert, _, err := SelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Store(cert); err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.Load(time.Now())
+	if err != nil || !bytes.Equal(got.Certificate[0], cert.Certificate[0]) {
+		t.Fatalf("Load after Store: %v", err)
+	}
+	if fi, err := os.Stat(k.KeyFile); err != nil || fi.Mode() != 0o600 {
+		t.Errorf("key file mode %v (%v), want 0600", fi.Mode(), err)
+	}
+}
+
+func remove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func write(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, to, string(b))
 }
