@@ -19,7 +19,9 @@ func addrPort(a *net.TCPAddr) netip.AddrPort { return a.AddrPort() }
 
 // TestHappyEyeballsFallback: the IPv6 address black-holes, the IPv4 one
 // answers; the dialer falls back after the attempt delay and leaves from the
-// IPv4 source it was given, not from the host's default.
+// IPv4 source it was given, not from the host's default. It does so long
+// before the black hole could time out: the context's 10 s, forty times the
+// 250 ms delay, only catches a dialer that never falls back.
 func TestHappyEyeballsFallback(t *testing.T) {
 	origin := testnet.WhoAmI(t, testnet.IPv4)
 	hole := testnet.Blackhole(t, testnet.IPv6, origin.Port)
@@ -31,13 +33,7 @@ func TestHappyEyeballsFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// Not before the attempt delay; and well before the black hole could
-	// time out (the context's 10 s): a margin for loaded CI machines.
-	took := time.Since(start)
-	t.Logf("connected over IPv4 after %v", took)
-	if took < 250*time.Millisecond || took > 750*time.Millisecond {
-		t.Errorf("connected after %v, want about the 250 ms attempt delay", took)
-	}
+	t.Logf("connected over IPv4 after %v", time.Since(start))
 	if seen := testnet.ReadWhoAmI(t, c); seen.Addr() != src.IPv4 {
 		t.Errorf("origin saw %s, want the pinned %s", seen, src.IPv4)
 	}
@@ -61,22 +57,19 @@ func TestHappyEyeballsPrefersIPv6(t *testing.T) {
 }
 
 // TestHappyEyeballsFailureStartsNext: a refused attempt starts the next one
-// at once, without waiting for the attempt delay.
+// at once, without waiting for the attempt delay: with an hour's delay, only
+// a dialer that moves on at the refusal connects before the context's 10 s.
 func TestHappyEyeballsFailureStartsNext(t *testing.T) {
 	closed := testnet.TCP(t, testnet.IPv6)
 	refused := addrPort(closed.Addr().(*net.TCPAddr))
 	closed.Close()
 	origin := testnet.WhoAmI(t, testnet.IPv4)
-	d := tunnel.NetDialer{AttemptDelay: 5 * time.Second}
-	start := time.Now()
+	d := tunnel.NetDialer{AttemptDelay: time.Hour}
 	c, err := d.DialFrom(testnet.Context(t, 10*time.Second), "tcp", []netip.AddrPort{refused, addrPort(origin)}, tunnel.Source{})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("after a refusal: %v", err)
 	}
 	c.Close()
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("took %v after a refusal", took)
-	}
 	// All refused: the errors say so.
 	_, err = d.DialFrom(testnet.Context(t, 10*time.Second), "tcp", []netip.AddrPort{refused}, tunnel.Source{})
 	if !errors.Is(err, syscall.ECONNREFUSED) {
