@@ -63,15 +63,16 @@ func TestCloseEndsTunnels(t *testing.T) {
 				}
 				conns = append(conns, conn)
 			}
-			start := time.Now()
 			if stop == "close" {
 				p.srv.Close()
 			} else {
+				// The tunnels stay open, so Shutdown returns only when its
+				// context ends, with the context's error.
 				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 				err := p.srv.Shutdown(ctx)
 				cancel()
-				if took := time.Since(start); took < 250*time.Millisecond || err == nil {
-					t.Errorf("Shutdown returned %v after %s, want a timeout after the context's 300ms", err, took)
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown returned %v, want the context's deadline exceeded", err)
 				}
 				p.srv.Close()
 			}
@@ -80,7 +81,7 @@ func TestCloseEndsTunnels(t *testing.T) {
 				go func() { _, err := io.ReadAll(conn); done <- err }()
 				select {
 				case <-done:
-				case <-time.After(5 * time.Second):
+				case <-time.After(5 * time.Second): // only catches a tunnel left open: it ends at once
 					t.Fatalf("%s tunnel still open after %s", modes[i].name, stop)
 				}
 				conn.Close()
