@@ -26,12 +26,15 @@ func TestMain(m *testing.M) {
 }
 
 // A whole bench, small: every case downloads through the real programs, and
-// the table has a line of numbers for each, CPU included.
+// the table has a line of numbers for each, CPU included. Which targets are
+// met or missed is the table's figure, not the test's: any verdict passes.
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs masqued and masque-go")
 	}
 	var out bytes.Buffer
+	// A megabyte moves in well under a second: the minute per transfer only
+	// catches one that hangs.
 	if err := run(options{size: 1e6, runs: 1, timeout: time.Minute}, &out); err != nil {
 		t.Fatal(err)
 	}
