@@ -160,17 +160,17 @@ func fullListener(t *testing.T) string {
 	return addr
 }
 
+// TestDialTimeout: a target that never answers gets 504 after Limits'
+// DialTimeout. The client gives up after 5 s, far beyond the 300 ms it
+// sets, but short of the 10 s default: only a proxy that ignored the limit
+// would leave the client's context to end first.
 func TestDialTimeout(t *testing.T) {
 	target := fullListener(t)
 	p := startProxy(t, testnet.IPv4, withLimits(tunnel.Limits{DialTimeout: 300 * time.Millisecond}))
 	c := p.dial(t, ClientConfig{})
-	start := time.Now()
-	_, err := c.DialTCP(testContext(t), target)
+	_, err := c.DialTCP(testnet.Context(t, 5*time.Second), target)
 	var pe *ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusGatewayTimeout || !strings.Contains(pe.ProxyStatus, "error=connection_timeout") {
 		t.Fatalf("got %v, want 504 connection_timeout", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("took %v, want about the 300ms dial timeout", d)
 	}
 }
