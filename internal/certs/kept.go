@@ -21,6 +21,9 @@ import (
 // weeks still serves a valid certificate.
 const renewFraction = 10
 
+// errNoneKept is Load's error for a first start.
+var errNoneKept = errors.New("none kept yet")
+
 // Kept is a self-signed certificate kept in two PEM files, so that masqued
 // serves the same certificate and key from one start to the next, as Caddy
 // and mkcert keep theirs: clients' -ca files and Chromium's pin of the key's
@@ -48,6 +51,9 @@ func KeyFileFor(certFile string) string {
 // why not, in words for a log line.
 func (k Kept) Load(now time.Time) (tls.Certificate, error) {
 	certPEM, err := os.ReadFile(k.CertFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return tls.Certificate{}, errNoneKept
+	}
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("reading the certificate: %w", err)
 	}
@@ -57,7 +63,7 @@ func (k Kept) Load(now time.Time) (tls.Certificate, error) {
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("loading %s with %s: %w", k.CertFile, k.KeyFile, err)
+		return tls.Certificate{}, fmt.Errorf("loading it with %s: %w", k.KeyFile, err)
 	}
 	leaf := cert.Leaf // set by X509KeyPair
 	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
