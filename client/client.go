@@ -9,10 +9,12 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -51,6 +53,12 @@ func ParseTransport(s string) (Transport, error) {
 const (
 	DefaultFallbackDelay = 300 * time.Millisecond
 	DefaultRemember      = 5 * time.Minute
+	// DefaultRefusedGrace is a second: a QUIC handshake takes one round
+	// trip, and a proxy that refuses TCP but serves HTTP/3 (masqued
+	// -no-tcp) answers well within it on any but the slowest paths, while a
+	// user waiting for "nothing listening" should not wait for QUIC's own
+	// handshake timeout (5 s and more).
+	DefaultRefusedGrace = time.Second
 )
 
 // Dialer connects to proxies. Set its fields before the first Dial. The zero
@@ -78,6 +86,12 @@ type Dialer struct {
 	// Remember is how long a proxy reached only over TCP is dialled over
 	// TCP alone; 0 is DefaultRemember.
 	Remember time.Duration
+	// RefusedGrace is how long, from the start of a racing Dial, HTTP/3
+	// may still take once the proxy's TCP port refused the connection;
+	// then Dial gives up with a *NotListeningError. 0 is
+	// DefaultRefusedGrace. A proxy that serves HTTP/3 alone on a slow path
+	// may need more, or Transport HTTP3.
+	RefusedGrace time.Duration
 
 	mu      sync.Mutex
 	tcpOnly map[string]time.Time // proxy authority → until when
@@ -145,18 +159,32 @@ func (d *Dialer) Dial(ctx context.Context, proxyURL string) (*Conn, error) {
 	if d.rememberedTCP(authority) {
 		return d.dialTCP(ctx, proxyURL)
 	}
-	c, err := d.race(ctx, proxyURL)
+	c, err := d.race(ctx, proxyURL, authority)
 	if c != nil && c.transport != HTTP3 {
 		d.remember(authority)
 	}
 	return c, err
 }
 
+// redial connects to proxyURL again for a Session whose connection went
+// away, as Dial does except that a TCP win is not remembered: a connection
+// that ended is no evidence against HTTP/3.
+func (d *Dialer) redial(ctx context.Context, proxyURL string) (*Conn, error) {
+	authority, err := proxyclient.Authority(proxyURL)
+	if err != nil || d.Transport != Auto || d.rememberedTCP(authority) {
+		return d.Dial(ctx, proxyURL)
+	}
+	return d.race(ctx, proxyURL, authority)
+}
+
 // race dials HTTP/3 at once and TCP after FallbackDelay or as soon as HTTP/3
 // fails, and returns the first connection made; the other attempt is
-// cancelled and waited for. A connection over TCP records why HTTP/3 lost;
-// failure joins both errors.
-func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
+// cancelled and waited for. A connection over TCP records why HTTP/3 lost.
+// When TCP is refused, HTTP/3 has until RefusedGrace after the start, and
+// then the failure is a *NotListeningError; a certificate that failed is
+// reported once, as the *CertError; other failures join both errors.
+func (d *Dialer) race(ctx context.Context, proxyURL, authority string) (*Conn, error) {
+	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -169,12 +197,16 @@ func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
 	startTCP := func() { wg.Go(func() { c, err := d.dialTCP(ctx, proxyURL); tcpc <- result{c, err} }) }
 	timer := time.NewTimer(d.fallbackDelay())
 	defer timer.Stop()
+	var grace <-chan time.Time // armed once TCP is refused
 
 	var h3err, tcpErr error
-	pending, tcpStarted := 1, false
+	pending, tcpStarted, h3Pending, gaveUp := 1, false, true, false
 	var won *Conn
 	for pending > 0 && won == nil {
 		select {
+		case <-grace:
+			gaveUp = true
+			cancel() // the HTTP/3 attempt ends, and the loop with it
 		case <-timer.C:
 			if !tcpStarted {
 				tcpStarted = true
@@ -183,6 +215,7 @@ func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
 			}
 		case r := <-h3c:
 			pending--
+			h3Pending = false
 			if r.err == nil {
 				won = r.c
 				break
@@ -200,6 +233,11 @@ func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
 				break
 			}
 			tcpErr = r.err
+			if h3Pending && errors.Is(r.err, syscall.ECONNREFUSED) {
+				t := time.NewTimer(time.Until(start.Add(d.refusedGrace())))
+				defer t.Stop()
+				grace = t.C
+			}
 		}
 	}
 	cancel()
@@ -223,8 +261,14 @@ func (d *Dialer) race(ctx context.Context, proxyURL string) (*Conn, error) {
 		}
 		return won, nil
 	}
-	if tcpErr == nil {
+	var ce *CertError
+	switch {
+	case tcpErr == nil:
 		return nil, h3err
+	case gaveUp:
+		return nil, &NotListeningError{Address: authority, Waited: d.refusedGrace(), Err: errors.Join(h3err, tcpErr)}
+	case errors.As(h3err, &ce), errors.As(tcpErr, &ce):
+		return nil, ce
 	}
 	return nil, fmt.Errorf("%w; %w", h3err, tcpErr) // one line, for command-line tools
 }
@@ -267,6 +311,13 @@ func (d *Dialer) fallbackDelay() time.Duration {
 		return d.FallbackDelay
 	}
 	return DefaultFallbackDelay
+}
+
+func (d *Dialer) refusedGrace() time.Duration {
+	if d.RefusedGrace > 0 {
+		return d.RefusedGrace
+	}
+	return DefaultRefusedGrace
 }
 
 // rememberedTCP reports whether HTTP/3 to authority lost a race recently.

@@ -45,6 +45,7 @@ type ClientConfig struct {
 // concurrent use.
 type Client struct {
 	authority string // the proxy's host:port
+	proxyURL  string // as the caller gave it, for errors
 	tlsConf   *tls.Config
 	template  *tunnel.Template
 	auth      proxyclient.Authorizer
@@ -70,7 +71,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{authority: p.Authority, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer, header: c.Header.Clone()}
+	cl := &Client{authority: p.Authority, proxyURL: proxyURL, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer, header: c.Header.Clone()}
 	conn, err := cl.dialTLS(ctx)
 	if err != nil {
 		return nil, err
@@ -92,7 +93,7 @@ func (c *Client) dialTLS(ctx context.Context) (*tls.Conn, error) {
 	d := &tls.Dialer{Config: c.tlsConf}
 	conn, err := d.DialContext(ctx, "tcp", c.authority)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to proxy: %w", err)
+		return nil, proxyclient.CheckCert(proxyclient.PeerProxy, c.proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
 	return conn.(*tls.Conn), nil
 }

@@ -92,7 +92,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 	qc.EnableDatagrams = !c.DisableDatagrams
 	conn, err := quic.DialAddr(ctx, p.Authority, p.TLS, qc)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to proxy: %w", err)
+		return nil, proxyclient.CheckCert(proxyclient.PeerProxy, proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)

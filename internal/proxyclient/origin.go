@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -24,16 +27,25 @@ type OriginTransport struct {
 // RemoteAddr is the origin. tlsConf verifies the origin; qc configures the
 // inner QUIC connection (nil for quic-go's defaults). Close the transport
 // before pc.
+//
+// A failed connection to the origin is a *CertError when the origin's
+// certificate did not verify, and a *SilentTargetError when nothing at all
+// came back through the tunnel.
 func NewOriginTransport(pc net.PacketConn, tlsConf *tls.Config, qc *quic.Config) *OriginTransport {
-	qt := &quic.Transport{Conn: pc}
+	w := &watchedConn{tunnel: pc}
+	qt := &quic.Transport{Conn: w}
 	target := pc.(interface{ RemoteAddr() net.Addr }).RemoteAddr()
 	return &OriginTransport{
 		qt: qt,
 		Transport: &http3.Transport{
 			TLSClientConfig: tlsConf,
 			QUICConfig:      qc,
-			Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-				return qt.DialEarly(ctx, target, tlsConf, qc)
+			Dial: func(ctx context.Context, addr string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+				conn, err := qt.DialEarly(ctx, target, tlsConf, qc)
+				if err != nil && !w.answered.Load() {
+					return nil, &SilentTargetError{Target: target.String(), Ended: w.ended.Load(), Err: err}
+				}
+				return conn, CheckCert(PeerOrigin, addr, err)
 			},
 		},
 	}
@@ -48,3 +60,56 @@ func (t *OriginTransport) Close() error {
 	}
 	return err
 }
+
+// SilentTargetError reports a UDP tunnel's target that sent nothing back
+// while QUIC tried to reach it. Ended tells that the tunnel itself ended
+// first: masqued ends a tunnel whose target answered its first packets only
+// with ICMP port unreachable, so a closed port is the likely cause.
+type SilentTargetError struct {
+	Target string // host:port
+	Ended  bool
+	Err    error
+}
+
+func (e *SilentTargetError) Error() string {
+	why := "nothing came back through the tunnel"
+	if e.Ended {
+		why = "the proxy ended the tunnel before any packet came back: is anything listening on that UDP port?"
+	}
+	return fmt.Sprintf("no answer from the target %s over UDP (%s): %v", e.Target, why, e.Err)
+}
+
+func (e *SilentTargetError) Unwrap() error { return e.Err }
+
+// watchedConn is a UDP tunnel that notes whether a packet ever came back
+// and whether the tunnel ended under its reader. The tunnel is no socket,
+// so wrapping it costs quic-go no batched I/O.
+type watchedConn struct {
+	tunnel          net.PacketConn
+	answered, ended atomic.Bool
+}
+
+func (w *watchedConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := w.tunnel.ReadFrom(p)
+	switch {
+	case err == nil:
+		w.answered.Store(true)
+	case errors.Is(err, net.ErrClosed):
+		w.ended.Store(true)
+	}
+	return n, addr, err
+}
+
+func (w *watchedConn) WriteTo(p []byte, addr net.Addr) (int, error) { return w.tunnel.WriteTo(p, addr) }
+func (w *watchedConn) Close() error                                 { return w.tunnel.Close() }
+func (w *watchedConn) LocalAddr() net.Addr                          { return w.tunnel.LocalAddr() }
+func (w *watchedConn) SetDeadline(t time.Time) error                { return w.tunnel.SetDeadline(t) }
+func (w *watchedConn) SetReadDeadline(t time.Time) error            { return w.tunnel.SetReadDeadline(t) }
+func (w *watchedConn) SetWriteDeadline(t time.Time) error           { return w.tunnel.SetWriteDeadline(t) }
+
+// SetReadBuffer and SetWriteBuffer accept quic-go's socket-buffer tuning,
+// which means nothing for a tunnel, so that quic-go does not warn about it.
+func (w *watchedConn) SetReadBuffer(int) error { return nil }
+
+// SetWriteBuffer: see SetReadBuffer.
+func (w *watchedConn) SetWriteBuffer(int) error { return nil }
