@@ -16,12 +16,14 @@ import (
 // TestDrainOnSIGTERM: with 20 tunnels (10 over HTTP/3, 10 over HTTP/2)
 // transferring, SIGTERM makes masqued refuse new tunnels (GOAWAY on both
 // fronts, no new connections) while the open ones
-// finish their transfers; then it exits 0, well before the drain deadline.
+// finish their transfers; then it exits 0 because they ended, not because
+// the drain deadline passed: its log has no "drain incomplete". The
+// deadline, ten times the transfers' 3 s, only bounds a drain that hangs.
 // Its access log, with targets, holds no client address.
 func TestDrainOnSIGTERM(t *testing.T) {
 	bin := buildMasqued(t)
 	echo := testnet.TCPEcho(t, testnet.IPv4)
-	const drainTimeout = 20 * time.Second
+	const drainTimeout = 30 * time.Second
 	p := startProcess(t, bin, "-listen", "127.0.0.1:0", "-allow-private-targets", "-drain-timeout", drainTimeout.String(),
 		"-access-log", "target", "-log-format", "json", "-log-level", "debug")
 	addr := p.line(t, "listening on ")
@@ -32,7 +34,6 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	var ts tunnels
 	ts.tcpTransfers(t, ctx, 20, h3, h2, echo.String(), 256<<10, 3*time.Second)
 	time.Sleep(500 * time.Millisecond) // the transfers are under way
-	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +69,10 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	if err := p.wait(t, drainTimeout+10*time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.log(t))
 	}
-	if took := time.Since(start); took > drainTimeout-5*time.Second {
-		t.Errorf("exit %v after SIGTERM: the drain waited for its deadline, not for the tunnels", took)
-	}
 	log := p.log(t)
+	if strings.Contains(log, "drain incomplete") {
+		t.Errorf("the drain waited for its deadline, not for the tunnels:\n%s", log)
+	}
 	withTarget, _ := checkLogPrivacy(t, log, addr, echo.String())
 	if n := strings.Count(log, `"msg":"tunnel"`); n < 20 || withTarget < 20 {
 		t.Errorf("%d access log lines, %d with the target; want 20 of each\n%s", n, withTarget, log)
