@@ -1,10 +1,16 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +38,8 @@ type flags struct {
 	pp                                                      privacypass.ProxyConfig
 	ppPerConn                                               bool
 	interopBreak                                            string
+
+	source config.Source // where -config or -check-config set flags
 }
 
 // authKinds are -auth's values; a comma-separated list chains them.
@@ -92,36 +100,107 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		return nil, cli.Usagef(fs, "-config and -check-config: give one")
 	}
 	if file := c.configFile + c.checkConfig; file != "" {
-		if err := config.Load(fs, file, "config", "check-config"); err != nil {
-			return nil, &cli.ConfigError{Err: err}
+		var err error
+		if c.source, err = config.Load(fs, file, "config", "check-config"); err != nil {
+			return nil, err
 		}
 	}
-	return c, c.validate()
+	return c, nil
 }
 
-// validate checks what the flag types cannot. Its errors name the flag.
+// validate checks what the flag types cannot, without touching a file or
+// the network. Its errors are cli.FlagErrorf about the flag whose value is
+// wrong (of a pair, the one given), so that they point at the config file's
+// line when the value came from there.
 func (c *flags) validate() error {
-	if c.egress.Pools == "" && (c.egress.Key != "" || c.egress.GeoIP != "") {
-		return cli.Configf("-egress-key and -geoip-db need -egress-pools")
+	for _, a := range []struct{ flag, addr, port string }{
+		{"listen", c.listen, "4433"}, {"admin-listen", c.adminListen, "9464"}, {"pp-listen", c.pp.Listen, "4434"},
+	} {
+		if err := checkListen(a.flag, a.addr, a.port); err != nil {
+			return err
+		}
+	}
+	if c.egress.Pools == "" {
+		if c.egress.Key != "" {
+			return cli.FlagErrorf("egress-key", "needs -egress-pools")
+		}
+		if c.egress.GeoIP != "" {
+			return cli.FlagErrorf("geoip-db", "needs -egress-pools")
+		}
+	}
+	if p := c.egress.Precision; p < 1 || p > 12 {
+		return cli.FlagErrorf("geohash-precision", "must be between 1 and 12, not %d", p)
 	}
 	for kind := range strings.SplitSeq(c.auth, ",") {
 		if !slices.Contains(authKinds, kind) || kind == "none" && c.auth != "none" {
-			return cli.Configf("-auth must be none, or a comma-separated list of bearer, basic and privacypass, not %q", c.auth)
+			return cli.FlagErrorf("auth", "want none, or a comma-separated list of bearer, basic and privacypass, not %q", c.auth)
 		}
 	}
-	if (strings.Contains(c.auth, "bearer") || strings.Contains(c.auth, "basic")) != (c.authCredentials != "") {
-		return cli.Configf("-auth-credentials goes with -auth bearer or basic, and they need it")
+	static := strings.Contains(c.auth, "bearer") || strings.Contains(c.auth, "basic")
+	if static && c.authCredentials == "" {
+		return cli.FlagErrorf("auth", "bearer and basic need -auth-credentials")
+	}
+	if !static && c.authCredentials != "" {
+		return cli.FlagErrorf("auth-credentials", "is for -auth bearer or basic, not %q", c.auth)
+	}
+	// -check-config contacts no server: the issuer and Redis are checked
+	// for their form here, and reached only when masqued serves.
+	if u, err := url.Parse(c.pp.IssuerDirectory); c.pp.IssuerDirectory != "" && (err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http") {
+		return cli.FlagErrorf("pp-issuer", "want the issuer directory's https:// URL, not %q", c.pp.IssuerDirectory)
+	}
+	if r := c.pp.Redis; r != "" && !filepath.IsAbs(r) {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return cli.FlagErrorf("pp-redis", "want HOST:PORT or the absolute path of a socket, not %q", r)
+		}
 	}
 	if c.interopBreak != "" && c.interopBreak != "capsules" {
-		return cli.Configf("-interop-break must be capsules, not %q", c.interopBreak)
+		return cli.FlagErrorf("interop-break", "must be capsules, not %q", c.interopBreak)
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
-		return cli.Configf("-log-format must be text or json, not %q", c.logFormat)
+		return cli.FlagErrorf("log-format", "must be text or json, not %q", c.logFormat)
 	}
 	l := c.limits
-	if l.MaxTunnels < 0 || l.MaxTunnelsPerConn < 0 || l.IdleTimeout < 0 || l.DialTimeout < 0 || l.MaxUDPPayload < 0 ||
-		c.drainTimeout < 0 || c.handshakeTimeout < 0 || c.maxHeaderBytes < 0 || c.authRate < 0 || c.authBurst < 0 {
-		return cli.Configf("limits and timeouts must not be negative")
+	for _, v := range []struct {
+		flag     string
+		negative bool
+	}{
+		{"max-tunnels", l.MaxTunnels < 0}, {"max-tunnels-per-conn", l.MaxTunnelsPerConn < 0},
+		{"idle-timeout", l.IdleTimeout < 0}, {"dial-timeout", l.DialTimeout < 0}, {"max-udp-payload", l.MaxUDPPayload < 0},
+		{"drain-timeout", c.drainTimeout < 0}, {"handshake-timeout", c.handshakeTimeout < 0},
+		{"max-header-bytes", c.maxHeaderBytes < 0}, {"auth-rate", c.authRate < 0}, {"auth-burst", c.authBurst < 0},
+	} {
+		if v.negative {
+			return cli.FlagErrorf(v.flag, "must not be negative")
+		}
 	}
 	return nil
+}
+
+// checkListen checks that addr, a listen flag's value, is HOST:PORT (the
+// host may be empty, for every interface), and suggests the fix for a port
+// or a host alone; port is the flag's usual port. "" (off) passes.
+func checkListen(flag, addr, port string) error {
+	if _, _, err := net.SplitHostPort(addr); addr == "" || err == nil {
+		return nil
+	}
+	if _, err := strconv.ParseUint(addr, 10, 16); err == nil {
+		return cli.FlagErrorf(flag, "%q has no host: give 127.0.0.1:%s (this machine only) or :%s (every interface)", addr, addr, addr)
+	}
+	host := strings.Trim(addr, "[]")
+	return cli.FlagErrorf(flag, "%q has no port: give HOST:PORT, such as %s", addr, net.JoinHostPort(host, port))
+}
+
+// fileFlag names the flag, of those a constructor that reads several files
+// was given, whose file err failed to open or read; namesAndPaths alternate
+// a flag's name and its value. Any other error is put on the first flag.
+func fileFlag(err error, namesAndPaths ...string) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		for i := 0; i+1 < len(namesAndPaths); i += 2 {
+			if path := namesAndPaths[i+1]; path != "" && pe.Path == path {
+				return namesAndPaths[i]
+			}
+		}
+	}
+	return namesAndPaths[0]
 }

@@ -61,9 +61,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runWith(ctx, args, stdout, stderr, false)
 }
 
-func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, restarts bool) error {
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, restarts bool) (err error) {
 	c, err := parseFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	// A mistake in a value that the config file set names its file and
+	// line; the checks below only name the flag.
+	defer func() { err = c.source.Locate(err) }()
+	if err := c.validate(); err != nil {
 		return err
 	}
 	var rs *restart.Restarter // nil: plain sockets, no SIGHUP

@@ -211,7 +211,7 @@ func TestBadConfig(t *testing.T) {
 		{"cert without key", []string{"-tls-cert", certFile}, "-tls-key", 2},
 		{"key without cert", []string{"-tls-key", keyFile}, "-tls-cert", 2},
 		{"cert-out with cert", []string{"-tls-cert", certFile, "-tls-key", keyFile, "-cert-out", "x.pem"}, "-cert-out", 2},
-		{"unreadable key", []string{"-tls-cert", certFile, "-tls-key", certFile}, "-tls-key", 2},
+		{"unreadable key", []string{"-tls-cert", certFile, "-tls-key", certFile}, "-tls-cert: loading the certificate and key", 2},
 		{"log level", []string{"-log-level", "loud"}, "-log-level", 2},
 		{"log format", []string{"-log-format", "xml"}, "-log-format", 2},
 		{"access log", []string{"-access-log", "both"}, "-access-log", 2},

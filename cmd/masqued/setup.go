@@ -56,10 +56,10 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 		return nil, err
 	}
 	if s.accessLog, err = tunnel.ParseAccessLog(c.accessLog); err != nil {
-		return nil, cli.Configf("-access-log: %w", err)
+		return nil, cli.FlagErrorf("access-log", "%w", err)
 	}
 	if s.template, err = tunnel.ParseTemplate(c.udpTemplate); err != nil {
-		return nil, cli.Configf("-udp-template %q: %w", c.udpTemplate, err)
+		return nil, cli.FlagErrorf("udp-template", "%q: %w", c.udpTemplate, err)
 	}
 	if c.checkConfig == "" || c.tlsCert != "" || c.tlsKey != "" {
 		if s.cert, s.certPath, err = c.certificate(rs, s.logger); err != nil {
@@ -75,7 +75,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 	if c.resolver != "" {
 		r, err := resolver.New(c.resolver, resolver.Options{Registerer: s.registry})
 		if err != nil {
-			return nil, cli.Configf("-resolver: %w", err)
+			return nil, cli.FlagErrorf("resolver", "%w", err)
 		}
 		s.closers = append(s.closers, r.Close)
 		s.resolver = r
@@ -84,7 +84,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 		c.egress.Registerer = s.registry
 		d, err := geoegress.Open(c.egress)
 		if err != nil {
-			return nil, cli.Configf("-egress-pools: %w", err)
+			return nil, cli.FlagErrorf(fileFlag(err, "egress-pools", c.egress.Pools, "egress-key", c.egress.Key, "geoip-db", c.egress.GeoIP), "%w", err)
 		}
 		s.closers = append(s.closers, d.Close)
 		d.AllowPrivate = c.allowPrivate
@@ -103,7 +103,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 		}
 		a, err := auth.NewStatic(auth.StaticConfig{Scheme: scheme, File: c.authCredentials, Rate: c.authRate, Burst: c.authBurst})
 		if err != nil {
-			return nil, cli.Configf("-auth-credentials: %w", err)
+			return nil, cli.FlagErrorf("auth-credentials", "%w", err)
 		}
 		s.static = append(s.static, a)
 	}
@@ -167,14 +167,16 @@ func (s *setup) close() {
 // certificate and the absolute path of the PEM that clients should trust.
 func (c *flags) certificate(rs *restart.Restarter, logger *slog.Logger) (tls.Certificate, string, error) {
 	switch {
-	case (c.tlsCert == "") != (c.tlsKey == ""):
-		return tls.Certificate{}, "", cli.Configf("-tls-cert and -tls-key go together: give both or neither")
+	case c.tlsKey == "" && c.tlsCert != "":
+		return tls.Certificate{}, "", cli.FlagErrorf("tls-cert", "needs -tls-key: give both or neither")
+	case c.tlsCert == "" && c.tlsKey != "":
+		return tls.Certificate{}, "", cli.FlagErrorf("tls-key", "needs -tls-cert: give both or neither")
 	case c.tlsCert != "" && c.certOut != "":
-		return tls.Certificate{}, "", cli.Configf("-cert-out is for the self-signed certificate, not with -tls-cert")
+		return tls.Certificate{}, "", cli.FlagErrorf("cert-out", "is for the self-signed certificate, not with -tls-cert")
 	case c.tlsCert != "":
 		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
 		if err != nil {
-			return tls.Certificate{}, "", cli.Configf("loading -tls-cert and -tls-key: %w", err)
+			return tls.Certificate{}, "", cli.FlagErrorf(fileFlag(err, "tls-cert", c.tlsCert, "tls-key", c.tlsKey), "loading the certificate and key: %w", err)
 		}
 		path, err := filepath.Abs(c.tlsCert)
 		return cert, path, err
