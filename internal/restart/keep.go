@@ -4,9 +4,10 @@ import "fmt"
 
 // Keep returns the bytes that the process this one took over from kept
 // under name or, in a first process, create's, and keeps them for the
-// processes after this one. It carries state that must survive a restart
-// but should not be written to disk, such as a self-signed certificate's
-// private key, from process to process in an anonymous file. A nil
+// processes after this one. It carries state that a restart must not
+// change, whatever happens to files meanwhile, such as the self-signed
+// certificate and key that clients trust, from process to process in an
+// anonymous file. A nil
 // Restarter just calls create.
 func (r *Restarter) Keep(name string, create func() ([]byte, error)) ([]byte, error) {
 	if r == nil {
