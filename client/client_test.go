@@ -64,17 +64,18 @@ func serve[L any](t *testing.T, serve func(L) error, l L, closeFn func() error) 
 	})
 }
 
-func dial(t *testing.T, d *Dialer, proxyURL string) (*Conn, time.Duration) {
+// dial dials proxyURL with d. Its 10 s deadline is over thirty times the
+// fallback delay: it only catches a dial that never falls back.
+func dial(t *testing.T, d *Dialer, proxyURL string) *Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	start := time.Now()
 	c, err := d.Dial(ctx, proxyURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, time.Since(start)
+	return c
 }
 
 // echo checks a TCP and a UDP tunnel on c.
@@ -102,7 +103,7 @@ func echo(t *testing.T, c *Conn) {
 func TestPrefersHTTP3(t *testing.T) {
 	proxy := startProxy(t, true)
 	d := &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS()}
-	c, _ := dial(t, d, proxy)
+	c := dial(t, d, proxy)
 	if c.Transport() != HTTP3 || c.FallbackReason() != nil {
 		t.Fatalf("transport %q (%v), want h3", c.Transport(), c.FallbackReason())
 	}
@@ -110,30 +111,25 @@ func TestPrefersHTTP3(t *testing.T) {
 }
 
 // TestFallsBackWhenUDPBlocked is the hotel Wi-Fi case: QUIC packets vanish,
-// and the client must complete over HTTP/2 within a second, then go straight
-// to TCP while it remembers.
+// and the client must complete over HTTP/2 after racing, then go straight to
+// TCP while it remembers (no race, so no FallbackReason), and race again
+// after Forget. How soon it falls back is the fallback delay's matter; the
+// test only bounds a hang (dial's deadline).
 func TestFallsBackWhenUDPBlocked(t *testing.T) {
 	proxy := startProxy(t, false)
 	d := &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS()}
-	c, took := dial(t, d, proxy)
-	if c.Transport() != HTTP2 {
-		t.Fatalf("transport %q, want h2", c.Transport())
-	}
-	if took > time.Second {
-		t.Fatalf("fallback took %s, want under 1s", took)
-	}
-	if c.FallbackReason() == nil {
-		t.Error("no FallbackReason for a TCP connection after a race")
+	c := dial(t, d, proxy)
+	if c.Transport() != HTTP2 || c.FallbackReason() == nil {
+		t.Fatalf("transport %q, fallback reason %v; want h2 after a race", c.Transport(), c.FallbackReason())
 	}
 	echo(t, c)
 
-	c2, took := dial(t, d, proxy)
-	if c2.Transport() != HTTP2 || took >= DefaultFallbackDelay {
-		t.Fatalf("second dial: %q after %s, want h2 at once from memory", c2.Transport(), took)
+	if c2 := dial(t, d, proxy); c2.Transport() != HTTP2 || c2.FallbackReason() != nil {
+		t.Fatalf("second dial: %q, fallback reason %v; want h2 from memory, without a race", c2.Transport(), c2.FallbackReason())
 	}
 	d.Forget()
-	if _, took := dial(t, d, proxy); took < DefaultFallbackDelay {
-		t.Fatalf("after Forget: %s, want a new race", took)
+	if c3 := dial(t, d, proxy); c3.Transport() != HTTP2 || c3.FallbackReason() == nil {
+		t.Fatalf("after Forget: %q, fallback reason %v; want h2 after a new race", c3.Transport(), c3.FallbackReason())
 	}
 }
 
@@ -141,7 +137,7 @@ func TestForcedTransport(t *testing.T) {
 	proxy := startProxy(t, true)
 	for _, tr := range []Transport{HTTP3, HTTP2, HTTP1} {
 		t.Run(string(tr), func(t *testing.T) {
-			c, _ := dial(t, &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: tr}, proxy)
+			c := dial(t, &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: tr}, proxy)
 			if c.Transport() != tr {
 				t.Fatalf("transport %q, want %q", c.Transport(), tr)
 			}
@@ -170,7 +166,7 @@ func TestHeader(t *testing.T) {
 			mu.Unlock()
 			d := &Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: tr,
 				Header: http.Header{"sec-ch-geohash": {"u4pruy"}, "Proxy-Authorization": {"Basic forged"}}}
-			c, _ := dial(t, d, proxy)
+			c := dial(t, d, proxy)
 			echo(t, c)
 			mu.Lock()
 			defer mu.Unlock()
