@@ -126,7 +126,6 @@ type result struct {
 	status      int
 	proxyStatus string
 	egress      netip.Addr // the source address the origin saw
-	took        time.Duration
 }
 
 // connect opens a TCP tunnel to target from a client at clientIP (so that
@@ -159,7 +158,6 @@ func (e *e2e) connect(t *testing.T, clientIP, target, hint string) result {
 	if hint != "" {
 		req.Header.Set(geoegress.HintHeader, hint)
 	}
-	start := time.Now()
 	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +165,7 @@ func (e *e2e) connect(t *testing.T, clientIP, target, hint string) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := result{status: resp.StatusCode, proxyStatus: resp.Header.Get("Proxy-Status"), took: time.Since(start)}
+	r := result{status: resp.StatusCode, proxyStatus: resp.Header.Get("Proxy-Status")}
 	if r.status == http.StatusOK {
 		r.egress = testnet.ReadWhoAmI(t, &streamConn{rs}).Addr()
 	}
@@ -263,7 +261,9 @@ func TestEgressHint(t *testing.T) {
 
 // TestEgressHappyEyeballs: he.test's AAAA black-holes and its A answers; the
 // tunnel connects over IPv4 after the attempt delay, from the client cell's
-// pinned IPv4 address (not the host's default, as net.Dialer would).
+// pinned IPv4 address (not the host's default, as net.Dialer would). A
+// dialer that never fell back would wait out the proxy's 10 s dial timeout
+// and answer 504.
 func TestEgressHappyEyeballs(t *testing.T) {
 	e := startE2E(t)
 	target := "he.test:" + strconv.Itoa(e.he.Port)
@@ -274,10 +274,6 @@ func TestEgressHappyEyeballs(t *testing.T) {
 	if want := e.want(t, geoegress.ClientLondon, ""); r.egress != want {
 		t.Errorf("left from %s, want the pinned %s", r.egress, want)
 	}
-	if r.took < 250*time.Millisecond || r.took > 750*time.Millisecond { // a margin for loaded machines
-		t.Errorf("tunnel took %v, want a little over the 250 ms attempt delay", r.took)
-	}
-	t.Logf("connected over IPv4 after %v", r.took)
 }
 
 // TestEgressUDP: a CONNECT-UDP tunnel's socket is bound to the selected
