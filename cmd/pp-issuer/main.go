@@ -152,12 +152,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func newAccount(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pp-issuer new-account", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: pp-issuer new-account -accounts FILE NAME\n\nAdds the account NAME to FILE and prints its API key.\n\n")
+		fs.PrintDefaults()
+	}
 	file := fs.String("accounts", "", "the accounts `file` to add to")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *file == "" || fs.NArg() != 1 {
-		return cli.Usagef(fs, "usage: pp-issuer new-account -accounts FILE NAME")
+		return cli.Usagef(fs, "give -accounts FILE and one account NAME")
 	}
 	key, line := privacypass.NewAPIKey(fs.Arg(0))
 	f, err := os.OpenFile(*file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)

@@ -118,10 +118,17 @@ func TestBadConfig(t *testing.T) {
 		{"-keys", "x", "extra"},
 		{"new-account", "alice"},
 	} {
-		err := run(t.Context(), args, io.Discard, io.Discard)
+		var stderr strings.Builder
+		err := run(t.Context(), args, io.Discard, &stderr)
 		var u *cli.UsageError
 		if !errors.As(err, &u) {
 			t.Errorf("%q: %v, want a usage error", args, err)
+			continue
+		}
+		// A short usage, then the error last, where it stays in sight.
+		lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "pp-issuer") || !strings.HasSuffix(last, ": "+err.Error()) || len(lines) > 4 {
+			t.Errorf("%q printed %q, want a short usage and then the error", args, stderr.String())
 		}
 	}
 	if err := run(t.Context(), []string{"-accounts", "/nonexistent/accounts", "-issuer-url", "http://x/"}, io.Discard, io.Discard); err == nil {
