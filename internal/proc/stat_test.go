@@ -30,7 +30,9 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 // The test's own CPU time, as the kernel reports it, grows with a busy loop
-// (by less than its wall time if other tests share the CPUs).
+// and never goes back. How much CPU the loop gets depends on what else runs,
+// so the loop spins until the count moves by a clock tick; its 30 s bound
+// only catches a count that never moves.
 func TestCPUTime(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("read from /proc")
@@ -39,14 +41,17 @@ func TestCPUTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
+	after := before
+	for deadline := time.Now().Add(30 * time.Second); after == before; {
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time stuck at %v through 30 s of busy loop", before)
+		}
+		if after, err = CPUTime(os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	after, err := CPUTime(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if spent := after - before; spent < 50*time.Millisecond || spent > 5*time.Second {
-		t.Errorf("300 ms of busy loop counted as %v of CPU", spent)
+	if after < before || (after-before)%clockTick != 0 {
+		t.Errorf("CPU time went from %v to %v, want it to grow by whole clock ticks", before, after)
 	}
 	if _, err := CPUTime(1 << 30); err == nil {
 		t.Error("CPUTime of a process that does not exist: no error")
