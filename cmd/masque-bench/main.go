@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/xconnect"
 )
 
@@ -66,7 +67,13 @@ func main() {
 	serve := flag.Bool("serve-origins", false, "internal: be the bench's origin process")
 	originCert := flag.String("origin-cert", "", "internal: the origins' certificate with -serve-origins")
 	originKey := flag.String("origin-key", "", "internal: the origins' key with -serve-origins")
-	flag.Parse()
+	// A mistake prints a short usage and the error last, and exits 2 (cli).
+	flag.CommandLine.Init("masque-bench", flag.ContinueOnError)
+	if err := cli.Parse(flag.CommandLine, os.Args[1:]); errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	} else if err != nil {
+		os.Exit(2)
+	}
 	if *serve {
 		if err := serveOrigins(o.size, *originCert, *originKey); err != nil {
 			fmt.Fprintln(os.Stderr, "masque-bench origins:", err)
