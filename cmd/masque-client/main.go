@@ -96,6 +96,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.parseVia(); err != nil {
 		return nil, cli.Usagef(fs, "-via: %v", err)
 	}
+	if _, err := proxyclient.Authority(o.proxy); o.proxy != "" && err != nil {
+		return nil, cli.Usagef(fs, "-proxy wants a URL such as https://127.0.0.1:4433, not %q", o.proxy)
+	}
+	if _, err := proxyclient.ParseTemplate(o.template); err != nil {
+		return nil, cli.Usagef(fs, "-udp-template: %v", err)
+	}
+	if o.timeout <= 0 {
+		return nil, cli.Usagef(fs, "-timeout wants a duration above zero, such as 30s, not %s", o.timeout)
+	}
 	if _, err := geoegress.ParseHint(o.geohash); o.geohash != "" && err != nil {
 		return nil, cli.Usagef(fs, "-geohash %q: %v", o.geohash, err)
 	}
@@ -199,8 +208,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.authorizer = tokens
 	}
 	if o.serve {
-		return serve(ctx, o, proxyTLS, stdout, stderr)
+		return o.withFix(serve(ctx, o, proxyTLS, stdout, stderr))
 	}
+	return o.withFix(o.fetch(ctx, proxyTLS, originTLS, stdout, stderr))
+}
+
+// fetch fetches -o's URL through the proxy and writes the body out.
+func (o *options) fetch(ctx context.Context, proxyTLS, originTLS *tls.Config, stdout, stderr io.Writer) error {
 	logf := func(format string, a ...any) {
 		if o.verbose {
 			fmt.Fprintf(stderr, "* "+format+"\n", a...)
@@ -246,7 +260,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	req.Header.Set("User-Agent", "masque-client")
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		return err
+		// Over -via udp the library has said so already; over -via tcp TLS
+		// to the origin is http.Transport's.
+		return proxyclient.CheckCert(proxyclient.PeerOrigin, target, err)
 	}
 	defer resp.Body.Close()
 	logf("%s %s, first byte after %s", resp.Proto, resp.Status, since(start))
@@ -327,18 +343,18 @@ func (o *options) tlsConfigs() (proxy, origin *tls.Config, err error) {
 	proxy, origin = &tls.Config{}, &tls.Config{}
 	if o.ca != "" {
 		if proxy.RootCAs, err = loadPool(o.ca, x509.NewCertPool()); err != nil {
-			return nil, nil, fmt.Errorf("-ca: %w", err)
+			return nil, nil, cli.FlagErrorf("ca", "%w", err)
 		}
 		if origin.RootCAs, err = x509.SystemCertPool(); err != nil {
 			origin.RootCAs = x509.NewCertPool()
 		}
 		if origin.RootCAs, err = loadPool(o.ca, origin.RootCAs); err != nil {
-			return nil, nil, fmt.Errorf("-ca: %w", err)
+			return nil, nil, cli.FlagErrorf("ca", "%w", err)
 		}
 	}
 	if o.originCA != "" {
 		if origin.RootCAs, err = loadPool(o.originCA, x509.NewCertPool()); err != nil {
-			return nil, nil, fmt.Errorf("-origin-ca: %w", err)
+			return nil, nil, cli.FlagErrorf("origin-ca", "%w", err)
 		}
 	}
 	return proxy, origin, nil

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
@@ -198,14 +197,7 @@ func TestFetchFails(t *testing.T) {
 	h3 := "https://" + testnet.H3Origin(t, testnet.IPv4, http.HandlerFunc(serveBody)).String()
 	https := httpsOrigin(t)
 	closed := testnet.UDP(t, testnet.IPv4).LocalAddr().String() // nothing answers QUIC here
-	_, otherPEM, err := certs.SelfSigned()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := filepath.Join(t.TempDir(), "other.pem")
-	if err := os.WriteFile(other, otherPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	other := otherCert(t)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -218,7 +210,7 @@ func TestFetchFails(t *testing.T) {
 		{"untrusted origin udp", []string{"-proxy", proxy, "-origin-ca", other, "fetch", h3 + "/"}, "certificate"},
 		{"untrusted origin tcp", []string{"-proxy", proxy, "-origin-ca", other, "-via", "tcp", "fetch", https + "/"}, "certificate"},
 		{"empty origin-ca", []string{"-proxy", proxy, "-origin-ca", os.DevNull, "fetch", h3 + "/"}, "-origin-ca"},
-		{"untrusted proxy", []string{"-proxy", proxy, "-ca", "", "fetch", h3 + "/"}, "connecting to proxy"},
+		{"untrusted proxy", []string{"-proxy", proxy, "-ca", "", "fetch", h3 + "/"}, "the proxy's certificate"},
 		{"bad template", []string{"-proxy", proxy, "-udp-template", "https://{proxy}/udp/", "fetch", h3 + "/"}, "template"},
 		{"proxy scheme", []string{"-proxy", "http://" + closed, "fetch", h3 + "/"}, "https://"},
 		{"timeout", []string{"-proxy", "https://" + closed, "-timeout", "300ms", "fetch", h3 + "/"}, "deadline"},

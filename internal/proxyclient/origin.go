@@ -62,9 +62,12 @@ func (t *OriginTransport) Close() error {
 }
 
 // SilentTargetError reports a UDP tunnel's target that sent nothing back
-// while QUIC tried to reach it. Ended tells that the tunnel itself ended
-// first: masqued ends a tunnel whose target answered its first packets only
-// with ICMP port unreachable, so a closed port is the likely cause.
+// while QUIC tried to reach it: most often nothing listens on that UDP port.
+// The proxy cannot say so: its socket learns of a closed port from ICMP
+// port unreachable, and a tunnel lives on through those (masqued counts
+// them as write_error drops), while after its 2xx a CONNECT stream carries
+// no more HTTP fields, so no Proxy-Status (RFC 9114 §4.4). Ended tells
+// that the tunnel itself ended first.
 type SilentTargetError struct {
 	Target string // host:port
 	Ended  bool
@@ -74,7 +77,7 @@ type SilentTargetError struct {
 func (e *SilentTargetError) Error() string {
 	why := "nothing came back through the tunnel"
 	if e.Ended {
-		why = "the proxy ended the tunnel before any packet came back: is anything listening on that UDP port?"
+		why = "the proxy ended the tunnel before any packet came back"
 	}
 	return fmt.Sprintf("no answer from the target %s over UDP (%s): %v", e.Target, why, e.Err)
 }
