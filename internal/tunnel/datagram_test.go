@@ -196,22 +196,32 @@ func TestRelayDatagramsTruncatedCapsule(t *testing.T) {
 	}
 }
 
+// TestRelayDatagramsIdleTimeout: of two UDP tunnels with the same idle
+// timeout, the one without traffic is closed for it while the one with
+// traffic stays open; once the traffic stops, that one is closed too.
 func TestRelayDatagramsIdleTimeout(t *testing.T) {
 	echo := testnet.UDPEcho(t, testnet.IPv4)
-	const idle = 200 * time.Millisecond
-	r := startCapsuleRelay(t, testnet.IPv4, echo.String(), tunnel.Limits{IdleTimeout: idle})
-	for i := range 5 { // traffic keeps it open past the timeout
-		r.ping(t, []byte("ping "+strconv.Itoa(i)))
-		time.Sleep(idle / 4)
+	const idle = 500 * time.Millisecond
+	quiet := startCapsuleRelay(t, testnet.IPv4, echo.String(), tunnel.Limits{IdleTimeout: idle})
+	busy := startCapsuleRelay(t, testnet.IPv4, echo.String(), tunnel.Limits{IdleTimeout: idle})
+	pings := 0
+	ping := func() {
+		t.Helper()
+		busy.ping(t, []byte("ping "+strconv.Itoa(pings)))
+		pings++
 	}
+	if err := keepBusy(t, idle, quiet.done, busy.done, ping); err == nil || !strings.Contains(err.Error(), "idle") {
+		t.Fatalf("RelayDatagrams of the quiet tunnel = %v, want the idle timeout", err)
+	}
+	ping() // the busy tunnel still carries traffic
 	select {
-	case err := <-r.done:
-		r.done <- err
+	case err := <-busy.done:
+		busy.done <- err
 		if err == nil || !strings.Contains(err.Error(), "idle") {
-			t.Fatalf("RelayDatagrams = %v, want the idle timeout", err)
+			t.Fatalf("RelayDatagrams of the busy tunnel = %v once idle, want the idle timeout", err)
 		}
-	case <-time.After(10 * idle):
-		t.Fatal("RelayDatagrams did not time out")
+	case <-time.After(20 * idle): // only catches an idle timeout that never fires
+		t.Fatal("RelayDatagrams of the busy tunnel did not time out")
 	}
 }
 

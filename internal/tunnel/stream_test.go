@@ -155,12 +155,34 @@ func TestRelayStreamAbort(t *testing.T) {
 
 func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "connection reset") }
 
+// keepBusy calls ping every fiftieth of idle until the quiet relay returns,
+// and returns its result, with done left holding it for cleanup. It fails
+// if the busy relay returns first, or the quiet one has not after twenty
+// idle periods (a bound that only catches an idle timeout that never
+// fires). Exactly when the timeout fires is TestWatchIdle's matter, on a
+// fake clock; tests on real time only need pings closer together than it.
+func keepBusy(t *testing.T, idle time.Duration, quiet, busy chan error, ping func()) error {
+	t.Helper()
+	hang := time.After(20 * idle)
+	for {
+		select {
+		case err := <-quiet:
+			quiet <- err
+			return err
+		case err := <-busy:
+			busy <- err
+			t.Fatalf("the busy tunnel's relay returned %v while traffic flowed", err)
+		case <-hang:
+			t.Fatal("the quiet tunnel is still open")
+		case <-time.After(idle / 50):
+			ping()
+		}
+	}
+}
+
 // TestRelayStreamIdleTimeout: of two tunnels with the same idle timeout,
 // the one without traffic is closed for it while the one with traffic stays
-// open; once the traffic stops, that one is closed too. When exactly the
-// timeout fires is TestWatchIdle's matter, on a fake clock: this test only
-// needs the busy tunnel's pings to come closer together than the timeout
-// (a fiftieth of it, here).
+// open; once the traffic stops, that one is closed too.
 func TestRelayStreamIdleTimeout(t *testing.T) {
 	const idle = 500 * time.Millisecond
 	quiet := startStreamRelay(t, testnet.IPv4, tunnel.Limits{IdleTimeout: idle})
@@ -176,23 +198,8 @@ func TestRelayStreamIdleTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hang := time.After(20 * idle) // only catches an idle timeout that never fires
-pinging:
-	for {
-		select {
-		case err := <-quiet.done:
-			quiet.done <- err // for cleanup
-			if err == nil || !strings.Contains(err.Error(), "idle") {
-				t.Fatalf("RelayStream of the quiet tunnel = %v, want the idle timeout", err)
-			}
-			break pinging
-		case err := <-busy.done:
-			t.Fatalf("RelayStream of the busy tunnel returned %v while traffic flowed", err)
-		case <-hang:
-			t.Fatal("the quiet tunnel is still open")
-		case <-time.After(idle / 50):
-			ping()
-		}
+	if err := keepBusy(t, idle, quiet.done, busy.done, ping); err == nil || !strings.Contains(err.Error(), "idle") {
+		t.Fatalf("RelayStream of the quiet tunnel = %v, want the idle timeout", err)
 	}
 	ping() // the busy tunnel still carries traffic
 	if err := busy.wait(t, 20*idle); err == nil || !strings.Contains(err.Error(), "idle") {
