@@ -42,7 +42,7 @@ func (o *options) withFix(err error) error {
 	case errors.As(err, &pe):
 		switch {
 		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusConnectionRefused):
-			fix = "the target refused the connection: is anything listening on the URL's port?"
+			fix = "the target refused the connection: is anything listening on the target's port?"
 		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusIPProhibited):
 			fix = "the proxy refuses loopback and private targets (masqued -allow-private-targets allows them)"
 		}

@@ -48,7 +48,7 @@ func TestErrorsSayWhy(t *testing.T) {
 		{"proxy down", []string{"-proxy", "https://" + down, "-ca", ca, "-timeout", "20s", "fetch", h3 + "/"},
 			[]string{"nothing listening at " + down + " (TCP refused, no QUIC answer within 1s)", "start masqued"}},
 		{"tcp target refused", []string{"-proxy", proxy.URL, "-ca", ca, "-via", "tcp", "fetch", "http://" + down + "/"},
-			[]string{"502 Bad Gateway", "error=connection_refused", "is anything listening on the URL's port?"}},
+			[]string{"502 Bad Gateway", "error=connection_refused", "is anything listening on the target's port?"}},
 		{"udp target silent", []string{"-proxy", proxy.URL, "-ca", ca, "fetch", "https://" + down + "/"},
 			[]string{"no answer from the target " + down + " over UDP", "is anything listening on that UDP port"}},
 	} {

@@ -52,8 +52,10 @@ func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr
 		name, addr string
 		srv        entryServer
 	}{
-		{"socks5", o.socks5, &localproxy.SOCKS5Server{Tunneler: tun, Logger: logger}},
-		{"http", o.http, &localproxy.HTTPServer{Tunneler: tun, Logger: logger}},
+		// Failed tunnels are logged by default, their targets only with -v:
+		// the log is this machine's user's, but may outlive what they asked.
+		{"socks5", o.socks5, &localproxy.SOCKS5Server{Tunneler: fixing{tun, o}, Logger: logger, LogTargets: o.verbose}},
+		{"http", o.http, &localproxy.HTTPServer{Tunneler: fixing{tun, o}, Logger: logger, LogTargets: o.verbose}},
 	} {
 		if s.addr == "" {
 			continue
@@ -75,6 +77,22 @@ func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr
 	case <-ctx.Done():
 	}
 	return errors.Join(err, shutdown(servers, served, running))
+}
+
+// fixing is a session whose failures say how to fix them, as fetch's do.
+type fixing struct {
+	s *client.Session
+	o *options
+}
+
+func (f fixing) DialTCP(ctx context.Context, target string) (net.Conn, error) {
+	c, err := f.s.DialTCP(ctx, target)
+	return c, f.o.withFix(err)
+}
+
+func (f fixing) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
+	pc, err := f.s.ListenUDP(ctx, target)
+	return pc, f.o.withFix(err)
 }
 
 // shutdown drains servers for up to drainTimeout, then closes them, and

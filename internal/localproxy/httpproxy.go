@@ -36,9 +36,12 @@ type HTTPServer struct {
 	// MaxConns bounds the client connections served at once, per listener;
 	// further ones wait to be accepted. 0 = 1024.
 	MaxConns int
-	// Logger gets one record per failed request, with the target but never
-	// the client's address; nil = silent.
+	// Logger gets one warning per tunnel that failed, with its cause but,
+	// unless LogTargets, not its target, and never the client's address;
+	// nil = silent.
 	Logger *slog.Logger
+	// LogTargets adds the target to Logger's records.
+	LogTargets bool
 
 	once      sync.Once
 	srv       *http.Server
@@ -217,7 +220,7 @@ func checkAuthority(hostport string) error {
 // which would make the client ask for credentials this proxy does not take),
 // and with the status the failure maps to otherwise.
 func (s *HTTPServer) tunnelError(w http.ResponseWriter, r *http.Request, err error) {
-	s.logger().Info("http proxy: tunnel failed", "target", r.Host, "error", err)
+	logFailure(s.logger(), s.LogTargets, "http proxy: tunnel failed", r.Host, err)
 	pe, _ := refusal(err)
 	if pe == nil {
 		tunnel.WriteError(w, identity, err)

@@ -15,8 +15,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/masqued/masqued/internal/proxyclient"
@@ -39,6 +41,27 @@ type Tunneler interface {
 
 // identity names the entry point in the Proxy-Status it writes.
 const identity = "masque-client"
+
+// logFailure records a tunnel that could not be opened, at warning level: a
+// user of the entry point should learn of failures without asking for
+// more. The target goes in only withTarget (the owner's choice, as with
+// masque-client -v), and is scrubbed from the cause otherwise, so that the
+// log does not keep where this machine's users went.
+func logFailure(l *slog.Logger, withTarget bool, msg, target string, err error, attrs ...any) {
+	cause := err.Error()
+	if withTarget {
+		attrs = append(attrs, "target", target)
+	} else {
+		cause = strings.ReplaceAll(cause, target, "the target")
+		// A name alone too; an address alone may be the proxy's as well.
+		if host, _, err := net.SplitHostPort(target); err == nil && host != "" {
+			if _, err := netip.ParseAddr(host); err != nil {
+				cause = strings.ReplaceAll(cause, host, "the target")
+			}
+		}
+	}
+	l.Warn(msg, append(attrs, "error", cause)...)
+}
 
 // halfCopier copies one direction of a spliced connection and passes the
 // end of its source on as a half-close. It is a named type so that stack

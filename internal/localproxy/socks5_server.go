@@ -34,9 +34,12 @@ type SOCKS5Server struct {
 	// UDPIdleTimeout closes a destination's tunnel after this long without
 	// a datagram either way; 0 = 2 minutes.
 	UDPIdleTimeout time.Duration
-	// Logger gets one record per failed request, with the target but never
-	// the client's address; nil = silent.
+	// Logger gets one warning per tunnel that failed, with its cause but,
+	// unless LogTargets, not its target, and never the client's address;
+	// nil = silent.
 	Logger *slog.Logger
+	// LogTargets adds the target to Logger's records.
+	LogTargets bool
 
 	g group
 }
@@ -163,7 +166,7 @@ func (s *SOCKS5Server) connect(ctx context.Context, c net.Conn, target socksAddr
 	t, err := s.Tunneler.DialTCP(ctx, target.String())
 	if err != nil {
 		rep := socksReply(err)
-		s.logger().Info("socks5: tunnel refused", "target", target.String(), "reply", rep, "error", err)
+		logFailure(s.logger(), s.LogTargets, "socks5: tunnel failed", target.String(), err, "reply", rep)
 		writeReply(c, rep, socksAddr{})
 		return
 	}

@@ -182,7 +182,7 @@ func (f *udpFlow) run() {
 	pc, err := s.Tunneler.ListenUDP(ctx, f.dst.String())
 	cancel()
 	if err != nil {
-		s.logger().Info("socks5: UDP tunnel refused", "target", f.dst.String(), "error", err)
+		logFailure(s.logger(), s.LogTargets, "socks5: UDP tunnel failed", f.dst.String(), err)
 		return
 	}
 	defer pc.Close()
