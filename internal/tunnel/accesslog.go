@@ -46,7 +46,7 @@ type accessEntry struct {
 	front       string
 	kind        Kind
 	status      int
-	proxyStatus string // for a refusal: the RFC 9209 error
+	proxyStatus string // the RFC 9209 error of a refusal, or of a tunnel that failed after its 2xx
 	start       time.Time
 	up, down    int64
 	peer        string // "" unless AccessLogClient
@@ -66,11 +66,13 @@ func (p *Proxy) logAccess(e accessEntry) {
 		slog.Duration("duration", time.Since(e.start)),
 	}
 	msg := "tunnel"
-	if e.proxyStatus != "" {
+	if e.status >= 400 { // a refusal: no tunnel, no bytes
 		msg = "tunnel refused"
-		attrs = append(attrs, slog.String("proxy_status", e.proxyStatus))
 	} else {
 		attrs = append(attrs, slog.Int64("bytes_up", e.up), slog.Int64("bytes_down", e.down))
+	}
+	if e.proxyStatus != "" {
+		attrs = append(attrs, slog.String("proxy_status", e.proxyStatus))
 	}
 	switch p.cfg.AccessLog {
 	case AccessLogClient:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,6 +34,31 @@ type DatagramConn interface {
 // carry. It is a drop, not a failure of the tunnel.
 var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
 
+// ErrTargetRefused ends a UDP tunnel whose target refused its packets (ICMP
+// port unreachable, ECONNREFUSED on the connected socket) before it ever sent
+// one back: most likely nothing listens on that port, and the client's
+// protocol inside the tunnel would otherwise wait out its own timeout to
+// learn it. After the 2xx no Proxy-Status can say so (RFC 9114 §4.4 allows
+// only DATA frames on a CONNECT stream), so fronts tell the client by how
+// the stream ends (see RefusedEnder); the access log and
+// masqued_tunnel_errors_total record connection_refused.
+//
+// Once the target has sent anything back, a refusal is a counted write_error
+// drop and the tunnel lives on: a target that restarts must not end a
+// working tunnel, and a forged ICMP error can then end none.
+var ErrTargetRefused = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusConnectionRefused,
+	Details: "the target answered with ICMP port unreachable", Err: syscall.ECONNREFUSED}
+
+// RefusedEnder is implemented by a Stream whose transport can end a tunnel
+// so that its client tells "the target refused" (ErrTargetRefused) from any
+// other failure. A Stream without it is aborted for that as for the others.
+type RefusedEnder interface {
+	// EndRefused ends both directions and unblocks pending Read and Write
+	// calls, as Abort does, in the transport's way of saying the target
+	// refused.
+	EndRefused() error
+}
+
 // datagramBufLen is the size of a datagram buffer for payloads of up to max
 // bytes: framing headroom, a Context ID, the payload, and one byte more to
 // tell an oversized UDP packet from one that fits.
@@ -51,6 +77,9 @@ type udpRelay struct {
 	dc     DatagramConn // nil: DATAGRAM capsules on client only
 	seen   activity
 	max    int // Limits.MaxUDPPayload
+	// answered is set once the target has sent a packet: from then on an
+	// ICMP refusal is a drop, not the tunnel's end (see ErrTargetRefused).
+	answered atomic.Bool
 }
 
 // RelayDatagrams relays a UDP tunnel between client and the connected UDP
@@ -58,8 +87,9 @@ type udpRelay struct {
 // or the tunnel is idle for Limits.IdleTimeout. Datagrams arrive on dc and as
 // DATAGRAM capsules on client; replies go out on dc, or as capsules when dc is
 // nil. Datagrams with an unknown Context ID, too large to forward, or refused
-// by the target are dropped and counted; they never end the tunnel. It closes
-// the tunnel.
+// by a target that has answered before are dropped and counted; they never
+// end the tunnel. A target that refuses packets before it has sent any ends
+// the tunnel with ErrTargetRefused. It closes the tunnel.
 func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	defer t.Close()
 	r := &udpRelay{t: t, client: client, dc: dc, max: t.f.p.limits.MaxUDPPayload}
@@ -85,7 +115,7 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 			first = err
 			end()
 			if !errors.Is(err, io.EOF) { // not the client closing its side
-				_ = client.Abort()
+				_ = abort(client, err)
 			}
 		})
 	}
@@ -105,7 +135,30 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	if idled.Load() {
 		return errIdle
 	}
+	if errors.Is(first, ErrTargetRefused) {
+		t.failed(ErrTargetRefused.Kind)
+	}
 	return first
+}
+
+// abort ends a failed tunnel's client stream: with EndRefused for a refused
+// target where the stream has it, else with Abort.
+func abort(client Stream, err error) error {
+	if re, ok := client.(RefusedEnder); ok && errors.Is(err, ErrTargetRefused) {
+		return re.EndRefused()
+	}
+	return client.Abort()
+}
+
+// refused handles an ECONNREFUSED from the target socket, the report of an
+// ICMP error for an earlier packet: ErrTargetRefused if the target has never
+// answered, else a counted drop (nil).
+func (r *udpRelay) refused() error {
+	if !r.answered.Load() {
+		return ErrTargetRefused
+	}
+	r.t.counters.drop(DropWriteError)
+	return nil
 }
 
 // fromCapsules reads DATAGRAM capsules from the client stream until it ends.
@@ -144,7 +197,7 @@ func (r *udpRelay) forwardCapsules(cr *capsule.Reader, br *bufio.Reader) error {
 		limit := (*buf)[:r.max+8] // room for the Context ID
 		n, err := cr.ReadDatagram(limit)
 		if err == nil && !r.t.f.p.cfg.IgnoreDatagramCapsules {
-			r.forward(limit[:n])
+			err = r.forward(limit[:n])
 		}
 		r.t.f.p.dgBufs.Put(buf)
 		switch {
@@ -182,32 +235,38 @@ func (r *udpRelay) fromDatagrams(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.forward(b)
+		if err := r.forward(b); err != nil {
+			return err
+		}
 	}
 }
 
-// forward sends one HTTP Datagram payload from the client to the target.
-func (r *udpRelay) forward(b []byte) {
+// forward sends one HTTP Datagram payload from the client to the target. It
+// fails only with ErrTargetRefused; every other problem is a counted drop.
+func (r *udpRelay) forward(b []byte) error {
 	r.seen.touch()
 	payload, err := capsule.SplitContext(b)
 	switch {
 	case errors.Is(err, capsule.ErrUnknownContext):
 		r.t.counters.drop(DropUnknownContext)
-		return
+		return nil
 	case err != nil:
 		r.t.counters.drop(DropMalformed)
-		return
+		return nil
 	case len(payload) > r.max:
 		r.t.counters.drop(DropTooLarge)
-		return
+		return nil
 	}
-	if _, err := r.t.target.Write(payload); err != nil {
-		// ICMP errors surface on the next write of a connected socket;
-		// a UDP tunnel lives on through them.
+	if _, err := r.t.target.Write(payload); errors.Is(err, syscall.ECONNREFUSED) {
+		// An ICMP error for an earlier packet surfaces on the next
+		// write of a connected socket, if no read took it first.
+		return r.refused()
+	} else if err != nil {
 		r.t.counters.drop(DropWriteError)
-		return
+		return nil
 	}
 	r.t.datagramUp(len(payload))
+	return nil
 }
 
 // toClient reads packets from the target and sends each to the client as an
@@ -218,7 +277,9 @@ func (r *udpRelay) toClient() error {
 	for {
 		if nonBlocking {
 			if err := tr.wait(); errors.Is(err, syscall.ECONNREFUSED) {
-				r.t.counters.drop(DropWriteError) // ICMP for an earlier send
+				if err := r.refused(); err != nil { // ICMP for an earlier send
+					return err
+				}
 				continue
 			} else if err != nil {
 				return err
@@ -250,11 +311,17 @@ func (r *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byte) e
 		case errors.Is(err, syscall.EAGAIN):
 			return nil
 		case errors.Is(err, syscall.ECONNREFUSED):
-			r.t.counters.drop(DropWriteError) // ICMP for an earlier send
+			if err := r.refused(); err != nil { // ICMP for an earlier send
+				return err
+			}
 			continue
 		case err != nil:
 			return err
-		case n > r.max:
+		}
+		if !r.answered.Load() { // a load per packet, a store only once
+			r.answered.Store(true)
+		}
+		if n > r.max {
 			r.t.counters.drop(DropTooLarge)
 			continue
 		}

@@ -3,10 +3,13 @@ package tunnel_test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,22 +228,137 @@ func TestRelayDatagramsIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestRelayDatagramsTargetUnreachable: ICMP port-unreachable errors from the
-// target are counted and do not end the tunnel.
-func TestRelayDatagramsTargetUnreachable(t *testing.T) {
-	closed := testnet.UDP(t, testnet.IPv4)
-	target := closed.LocalAddr().String()
-	closed.Close() // nothing listens there now
-	r := startCapsuleRelay(t, testnet.IPv4, target, tunnel.Limits{})
-	deadline := time.Now().Add(3 * time.Second)
+// refusedStream is a tcpStream that implements tunnel.RefusedEnder and
+// notes which way the relay ended it.
+type refusedStream struct {
+	tcpStream
+	how chan string // "abort" or "refused", once
+}
+
+func (s refusedStream) Abort() error {
+	s.how <- "abort"
+	return s.tcpStream.Abort()
+}
+
+func (s refusedStream) EndRefused() error {
+	s.how <- "refused"
+	return s.tcpStream.Abort()
+}
+
+// skipWithoutICMP skips the test unless this host reports ICMP port
+// unreachable to a connected UDP socket, as Linux does on loopback.
+func skipWithoutICMP(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 50 {
+		if _, err := c.Write([]byte("anyone?")); errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
+	}
+	t.Skip("no ICMP port-unreachable reported on this host's loopback")
+}
+
+// TestRelayDatagramsTargetRefused: a target that refuses the tunnel's
+// packets (ICMP port unreachable) before it has sent any ends the tunnel
+// with ErrTargetRefused, through the stream's EndRefused, and the tunnel is
+// counted and logged as connection_refused.
+func TestRelayDatagramsTargetRefused(t *testing.T) {
+	for _, host := range []string{testnet.IPv4, testnet.IPv6} {
+		t.Run(host, func(t *testing.T) {
+			closed := testnet.UDP(t, host)
+			target := closed.LocalAddr().String()
+			closed.Close() // nothing listens there now
+			skipWithoutICMP(t, target)
+			var log bytes.Buffer // written by Close, read once RelayDatagrams has returned
+			p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true},
+				Logger: slog.New(slog.NewTextHandler(&log, nil))})
+			tun := p.open(t, tunnel.KindUDP, target)
+			client, proxySide := tcpPair(t, host)
+			stream := refusedStream{tcpStream{proxySide}, make(chan string, 2)}
+			done := make(chan error, 1)
+			go func() { done <- tun.RelayDatagrams(stream, nil) }()
+			t.Cleanup(func() { client.Close(); <-done })
+
+			// A refusal comes back within a millisecond on loopback; the
+			// bound only catches a relay that never ends.
+			hang := time.After(10 * time.Second)
+			var err error
+		sending:
+			for {
+				if _, err := client.Write(udpCapsule(0, []byte("anyone?"))); err != nil {
+					t.Fatalf("writing to the relay: %v", err)
+				}
+				select {
+				case err = <-done:
+					done <- err
+					break sending
+				case <-time.After(20 * time.Millisecond):
+				case <-hang:
+					t.Fatal("RelayDatagrams did not end on a target that refuses its packets")
+				}
+			}
+			if !errors.Is(err, tunnel.ErrTargetRefused) {
+				t.Fatalf("RelayDatagrams = %v, want ErrTargetRefused", err)
+			}
+			if _, e := tunnel.StatusOf(err); e.Kind != tunnel.StatusConnectionRefused {
+				t.Errorf("StatusOf(%v) kind %q, want %q", err, e.Kind, tunnel.StatusConnectionRefused)
+			}
+			if how := <-stream.how; how != "refused" {
+				t.Errorf("the relay ended the stream with %s, want EndRefused", how)
+			}
+			if got := p.metric(t, "masqued_tunnel_errors_total", map[string]string{"front": "test", "proxy_status": "connection_refused"}); got != 1 {
+				t.Errorf("connection_refused tunnel errors: %v, want 1", got)
+			}
+			if got := p.metric(t, "masqued_datagrams_dropped_total", map[string]string{"reason": tunnel.DropWriteError}); got != 0 {
+				t.Errorf("write_error drops %v, want 0: the refusal ends the tunnel instead", got)
+			}
+			if line := log.String(); !strings.Contains(line, "msg=tunnel ") || !strings.Contains(line, "status=200") || !strings.Contains(line, "proxy_status=connection_refused") {
+				t.Errorf("access log %q, want a tunnel line with status=200 and proxy_status=connection_refused", line)
+			}
+		})
+	}
+}
+
+// TestRelayDatagramsRefusedAfterAnswer: once the target has answered,
+// ICMP port-unreachable errors from it are counted drops and the tunnel
+// lives on, as it must for a target that restarts.
+func TestRelayDatagramsRefusedAfterAnswer(t *testing.T) {
+	target := testnet.UDP(t, testnet.IPv4)
+	r := startCapsuleRelay(t, testnet.IPv4, target.LocalAddr().String(), tunnel.Limits{})
+	r.send(t, udpCapsule(0, []byte("hello")))
+	buf := make([]byte, 100)
+	target.SetReadDeadline(time.Now().Add(10 * time.Second)) // a hang bound only
+	n, from, err := target.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("target read: %v", err)
+	}
+	if _, err := target.WriteTo(buf[:n], from); err != nil {
+		t.Fatal(err)
+	}
+	r.expect(t, []byte("hello"))
+	target.Close() // the target goes away: the proxy's packets draw ICMP errors
+	skipWithoutICMP(t, target.LocalAddr().String())
+
+	hang := time.After(10 * time.Second) // a hang bound only: see above
 	sent := 0
 	for r.dropped(t, tunnel.DropWriteError) == 0 {
-		if time.Now().After(deadline) {
-			t.Skip("no ICMP port-unreachable reported on this host's loopback")
-		}
 		r.send(t, udpCapsule(0, []byte("anyone?")))
 		sent++
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case err := <-r.done:
+			t.Fatalf("RelayDatagrams ended with %v on a target that had answered", err)
+		case <-time.After(20 * time.Millisecond):
+		case <-hang:
+			t.Fatal("no write_error drop counted")
+		}
 	}
 	// Each send draws at most one ICMP error, and each error is counted
 	// once: a reader that did not consume the error would count it again
@@ -251,8 +369,11 @@ func TestRelayDatagramsTargetUnreachable(t *testing.T) {
 	}
 	select {
 	case err := <-r.done:
-		t.Fatalf("RelayDatagrams ended with %v on an unreachable target", err)
+		t.Fatalf("RelayDatagrams ended with %v on a target that had answered", err)
 	default:
 	}
 	r.finish(t)
+	if got := r.p.metric(t, "masqued_tunnel_errors_total", map[string]string{"proxy_status": "connection_refused"}); got != 0 {
+		t.Errorf("connection_refused tunnel errors: %v, want 0", got)
+	}
 }

@@ -353,7 +353,12 @@ type Tunnel struct {
 	dest     Target
 	peer     string
 	up, down atomic.Int64 // payload bytes
+	failure  string       // RFC 9209 error the tunnel ended with after its 2xx; set before Close
 }
+
+// failed records that the established tunnel ended with the RFC 9209 error
+// kind, for the access log and masqued_tunnel_errors_total at Close.
+func (t *Tunnel) failed(kind string) { t.failure = kind }
 
 func (t *Tunnel) countUp(n int) {
 	t.up.Add(int64(n))
@@ -419,7 +424,10 @@ func (t *Tunnel) Close() error {
 	if c := t.counters; c != nil {
 		c.active.Dec()
 	}
-	t.f.p.logAccess(accessEntry{front: t.f.name, kind: t.kind, status: t.status, start: t.start,
+	if t.failure != "" {
+		t.f.p.cfg.Metrics.countError(t.f.name, t.failure)
+	}
+	t.f.p.logAccess(accessEntry{front: t.f.name, kind: t.kind, status: t.status, proxyStatus: t.failure, start: t.start,
 		up: t.up.Load(), down: t.down.Load(), peer: t.peer, dest: t.dest})
 	return t.target.Close()
 }
