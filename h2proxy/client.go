@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"syscall"
 
 	"golang.org/x/net/http2"
 
@@ -187,6 +188,19 @@ type stream struct {
 	abort     func() error // ends both sides at once
 	local     net.Addr
 	conn      net.Conn // HTTP/1.1 only, for deadlines
+}
+
+// refusedBy reports whether err, which ended a UDP tunnel's stream that the
+// client had not closed, is how masqued's h2proxy front says that the target
+// refused the tunnel's packets (tunnel.ErrTargetRefused): over HTTP/2 it
+// ends the stream cleanly, the one time it ends a UDP tunnel so; over
+// HTTP/1.1 it resets the TCP connection, as a clean close reads the same as
+// a proxy that went away.
+func (s *stream) refusedBy(err error) bool {
+	if s.conn == nil {
+		return errors.Is(err, io.EOF)
+	}
+	return errors.Is(err, syscall.ECONNRESET)
 }
 
 // open sends req and returns the tunnel once the proxy accepts it.

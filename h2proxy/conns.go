@@ -65,11 +65,15 @@ const inQueueLen = 256
 // tunnel's one target in a DATAGRAM capsule, and comes back in one. A pump
 // goroutine reads capsules into a queue, so that reads can have deadlines
 // (quic-go's Transport needs them to close) although the stream has none.
+// Once the proxy has ended the tunnel because its target refused the packets
+// (see refusedBy), ReadFrom and WriteTo return a
+// *proxyclient.TargetRefusedError.
 type udpConn struct {
 	*stream
 	remote   net.Addr
-	ended    context.Context // done when the tunnel ends
-	end      context.CancelFunc
+	ended    context.Context // done when the tunnel ends; its cause is ReadFrom's error
+	end      context.CancelCauseFunc
+	closing  atomic.Bool // Close has begun: the stream's end is ours
 	deadline proxyclient.ReadDeadline
 	in       chan *[]byte // payloads in proxyclient packet buffers
 	pump     sync.WaitGroup
@@ -86,7 +90,7 @@ func newUDPConn(s *stream, remote net.Addr) *udpConn {
 		remote: remote,
 		in:     make(chan *[]byte, inQueueLen),
 	}
-	u.ended, u.end = context.WithCancel(context.Background())
+	u.ended, u.end = context.WithCancelCause(context.Background())
 	u.deadline.Init(u.ended)
 	u.pump.Add(1)
 	go u.readCapsules()
@@ -98,7 +102,6 @@ func newUDPConn(s *stream, remote net.Addr) *udpConn {
 // with another Context ID or too large, and packets beyond a full queue.
 func (u *udpConn) readCapsules() {
 	defer u.pump.Done()
-	defer u.end()
 	cr := capsule.NewReader(bufio.NewReaderSize(u.stream.Reader, 64<<10))
 	buf := make([]byte, 8+maxUDPPayload)
 	for {
@@ -108,6 +111,11 @@ func (u *udpConn) readCapsules() {
 			continue
 		}
 		if err != nil {
+			var cause error = net.ErrClosed
+			if !u.closing.Load() && u.refusedBy(err) {
+				cause = &proxyclient.TargetRefusedError{Target: u.remote.String()}
+			}
+			u.end(cause)
 			return
 		}
 		payload, err := capsule.SplitContext(buf[:n])
@@ -144,7 +152,7 @@ func (u *udpConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				return u.take(p, b), u.remote, nil
 			default:
 			}
-			return 0, nil, net.ErrClosed
+			return 0, nil, context.Cause(u.ended)
 		}
 		return 0, nil, os.ErrDeadlineExceeded
 	}
@@ -163,6 +171,9 @@ func (u *udpConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if len(p) > maxUDPPayload {
 		return 0, errors.New("h2proxy: packet larger than a UDP payload")
 	}
+	if err := context.Cause(u.ended); err != nil {
+		return 0, err
+	}
 	b := proxyclient.UDPDatagram(p)
 	defer proxyclient.PutPacket(b)
 	start := capsule.PutDatagramHeader(*b, proxyclient.UDPHeadroom)
@@ -177,8 +188,9 @@ func (u *udpConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 // Close ends the tunnel.
 func (u *udpConn) Close() error {
 	u.closeOnce.Do(func() {
+		u.closing.Store(true)
 		u.closeErr = u.abort()
-		u.end()
+		u.end(net.ErrClosed)
 		u.pump.Wait()
 	})
 	return u.closeErr

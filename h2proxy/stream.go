@@ -2,6 +2,7 @@ package h2proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -64,6 +65,16 @@ func (s *h2Stream) Abort() error {
 
 func (s *h2Stream) aborted() bool { return s.abort.Load() }
 
+// EndRefused ends the stream cleanly (END_STREAM, the handler returning)
+// while the client's side is still open, which the client reads as "the
+// target refused" (tunnel.ErrTargetRefused). HTTP/2's CONNECT_ERROR would
+// say it better, but net/http lets a handler reset a stream only with
+// INTERNAL_ERROR (panic(http.ErrAbortHandler)), which every other failure
+// uses; and the proxy never ends a UDP tunnel cleanly otherwise, since a
+// UDP target has no end of stream. The relay has not written to a refused
+// tunnel, so no Write runs concurrently.
+func (s *h2Stream) EndRefused() error { return s.CloseWrite() }
+
 // h1Stream adapts a hijacked HTTP/1.1 connection, after the 200 or 101, to
 // tunnel.Stream. Reads go through the server's reader, which may hold bytes
 // the client sent right behind its request.
@@ -83,3 +94,19 @@ func (s *h1Stream) CloseWrite() error {
 }
 
 func (s *h1Stream) Abort() error { return s.Conn.Close() }
+
+// EndRefused resets the TCP connection (RST, without TLS close_notify),
+// which the client reads as "the target refused" (tunnel.ErrTargetRefused).
+// Abort's close, with or without close_notify, reads as a plain end of
+// stream in Go's TLS, as would the close of a proxy that goes away; a reset
+// is the one ending HTTP/1.1 has left to tell apart.
+func (s *h1Stream) EndRefused() error {
+	c := s.Conn
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if tcp, ok := c.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0) // close sends RST
+	}
+	return c.Close()
+}

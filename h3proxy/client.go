@@ -230,7 +230,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		// response faster than ReadResponse returns.
 		u := newUDPConn(c, rs, proxyclient.AddrOf(target, "udp"))
 		if err := c.exchange(ctx, rs, req); err != nil {
-			u.closeQueues()
+			u.closeQueues(net.ErrClosed)
 			return nil, err
 		}
 		return u, nil

@@ -217,9 +217,19 @@ type stream struct{ *http3.Stream }
 
 func (s *stream) CloseWrite() error { return s.Stream.Close() }
 
-func (s *stream) Abort() error {
-	s.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
-	s.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+func (s *stream) Abort() error { return s.reset(http3.ErrCodeRequestCanceled) }
+
+// EndRefused resets the stream with H3_CONNECT_ERROR, which the client
+// reads as "the target refused" (tunnel.ErrTargetRefused). RFC 9114 §8.1
+// defines the code for a CONNECT whose TCP connection was reset or
+// abnormally closed, the closest HTTP/3 has for a proxied UDP flow that the
+// target refused; every other failure resets with H3_REQUEST_CANCELLED.
+func (s *stream) EndRefused() error { return s.reset(http3.ErrCodeConnectError) }
+
+// reset stops both directions of the stream with code.
+func (s *stream) reset(code http3.ErrCode) error {
+	s.CancelRead(quic.StreamErrorCode(code))
+	s.CancelWrite(quic.StreamErrorCode(code))
 	return nil
 }
 

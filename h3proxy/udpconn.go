@@ -24,8 +24,10 @@ const maxUDPPayload = 65527
 // Packets travel as QUIC DATAGRAM frames when the proxy supports them and as
 // DATAGRAM capsules on the request stream otherwise. A packet too large for
 // the path is dropped, as a network would drop it, and counted; the tunnel
-// lives on. Read and write may run concurrently; ReadFrom calls are
-// serialised, as are WriteTo calls.
+// lives on. Once the proxy has ended the tunnel because its target refused
+// the packets (a reset with H3_CONNECT_ERROR), ReadFrom and WriteTo return a
+// *proxyclient.TargetRefusedError. Read and write may run concurrently;
+// ReadFrom calls are serialised, as are WriteTo calls.
 type UDPConn struct {
 	rs        *http3.RequestStream
 	send      sendSide // capsule mode writes the stream; Close may race them
@@ -35,7 +37,7 @@ type UDPConn struct {
 	datagrams bool
 	target    net.Addr
 
-	closeCtx  context.Context // done when the tunnel ends
+	closeCtx  context.Context // done when the tunnel ends; its cause is ReadFrom's error
 	closeConn context.CancelCauseFunc
 	deadline  proxyclient.ReadDeadline
 
@@ -93,12 +95,25 @@ func (u *UDPConn) start() {
 	go u.watchStream(capsule.NewReader(br))
 }
 
-// closeQueues stops dispatch to u and ends its reads.
-func (u *UDPConn) closeQueues() {
+// closeQueues stops dispatch to u and ends its reads with cause, unless
+// they have ended already.
+func (u *UDPConn) closeQueues(cause error) {
 	if u.datagrams {
 		u.ctl.unregister(u.qsid)
 	}
-	u.closeConn(net.ErrClosed)
+	u.closeConn(cause)
+}
+
+// refusal returns a *proxyclient.TargetRefusedError, and ends the tunnel
+// with it, if err is the proxy's reset of the stream with H3_CONNECT_ERROR,
+// its word that the target refused the tunnel's packets; else nil.
+func (u *UDPConn) refusal(err error) error {
+	var se *quic.StreamError
+	if !errors.As(err, &se) || !se.Remote || se.ErrorCode != quic.StreamErrorCode(http3.ErrCodeConnectError) {
+		return nil
+	}
+	u.closeQueues(&proxyclient.TargetRefusedError{Target: u.target.String()})
+	return context.Cause(u.closeCtx)
 }
 
 // deliver queues one received HTTP Datagram for ReadFrom, or drops it if the
@@ -124,7 +139,9 @@ func (u *UDPConn) watchStream(cr *capsule.Reader) {
 		case errors.Is(err, capsule.ErrTooLarge):
 			u.dropped.Add(1)
 		default:
-			u.closeQueues()
+			if u.refusal(err) == nil {
+				u.closeQueues(net.ErrClosed)
+			}
 			return
 		}
 	}
@@ -167,12 +184,16 @@ func (u *UDPConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-// readError maps why a read stopped: the tunnel's end, or the read deadline
-// (which cancels the datagram-mode wait, or times out the stream read).
+// readError maps why a read stopped: the tunnel's end (net.ErrClosed, or
+// the target's refusal), or the read deadline (which cancels the
+// datagram-mode wait, or times out the stream read).
 func (u *UDPConn) readError(err error) error {
+	if refused := u.refusal(err); refused != nil {
+		return refused
+	}
 	switch {
 	case u.closeCtx.Err() != nil:
-		return net.ErrClosed
+		return context.Cause(u.closeCtx)
 	case errors.Is(err, context.Canceled), errors.Is(err, os.ErrDeadlineExceeded):
 		return os.ErrDeadlineExceeded
 	}
@@ -186,8 +207,8 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		u.dropped.Add(1)
 		return len(p), nil
 	}
-	if err := u.closeCtx.Err(); err != nil {
-		return 0, net.ErrClosed
+	if err := context.Cause(u.closeCtx); err != nil {
+		return 0, err
 	}
 	b := proxyclient.UDPDatagram(p)
 	defer proxyclient.PutPacket(b)
@@ -208,6 +229,9 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		_, err = u.send.write(pkt[start:])
 		u.writeMu.Unlock()
 	}
+	if refused := u.refusal(err); refused != nil {
+		return 0, refused
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -216,7 +240,7 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 
 // Close ends the tunnel.
 func (u *UDPConn) Close() error {
-	u.closeQueues()
+	u.closeQueues(net.ErrClosed)
 	u.rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
 	err := u.send.close()
 	u.watcher.Wait()

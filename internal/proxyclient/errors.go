@@ -91,3 +91,19 @@ func CheckCert(peer Peer, address string, err error) error {
 	}
 	return e
 }
+
+// TargetRefusedError reports a UDP tunnel that the proxy ended because its
+// target refused the tunnel's packets (ICMP port unreachable) before it had
+// sent any back: most often nothing listens on that UDP port. A CONNECT
+// stream carries no HTTP fields after the 2xx (RFC 9114 §4.4), so masqued
+// says it by how it ends the stream: over HTTP/3 a reset with
+// H3_CONNECT_ERROR, over HTTP/2 a clean end of a stream the client had not
+// ended, over HTTP/1.1 a TCP reset. A tunnel's ReadFrom and WriteTo return
+// it once the proxy has ended the tunnel so.
+type TargetRefusedError struct {
+	Target string // host:port
+}
+
+func (e *TargetRefusedError) Error() string {
+	return fmt.Sprintf("the target %s refused the UDP tunnel's packets (ICMP port unreachable, reported by the proxy)", e.Target)
+}

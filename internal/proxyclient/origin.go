@@ -29,8 +29,9 @@ type OriginTransport struct {
 // before pc.
 //
 // A failed connection to the origin is a *CertError when the origin's
-// certificate did not verify, and a *SilentTargetError when nothing at all
-// came back through the tunnel.
+// certificate did not verify, a *TargetRefusedError when the proxy ended the
+// tunnel because the origin refused its packets, and a *SilentTargetError
+// when nothing at all came back through the tunnel otherwise.
 func NewOriginTransport(pc net.PacketConn, tlsConf *tls.Config, qc *quic.Config) *OriginTransport {
 	w := &watchedConn{tunnel: pc}
 	qt := &quic.Transport{Conn: w}
@@ -42,6 +43,12 @@ func NewOriginTransport(pc net.PacketConn, tlsConf *tls.Config, qc *quic.Config)
 			QUICConfig:      qc,
 			Dial: func(ctx context.Context, addr string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
 				conn, err := qt.DialEarly(ctx, target, tlsConf, qc)
+				// quic-go ends the connection with the error that ended
+				// the transport's read of pc, wrapped.
+				var refused *TargetRefusedError
+				if errors.As(err, &refused) {
+					return nil, refused
+				}
 				if err != nil && !w.answered.Load() {
 					return nil, &SilentTargetError{Target: target.String(), Ended: w.ended.Load(), Err: err}
 				}
@@ -62,12 +69,13 @@ func (t *OriginTransport) Close() error {
 }
 
 // SilentTargetError reports a UDP tunnel's target that sent nothing back
-// while QUIC tried to reach it: most often nothing listens on that UDP port.
-// The proxy cannot say so: its socket learns of a closed port from ICMP
-// port unreachable, and a tunnel lives on through those (masqued counts
-// them as write_error drops), while after its 2xx a CONNECT stream carries
-// no more HTTP fields, so no Proxy-Status (RFC 9114 §4.4). Ended tells
-// that the tunnel itself ended first.
+// while QUIC tried to reach it: something listens on that UDP port without
+// answering QUIC, or packets to it are lost, or nothing listens but no ICMP
+// port unreachable reached the proxy (or the proxy does not report it:
+// masqued ends the tunnel so that the client sees a *TargetRefusedError).
+// After its 2xx a CONNECT stream carries no more HTTP fields, so no
+// Proxy-Status can say more (RFC 9114 §4.4). Ended tells that the tunnel
+// itself ended first.
 type SilentTargetError struct {
 	Target string // host:port
 	Ended  bool

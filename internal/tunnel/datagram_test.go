@@ -9,7 +9,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -245,27 +244,6 @@ func (s refusedStream) EndRefused() error {
 	return s.tcpStream.Abort()
 }
 
-// skipWithoutICMP skips the test unless this host reports ICMP port
-// unreachable to a connected UDP socket, as Linux does on loopback.
-func skipWithoutICMP(t *testing.T, addr string) {
-	t.Helper()
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for range 50 {
-		if _, err := c.Write([]byte("anyone?")); errors.Is(err, syscall.ECONNREFUSED) {
-			return
-		}
-		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-		if _, err := c.Read(make([]byte, 1)); errors.Is(err, syscall.ECONNREFUSED) {
-			return
-		}
-	}
-	t.Skip("no ICMP port-unreachable reported on this host's loopback")
-}
-
 // TestRelayDatagramsTargetRefused: a target that refuses the tunnel's
 // packets (ICMP port unreachable) before it has sent any ends the tunnel
 // with ErrTargetRefused, through the stream's EndRefused, and the tunnel is
@@ -273,10 +251,8 @@ func skipWithoutICMP(t *testing.T, addr string) {
 func TestRelayDatagramsTargetRefused(t *testing.T) {
 	for _, host := range []string{testnet.IPv4, testnet.IPv6} {
 		t.Run(host, func(t *testing.T) {
-			closed := testnet.UDP(t, host)
-			target := closed.LocalAddr().String()
-			closed.Close() // nothing listens there now
-			skipWithoutICMP(t, target)
+			target := testnet.ClosedUDP(t, host)
+			testnet.SkipWithoutICMP(t, target)
 			var log bytes.Buffer // written by Close, read once RelayDatagrams has returned
 			p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true},
 				Logger: slog.New(slog.NewTextHandler(&log, nil))})
@@ -345,7 +321,7 @@ func TestRelayDatagramsRefusedAfterAnswer(t *testing.T) {
 	}
 	r.expect(t, []byte("hello"))
 	target.Close() // the target goes away: the proxy's packets draw ICMP errors
-	skipWithoutICMP(t, target.LocalAddr().String())
+	testnet.SkipWithoutICMP(t, target.LocalAddr().String())
 
 	hang := time.After(10 * time.Second) // a hang bound only: see above
 	sent := 0

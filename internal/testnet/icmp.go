@@ -1,0 +1,68 @@
+package testnet
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/masqued/masqued/internal/proxyclient"
+)
+
+// ClosedUDP returns an address on host where no UDP socket listens.
+func ClosedUDP(t testing.TB, host string) string {
+	t.Helper()
+	c := UDP(t, host)
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
+}
+
+// SkipWithoutICMP skips the test unless this host reports ICMP port
+// unreachable from addr, where nothing may listen on UDP, to a connected
+// UDP socket, as Linux does on loopback: tests of what a UDP tunnel does
+// with a refusing target need it.
+func SkipWithoutICMP(t testing.TB, addr string) {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 1)
+	for range 50 {
+		if _, err := c.Write([]byte("anyone?")); errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := c.Read(buf); errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		} else if err == nil {
+			t.Fatalf("something answers on %s", addr)
+		}
+	}
+	t.Skip("no ICMP port unreachable reported on this host's loopback")
+}
+
+// ExpectRefused sends a packet through the UDP tunnel pc to target, where
+// nothing listens, and checks that the tunnel then ends with a
+// *proxyclient.TargetRefusedError for target, from ReadFrom and then from
+// WriteTo.
+func ExpectRefused(t testing.TB, pc net.PacketConn, target string) {
+	t.Helper()
+	if _, err := pc.WriteTo([]byte("anyone?"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The refusal takes a round trip on loopback; the deadline only
+	// catches a tunnel that is never ended.
+	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err := pc.ReadFrom(make([]byte, 100))
+	var refused *proxyclient.TargetRefusedError
+	if !errors.As(err, &refused) || refused.Target != target {
+		t.Fatalf("ReadFrom = %v, want a TargetRefusedError for %s", err, target)
+	}
+	if _, err := pc.WriteTo([]byte("still there?"), nil); !errors.As(err, &refused) {
+		t.Errorf("WriteTo after the refusal = %v, want the TargetRefusedError", err)
+	}
+}
