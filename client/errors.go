@@ -36,6 +36,11 @@ type ProxyError = proxyclient.ProxyError
 // back while QUIC tried to reach it.
 type SilentTargetError = proxyclient.SilentTargetError
 
+// TargetRefusedError reports a UDP tunnel that the proxy ended because its
+// target refused the packets (ICMP port unreachable) before answering any:
+// ReadFrom and WriteTo of the tunnel return it, and so does HTTP/3 over it.
+type TargetRefusedError = proxyclient.TargetRefusedError
+
 // NotListeningError reports a proxy address where nothing listens: TCP was
 // refused, and QUIC had no answer within the grace Dial gives it after that.
 type NotListeningError struct {

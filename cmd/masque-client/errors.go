@@ -29,6 +29,7 @@ func (o *options) withFix(err error) error {
 	var nl *client.NotListeningError
 	var pe *client.ProxyError
 	var st *client.SilentTargetError
+	var tr *client.TargetRefusedError
 	fix := ""
 	switch {
 	case err == nil:
@@ -37,6 +38,8 @@ func (o *options) withFix(err error) error {
 		fix = o.certFix(ce)
 	case errors.As(err, &nl):
 		fix = "start masqued, or point -proxy at where it listens"
+	case errors.As(err, &tr):
+		fix = "is anything listening on that UDP port?"
 	case errors.As(err, &st):
 		fix = "is anything listening on that UDP port, and does it speak HTTP/3?"
 	case errors.As(err, &pe):

@@ -49,21 +49,56 @@ func TestErrorsSayWhy(t *testing.T) {
 			[]string{"nothing listening at " + down + " (TCP refused, no QUIC answer within 1s)", "start masqued"}},
 		{"tcp target refused", []string{"-proxy", proxy.URL, "-ca", ca, "-via", "tcp", "fetch", "http://" + down + "/"},
 			[]string{"502 Bad Gateway", "error=connection_refused", "is anything listening on the target's port?"}},
-		{"udp target silent", []string{"-proxy", proxy.URL, "-ca", ca, "fetch", "https://" + down + "/"},
-			[]string{"no answer from the target " + down + " over UDP", "is anything listening on that UDP port"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { fetchFails(t, tc.args, tc.want) })
+	}
+}
+
+// TestUDPTargetErrors: a fetch over a CONNECT-UDP tunnel to a closed UDP
+// port says that the target refused the packets, as the proxy reports it
+// (skipped where this host sends no ICMP port unreachable on loopback), and
+// one to a UDP socket that never answers says that nothing came back.
+func TestUDPTargetErrors(t *testing.T) {
+	proxy := proxytest.Start(t, testnet.IPv4, true)
+	down := closedPort(t)
+	silent := testnet.UDP(t, testnet.IPv4).LocalAddr().String() // bound, never read: no ICMP, no answer
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		want    []string
+		refused bool // needs ICMP port unreachable from down
+	}{
+		{name: "refused", refused: true, args: []string{"-proxy", proxy.URL, "-ca", proxy.CertFile, "fetch", "https://" + down + "/"},
+			want: []string{"the target " + down + " refused the UDP tunnel's packets (ICMP port unreachable, reported by the proxy): is anything listening on that UDP port?"}},
+		{name: "refused over h2", refused: true, args: []string{"-proxy", proxy.URL, "-ca", proxy.CertFile, "-via", "udp,h2", "fetch", "https://" + down + "/"},
+			want: []string{"the target " + down + " refused the UDP tunnel's packets"}},
+		{name: "refused over h1", refused: true, args: []string{"-proxy", proxy.URL, "-ca", proxy.CertFile, "-via", "udp,h1", "fetch", "https://" + down + "/"},
+			want: []string{"the target " + down + " refused the UDP tunnel's packets"}},
+		{name: "silent", args: []string{"-proxy", proxy.URL, "-ca", proxy.CertFile, "fetch", "https://" + silent + "/"},
+			want: []string{"no answer from the target " + silent + " over UDP", "is anything listening on that UDP port, and does it speak HTTP/3?"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := fetch(t, tc.args...)
-			if err == nil {
-				t.Fatal("fetch succeeded")
+			if tc.refused {
+				testnet.SkipWithoutICMP(t, down)
 			}
-			t.Log(err)
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
-				}
-			}
+			fetchFails(t, tc.args, tc.want)
 		})
+	}
+}
+
+// fetchFails runs masque-client with args and checks that it fails with an
+// error that holds each of want.
+func fetchFails(t *testing.T, args, want []string) {
+	t.Helper()
+	_, _, err := fetch(t, args...)
+	if err == nil {
+		t.Fatal("fetch succeeded")
+	}
+	t.Log(err)
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
 	}
 }
 
