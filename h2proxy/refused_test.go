@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -30,7 +31,7 @@ func TestTargetRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer u.Close()
-			testnet.ExpectRefused(t, u, target)
+			testnet.ExpectRefused(t, u, func(e *proxyclient.TargetRefusedError) bool { return e.Target == target })
 			hang := time.Now().Add(10 * time.Second) // the proxy counts as it closes the tunnel
 			for p.metric(t, "masqued_tunnel_errors_total", "front", mode.front, "proxy_status", "connection_refused") != 1 {
 				if time.Now().After(hang) {

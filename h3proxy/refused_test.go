@@ -27,7 +27,7 @@ func TestTargetRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer u.Close()
-			testnet.ExpectRefused(t, u, target)
+			testnet.ExpectRefused(t, u, func(e *proxyclient.TargetRefusedError) bool { return e.Target == target })
 			eventually(t, "a connection_refused tunnel error", func() bool {
 				return p.metric(t, "masqued_tunnel_errors_total", "front", "h3", "proxy_status", "connection_refused") == float64(i+1)
 			})

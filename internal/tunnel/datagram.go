@@ -45,7 +45,8 @@ var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
 //
 // Once the target has sent anything back, a refusal is a counted write_error
 // drop and the tunnel lives on: a target that restarts must not end a
-// working tunnel, and a forged ICMP error can then end none.
+// working tunnel, and a forged ICMP error can then end none. Compare with
+// errors.Is; never modify it.
 var ErrTargetRefused = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusConnectionRefused,
 	Details: "the target answered with ICMP port unreachable", Err: syscall.ECONNREFUSED}
 
