@@ -171,8 +171,8 @@ func (u *udpConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if len(p) > maxUDPPayload {
 		return 0, errors.New("h2proxy: packet larger than a UDP payload")
 	}
-	if err := context.Cause(u.ended); err != nil {
-		return 0, err
+	if u.ended.Err() != nil {
+		return 0, context.Cause(u.ended)
 	}
 	b := proxyclient.UDPDatagram(p)
 	defer proxyclient.PutPacket(b)

@@ -106,8 +106,13 @@ func (u *UDPConn) closeQueues(cause error) {
 
 // refusal returns a *proxyclient.TargetRefusedError, and ends the tunnel
 // with it, if err is the proxy's reset of the stream with H3_CONNECT_ERROR,
-// its word that the target refused the tunnel's packets; else nil.
+// its word that the target refused the tunnel's packets; else nil. Called on
+// every capsule-mode write, it must not allocate when err is nil (see
+// tooLarge).
 func (u *UDPConn) refusal(err error) error {
+	if err == nil {
+		return nil
+	}
 	var se *quic.StreamError
 	if !errors.As(err, &se) || !se.Remote || se.ErrorCode != quic.StreamErrorCode(http3.ErrCodeConnectError) {
 		return nil
@@ -207,8 +212,8 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		u.dropped.Add(1)
 		return len(p), nil
 	}
-	if err := context.Cause(u.closeCtx); err != nil {
-		return 0, err
+	if u.closeCtx.Err() != nil {
+		return 0, context.Cause(u.closeCtx)
 	}
 	b := proxyclient.UDPDatagram(p)
 	defer proxyclient.PutPacket(b)
