@@ -46,7 +46,8 @@ func (o *options) withFix(err error) error {
 		switch {
 		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusConnectionRefused):
 			fix = "the target refused the connection: is anything listening on the target's port?"
-		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusIPProhibited):
+		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusIPProhibited) &&
+			!strings.Contains(pe.ProxyStatus, "the proxy itself"): // no flag allows that
 			fix = "the proxy refuses loopback and private targets (masqued -allow-private-targets allows them)"
 		}
 	}

@@ -86,6 +86,23 @@ func TestUDPTargetErrors(t *testing.T) {
 	}
 }
 
+// TestProhibitedTargetHint: a private target refused by the proxy's policy
+// points at -allow-private-targets; a tunnel back into the proxy, which no
+// flag allows, does not.
+func TestProhibitedTargetHint(t *testing.T) {
+	strict := proxytest.Start(t, testnet.IPv4, false)
+	origin := httpOrigin(t)
+	fetchFails(t, []string{"-proxy", strict.URL, "-ca", strict.CertFile, "-via", "tcp", "fetch", origin + "/"},
+		[]string{"403 Forbidden", "error=destination_ip_prohibited", "masqued -allow-private-targets allows them"})
+
+	open := proxytest.Start(t, testnet.IPv4, true)
+	self := "http://" + strings.TrimPrefix(open.URL, "https://") + "/"
+	_, _, err := fetch(t, "-proxy", open.URL, "-ca", open.CertFile, "-via", "tcp", "fetch", self)
+	if err == nil || !strings.Contains(err.Error(), "target is the proxy itself") || strings.Contains(err.Error(), "-allow-private-targets") {
+		t.Fatalf("a tunnel into the proxy itself: %v; want the refusal without the -allow-private-targets hint", err)
+	}
+}
+
 // fetchFails runs masque-client with args and checks that it fails with an
 // error that holds each of want.
 func fetchFails(t *testing.T, args, want []string) {
