@@ -5,7 +5,7 @@
 // outputs beside them, so that a changed message or flag shows up as a
 // failing test rather than as a README that misleads.
 //
-// README marks the blocks it checks with an HTML comment before them,
+// README marks the blocks it checks (and the table of client errors) with an HTML comment before them,
 // `<!-- quickstart: NAME -->`, which Markdown renders as nothing. Commands
 // that need the internet say so in a trailing comment ("needs the internet")
 // and are not run.

@@ -69,6 +69,17 @@ func TestQuickStart(t *testing.T) {
 	d.learn("localhost:8444", "localhost:"+h3)
 	d.compare("fetch-udp.out", readme.block("fetch-udp.out"), d.run(readme.commands("fetch-udp")[0]))
 
+	// README's table of client errors, in the same setting.
+	errs := readme.table("client-errors")
+	fetchTCP, fetchUDP := readme.commands("fetch-tcp")[0], readme.commands("fetch-udp")[0]
+	d.fails(errs, "no `-ca` for masqued's self-signed certificate", strings.Replace(fetchTCP, " -ca ~/.local/state/masqued/cert.pem", "", 1))
+	d.fails(errs, "the origin's certificate is not trusted (inside the tunnel)", strings.Replace(fetchUDP, " -origin-ca /tmp/masque-demo/origin.pem", "", 1))
+	d.fails(errs, "nothing listens at a TCP target", strings.Replace(fetchTCP, "127.0.0.1:8000", closedPort(t, "tcp"), 1))
+	refused := closedPort(t, "udp")
+	d.fails(errs, "nothing listens at a UDP target", strings.Replace(fetchUDP, "localhost:8444", refused, 1), refused, "localhost:8444")
+	silent := silentUDP(t)
+	d.fails(errs, "a UDP target never answers", strings.Replace(fetchUDP, "localhost:8444", silent, 1), silent, "localhost:8444")
+
 	// 4. curl, with masqued as its HTTPS proxy.
 	for _, c := range readme.commands("curl") {
 		d.compare("curl", "hello through masqued", d.run(c))
@@ -92,6 +103,10 @@ func TestQuickStart(t *testing.T) {
 	// 6. Privacy Pass, after a restart: the restarted proxy keeps its
 	// certificate, so the clients' -ca still holds.
 	proxy.stop()
+	d.fails(errs, "masqued is not running", fetchTCP)
+	for row := range errs {
+		t.Errorf("README's client-errors table has the row %q, which this test does not check", row)
+	}
 	pp := d.start(readme.commands("privacypass")[0] + " -listen 127.0.0.1:0 -pp-listen 127.0.0.1:0")
 	// The issuer's line comes first: it is up before the proxy serves.
 	issuer := pp.wait(`msg="privacypass: issuer and attester in this process" attester=https://([^/]+)/`)
@@ -147,6 +162,29 @@ func (r *readme) block(name string) string {
 		r.t.Fatalf("README has no block marked <!-- quickstart: %s -->", name)
 	}
 	return b
+}
+
+// table returns the rows of the two-column table marked name: the first
+// column's text, and the second's with its backquotes dropped.
+func (r *readme) table(name string) map[string]string {
+	_, rest, ok := strings.Cut(r.text, "<!-- quickstart: "+name+" -->\n")
+	if !ok {
+		r.t.Fatalf("README has no table marked <!-- quickstart: %s -->", name)
+	}
+	rows := map[string]string{}
+	for i, line := range strings.Split(rest, "\n") {
+		cells := strings.Split(strings.Trim(line, "|"), " | ")
+		switch {
+		case !strings.HasPrefix(line, "|"):
+			return rows
+		case i < 2: // the header and its rule
+		case len(cells) != 2:
+			r.t.Fatalf("README's %s table: the row %q has not two columns", name, line)
+		default:
+			rows[strings.TrimSpace(cells[0])] = strings.Trim(strings.TrimSpace(cells[1]), "`")
+		}
+	}
+	return rows
 }
 
 // commands splits a block of shell into its commands: lines are joined at a
@@ -281,6 +319,69 @@ func (d *demo) compare(name, want, got string) {
 		}
 		i++
 	}
+}
+
+// fails runs c, which must fail with the message of row in README's table
+// rows: each of the message's parts between its "…" is in c's output, after
+// this run's text in pairs (old, new, ...) is replaced. The row is checked
+// off rows.
+func (d *demo) fails(rows map[string]string, row, c string, pairs ...string) {
+	d.t.Helper()
+	want, ok := rows[row]
+	if !ok {
+		d.t.Fatalf("README's table has no row %q", row)
+	}
+	delete(rows, row)
+	out, err := d.output(c)
+	got := d.normalize(strings.NewReplacer(pairs...).Replace(out))
+	if err == nil {
+		d.t.Errorf("%s: %q succeeded; README says it fails", row, d.command(c))
+	}
+	for _, part := range strings.Split(d.normalize(want), "…") {
+		if part = strings.TrimSpace(part); !strings.Contains(got, part) {
+			d.t.Errorf("%s: README says the error has\n\t%s\nbut the client printed\n%s", row, part, got)
+		}
+	}
+}
+
+// closedPort returns 127.0.0.1:PORT of a port nothing listens on now.
+func closedPort(t *testing.T, network string) string {
+	var addr string
+	if network == "udp" {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = c.LocalAddr().String()
+		c.Close()
+	} else {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = l.Addr().String()
+		l.Close()
+	}
+	return addr
+}
+
+// silentUDP returns the address of a UDP socket that reads and never
+// answers.
+func silentUDP(t *testing.T) string {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return c.LocalAddr().String()
 }
 
 // output runs README command c to its end and returns its output, stdout
