@@ -191,7 +191,14 @@ func TestClientWithoutPool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // room for a refill that must not happen
+	// Only the refill goroutine mints ahead: with it never started, no
+	// token can be minted behind the test's back.
+	cl.mu.Lock()
+	started := cl.started
+	cl.mu.Unlock()
+	if started {
+		t.Fatal("the refill goroutine started without a pool")
+	}
 	ta.checkPrivacy(t, 2)
 	if cl.pooled() != 0 {
 		t.Fatalf("%d tokens minted ahead", cl.pooled())

@@ -29,9 +29,9 @@ type schedule struct {
 // fineWindow is how long before a slot the wait moves from a Go timer to
 // fine. Go's timers fire up to a millisecond late in a process with little
 // else to do, because the runtime's poller sleeps in whole milliseconds
-// (golang/go#44343): measured here, time.Sleep overslept by 0.76 ms at the
-// median and nanosleep by 0.10 ms. That lateness would be counted in every
-// open-loop latency.
+// (golang/go#44343); a fine sleep oversleeps far less (BenchmarkSchedule
+// shows both here). That lateness would be counted in every open-loop
+// latency.
 const fineWindow = 2 * time.Millisecond
 
 // take returns the next ticket's intended start: now in closed loop, the
