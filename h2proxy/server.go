@@ -213,6 +213,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return err
 	}
 	err := s.srv.Shutdown(ctx)
+	// From here on track refuses: a handler that hijacked its connection
+	// while net/http drained must not Add to tunnels while Wait runs (which
+	// sync.WaitGroup forbids), nor start a tunnel Shutdown does not wait for.
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	hijacked := make(chan struct{})
 	go func() { s.tunnels.Wait(); close(hijacked) }()
 	select {
