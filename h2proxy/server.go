@@ -308,12 +308,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.Close()
 		return
 	}
-	if kind == tunnel.KindTCP {
-		err = t.RelayStream(client)
-	} else {
-		err = t.RelayDatagrams(client, nil)
-	}
-	s.ended(kind, err)
+	_ = t.Relay(client, nil) // Relay logs how the tunnel ended
 	if client.aborted() {
 		// Reset the stream rather than end it cleanly, so that the client
 		// does not take a failed tunnel for a finished one.
@@ -356,19 +351,7 @@ func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tun
 		t.Close()
 		return
 	}
-	client := &h1Stream{Conn: conn, r: brw.Reader}
-	if kind == tunnel.KindTCP {
-		err = t.RelayStream(client)
-	} else {
-		err = t.RelayDatagrams(client, nil)
-	}
-	s.ended(kind, err)
-}
-
-func (s *Server) ended(kind tunnel.Kind, err error) {
-	if err != nil && s.Logger != nil {
-		s.Logger.Debug("tunnel ended", "kind", kind.String(), "error", err)
-	}
+	_ = t.Relay(&h1Stream{Conn: conn, r: brw.Reader}, nil) // Relay logs how the tunnel ended
 }
 
 // tunnelProtocol returns the CONNECT-UDP-style protocol a request asks for:

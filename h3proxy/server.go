@@ -145,9 +145,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
-	var dc *datagrams
+	withDatagrams := false
 	if kind == tunnel.KindUDP {
-		if dc, err = s.datagrams(w, r, ci); err != nil {
+		if withDatagrams, err = s.negotiatedDatagrams(w, r, ci); err != nil {
 			s.front.WriteError(w, err)
 			return
 		}
@@ -173,43 +173,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.Close()
 		return
 	}
-	client := &stream{str}
-	if kind == tunnel.KindTCP {
-		err = t.RelayStream(client)
-	} else {
-		if dc != nil {
-			dc.str = str
-			dc.qsid = uint64(str.StreamID() / 4)
-			err = t.RelayDatagrams(client, dc)
-		} else {
-			err = t.RelayDatagrams(client, nil)
-		}
+	var dc tunnel.DatagramConn // nil: capsules on the stream carry the payloads
+	if withDatagrams {
+		dc = &datagrams{conn: ci.conn, str: str, qsid: uint64(str.StreamID() / 4)}
 	}
-	if err != nil && s.Logger != nil {
-		s.Logger.Debug("tunnel ended", "kind", kind.String(), "error", err)
-	}
+	_ = t.Relay(&stream{str}, dc) // Relay logs how the tunnel ended
 }
 
-// datagrams returns the datagram channel of a CONNECT-UDP request, or nil
-// when the client did not negotiate HTTP Datagrams (SETTINGS_H3_DATAGRAM and
-// QUIC datagram support) and capsules must carry the payloads.
-func (s *Server) datagrams(w http.ResponseWriter, r *http.Request, ci *connInfo) (*datagrams, error) {
+// negotiatedDatagrams reports whether a CONNECT-UDP request's payloads can
+// travel as HTTP Datagrams: the client sent SETTINGS_H3_DATAGRAM and its QUIC
+// connection supports datagrams. Otherwise capsules carry them.
+func (s *Server) negotiatedDatagrams(w http.ResponseWriter, r *http.Request, ci *connInfo) (bool, error) {
 	settings, ok := w.(http3.Settingser)
 	if !ok || ci == nil {
-		return nil, nil
+		return false, nil
 	}
 	select {
 	case <-settings.ReceivedSettings():
 	case <-r.Context().Done():
-		return nil, r.Context().Err()
+		return false, r.Context().Err()
 	case <-time.After(5 * time.Second):
-		return nil, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
+		return false, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
 			Details: "no HTTP/3 SETTINGS from the client"}
 	}
-	if !settings.Settings().EnableDatagrams || !ci.conn.ConnectionState().SupportsDatagrams.Remote {
-		return nil, nil
-	}
-	return &datagrams{conn: ci.conn}, nil
+	return settings.Settings().EnableDatagrams && ci.conn.ConnectionState().SupportsDatagrams.Remote, nil
 }
 
 // stream adapts an HTTP/3 request stream to tunnel.Stream.

@@ -65,7 +65,7 @@ func logFailure(l *slog.Logger, withTarget bool, msg, target string, err error, 
 
 // halfCopier copies one direction of a spliced connection and passes the
 // end of its source on as a half-close. It is a named type so that stack
-// traces say which goroutine is which. (tunnel.RelayStream is the core's
+// traces say which goroutine is which. (tunnel.Tunnel.Relay is the core's
 // copier, but it belongs to a *tunnel.Tunnel, with the proxy's limits and
 // metrics; here both sides are plain net.Conns, and io.Copy is all it takes.)
 type halfCopier struct{ dst, src net.Conn }

@@ -83,17 +83,16 @@ type udpRelay struct {
 	answered atomic.Bool
 }
 
-// RelayDatagrams relays a UDP tunnel between client and the connected UDP
+// relayDatagrams relays a UDP tunnel between client and the connected UDP
 // target socket until the client ends its stream, the stream or target fails,
 // or the tunnel is idle for Limits.IdleTimeout. Datagrams arrive on dc and as
 // DATAGRAM capsules on client; replies go out on dc, or as capsules when dc is
 // nil. Datagrams with an unknown Context ID, too large to forward, or refused
 // by a target that has answered before are dropped and counted; they never
 // end the tunnel. A target that refuses packets before it has sent any ends
-// the tunnel with ErrTargetRefused. It closes the tunnel.
-func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
-	defer t.Close()
-	r := &udpRelay{t: t, client: client, dc: dc, max: t.f.p.limits.MaxUDPPayload}
+// the tunnel with ErrTargetRefused.
+func (t *Tunnel) relayDatagrams(client Stream, dc DatagramConn) error {
+	relay := &udpRelay{t: t, client: client, dc: dc, max: t.f.p.limits.MaxUDPPayload}
 	if uc, ok := t.target.(*net.UDPConn); ok {
 		// Room for bursts from a fast origin; the kernel caps these at
 		// net.core.rmem_max / wmem_max.
@@ -103,29 +102,37 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var idled atomic.Bool
-	end := func() { cancel(); t.target.Close() }
-	stop := r.seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); t.f.p.cfg.Metrics.CountLimit(LimitIdle); end(); client.Abort() })
+	// stopTargetSide unblocks the loops that wait on the client's
+	// datagrams and on the target; the client stream's own loop ends with
+	// the stream.
+	stopTargetSide := func() { cancel(); t.target.Close() }
+	stop := relay.seen.watchIdle(t.f.p.limits.IdleTimeout, func() {
+		idled.Store(true)
+		t.f.p.cfg.Metrics.CountLimit(LimitIdle)
+		stopTargetSide()
+		client.Abort()
+	})
 	defer stop()
 
 	// The first loop to end ends the others. The caller's goroutine runs
 	// toClient, so that an idle tunnel costs one goroutine stack less.
 	var once sync.Once
 	var first error
-	finish := func(err error) {
+	loopEnded := func(err error) {
 		once.Do(func() {
 			first = err
-			end()
+			stopTargetSide()
 			if !errors.Is(err, io.EOF) { // not the client closing its side
-				_ = abort(client, err)
+				_ = endClient(client, err)
 			}
 		})
 	}
 	var loops sync.WaitGroup
-	loops.Go(func() { finish(r.fromCapsules()) })
+	loops.Go(func() { loopEnded(relay.fromCapsules()) })
 	if dc != nil {
-		loops.Go(func() { finish(r.fromDatagrams(ctx)) })
+		loops.Go(func() { loopEnded(relay.fromDatagrams(ctx)) })
 	}
-	finish(r.toClient())
+	loopEnded(relay.toClient())
 	loops.Wait()
 	if clean := errors.Is(first, io.EOF); clean {
 		// Only now: toClient writes the stream until it returns, and a
@@ -142,9 +149,9 @@ func (t *Tunnel) RelayDatagrams(client Stream, dc DatagramConn) error {
 	return first
 }
 
-// abort ends a failed tunnel's client stream: with EndRefused for a refused
-// target where the stream has it, else with Abort.
-func abort(client Stream, err error) error {
+// endClient ends a failed tunnel's client stream: with EndRefused for a
+// refused target where the stream has it, else with Abort.
+func endClient(client Stream, err error) error {
 	if re, ok := client.(RefusedEnder); ok && errors.Is(err, ErrTargetRefused) {
 		return re.EndRefused()
 	}
@@ -154,23 +161,23 @@ func abort(client Stream, err error) error {
 // refused handles an ECONNREFUSED from the target socket, the report of an
 // ICMP error for an earlier packet: ErrTargetRefused if the target has never
 // answered, else a counted drop (nil).
-func (r *udpRelay) refused() error {
-	if !r.answered.Load() {
+func (relay *udpRelay) refused() error {
+	if !relay.answered.Load() {
 		return ErrTargetRefused
 	}
-	r.t.counters.drop(DropWriteError)
+	relay.t.counters.drop(DropWriteError)
 	return nil
 }
 
 // fromCapsules reads DATAGRAM capsules from the client stream until it ends.
 // It returns io.EOF when the client closes the stream cleanly.
-func (r *udpRelay) fromCapsules() error {
-	src := &byteAhead{r: r.client}
+func (relay *udpRelay) fromCapsules() error {
+	src := &byteAhead{r: relay.client}
 	var cr capsule.Reader
 	for {
 		// Wait for a capsule's first byte holding no buffer: in datagram
 		// mode capsules are rare, and an idle tunnel should hold none.
-		n, err := r.client.Read(src.b[:])
+		n, err := relay.client.Read(src.b[:])
 		if n == 0 {
 			if err == nil {
 				continue
@@ -181,7 +188,7 @@ func (r *udpRelay) fromCapsules() error {
 		br := bufioReaders.Get().(*bufio.Reader)
 		br.Reset(src)
 		cr.Reset(br)
-		err = r.forwardCapsules(&cr, br)
+		err = relay.forwardCapsules(&cr, br)
 		br.Reset(nil)
 		bufioReaders.Put(br)
 		if err != nil {
@@ -192,18 +199,18 @@ func (r *udpRelay) fromCapsules() error {
 
 // forwardCapsules forwards DATAGRAM capsules until br has nothing buffered
 // after one (it returns nil), or the stream ends or fails.
-func (r *udpRelay) forwardCapsules(cr *capsule.Reader, br *bufio.Reader) error {
+func (relay *udpRelay) forwardCapsules(cr *capsule.Reader, br *bufio.Reader) error {
 	for {
-		buf := r.t.f.p.dgBufs.Get().(*[]byte)
-		limit := (*buf)[:r.max+8] // room for the Context ID
+		buf := relay.t.f.p.dgBufs.Get().(*[]byte)
+		limit := (*buf)[:relay.max+8] // room for the Context ID
 		n, err := cr.ReadDatagram(limit)
-		if err == nil && !r.t.f.p.cfg.IgnoreDatagramCapsules {
-			err = r.forward(limit[:n])
+		if err == nil && !relay.t.f.p.cfg.IgnoreDatagramCapsules {
+			err = relay.forward(limit[:n])
 		}
-		r.t.f.p.dgBufs.Put(buf)
+		relay.t.f.p.dgBufs.Put(buf)
 		switch {
 		case errors.Is(err, capsule.ErrTooLarge):
-			r.t.counters.drop(DropTooLarge)
+			relay.t.counters.drop(DropTooLarge)
 		case err != nil:
 			return err
 		}
@@ -230,13 +237,13 @@ func (s *byteAhead) Read(p []byte) (int, error) {
 }
 
 // fromDatagrams reads HTTP Datagrams from the client until ctx ends.
-func (r *udpRelay) fromDatagrams(ctx context.Context) error {
+func (relay *udpRelay) fromDatagrams(ctx context.Context) error {
 	for {
-		b, err := r.dc.ReceiveDatagram(ctx)
+		b, err := relay.dc.ReceiveDatagram(ctx)
 		if err != nil {
 			return err
 		}
-		if err := r.forward(b); err != nil {
+		if err := relay.forward(b); err != nil {
 			return err
 		}
 	}
@@ -244,41 +251,41 @@ func (r *udpRelay) fromDatagrams(ctx context.Context) error {
 
 // forward sends one HTTP Datagram payload from the client to the target. It
 // fails only with ErrTargetRefused; every other problem is a counted drop.
-func (r *udpRelay) forward(b []byte) error {
-	r.seen.touch()
+func (relay *udpRelay) forward(b []byte) error {
+	relay.seen.touch()
 	payload, err := capsule.SplitContext(b)
 	switch {
 	case errors.Is(err, capsule.ErrUnknownContext):
-		r.t.counters.drop(DropUnknownContext)
+		relay.t.counters.drop(DropUnknownContext)
 		return nil
 	case err != nil:
-		r.t.counters.drop(DropMalformed)
+		relay.t.counters.drop(DropMalformed)
 		return nil
-	case len(payload) > r.max:
-		r.t.counters.drop(DropTooLarge)
+	case len(payload) > relay.max:
+		relay.t.counters.drop(DropTooLarge)
 		return nil
 	}
-	if _, err := r.t.target.Write(payload); errors.Is(err, syscall.ECONNREFUSED) {
+	if _, err := relay.t.target.Write(payload); errors.Is(err, syscall.ECONNREFUSED) {
 		// An ICMP error for an earlier packet surfaces on the next
 		// write of a connected socket, if no read took it first.
-		return r.refused()
+		return relay.refused()
 	} else if err != nil {
-		r.t.counters.drop(DropWriteError)
+		relay.t.counters.drop(DropWriteError)
 		return nil
 	}
-	r.t.datagramUp(len(payload))
+	relay.t.datagramUp(len(payload))
 	return nil
 }
 
 // toClient reads packets from the target and sends each to the client as an
 // HTTP Datagram with Context ID 0, framed in place in a pooled buffer. Where
 // it can (targetReader), it holds the buffer only while packets are queued.
-func (r *udpRelay) toClient() error {
-	tr, nonBlocking := newTargetReader(r.t.target)
+func (relay *udpRelay) toClient() error {
+	tr, nonBlocking := newTargetReader(relay.t.target)
 	for {
 		if nonBlocking {
 			if err := tr.wait(); errors.Is(err, syscall.ECONNREFUSED) {
-				if err := r.refused(); err != nil { // ICMP for an earlier send
+				if err := relay.refused(); err != nil { // ICMP for an earlier send
 					return err
 				}
 				continue
@@ -286,9 +293,9 @@ func (r *udpRelay) toClient() error {
 				return err
 			}
 		}
-		bp := r.t.f.p.dgBufs.Get().(*[]byte)
-		err := r.relayQueued(tr, nonBlocking, *bp)
-		r.t.f.p.dgBufs.Put(bp)
+		bp := relay.t.f.p.dgBufs.Get().(*[]byte)
+		err := relay.relayQueued(tr, nonBlocking, *bp)
+		relay.t.f.p.dgBufs.Put(bp)
 		if err != nil {
 			return err
 		}
@@ -297,53 +304,53 @@ func (r *udpRelay) toClient() error {
 
 // relayQueued sends the target's packets to the client until, nonBlocking,
 // none is queued (it returns nil), or the socket fails.
-func (r *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byte) error {
+func (relay *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byte) error {
 	const off = capsule.MaxHeaderLen + 1 // headroom, then Context ID 0
 	buf[off-1] = capsule.ContextUDP
 	for {
 		var n int
 		var err error
 		if nonBlocking {
-			n, err = tr.read(buf[off : off+r.max+1])
+			n, err = tr.read(buf[off : off+relay.max+1])
 		} else {
-			n, err = r.t.target.Read(buf[off : off+r.max+1])
+			n, err = relay.t.target.Read(buf[off : off+relay.max+1])
 		}
 		switch {
 		case errors.Is(err, syscall.EAGAIN):
 			return nil
 		case errors.Is(err, syscall.ECONNREFUSED):
-			if err := r.refused(); err != nil { // ICMP for an earlier send
+			if err := relay.refused(); err != nil { // ICMP for an earlier send
 				return err
 			}
 			continue
 		case err != nil:
 			return err
 		}
-		if !r.answered.Load() { // a load per packet, a store only once
-			r.answered.Store(true)
+		if !relay.answered.Load() { // a load per packet, a store only once
+			relay.answered.Store(true)
 		}
-		if n > r.max {
-			r.t.counters.drop(DropTooLarge)
+		if n > relay.max {
+			relay.t.counters.drop(DropTooLarge)
 			continue
 		}
-		r.seen.touch()
-		if err := r.send(buf[:off+n], off-1); errors.Is(err, ErrDatagramTooLarge) {
-			r.t.counters.drop(DropTooLarge)
+		relay.seen.touch()
+		if err := relay.send(buf[:off+n], off-1); errors.Is(err, ErrDatagramTooLarge) {
+			relay.t.counters.drop(DropTooLarge)
 			continue
 		} else if err != nil {
 			return err
 		}
-		r.t.datagramDown(n)
+		relay.t.datagramDown(n)
 	}
 }
 
 // send sends buf[off:] to the client on the datagram channel, or as a
 // DATAGRAM capsule on the stream. toClient is the stream's only writer.
-func (r *udpRelay) send(buf []byte, off int) error {
-	if r.dc != nil {
-		return r.dc.SendDatagram(buf, off)
+func (relay *udpRelay) send(buf []byte, off int) error {
+	if relay.dc != nil {
+		return relay.dc.SendDatagram(buf, off)
 	}
 	start := capsule.PutDatagramHeader(buf, off)
-	_, err := r.client.Write(buf[start:])
+	_, err := relay.client.Write(buf[start:])
 	return err
 }

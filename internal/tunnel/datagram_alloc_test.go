@@ -66,7 +66,7 @@ func datagramRoundTrip(tb testing.TB) func() {
 	dc.free <- make([]byte, 2048)
 	client := &idleStream{done: make(chan struct{})}
 	relayDone := make(chan error, 1)
-	go func() { relayDone <- tun.RelayDatagrams(client, dc) }()
+	go func() { relayDone <- tun.Relay(client, dc) }()
 	tb.Cleanup(func() { client.Abort(); <-relayDone })
 
 	payload := make([]byte, 1200)

@@ -26,7 +26,7 @@ type capsuleRelay struct {
 	p      *testProxy
 	client *net.TCPConn    // the client application's end of the stream
 	r      *capsule.Reader // reads client
-	done   chan error      // RelayDatagrams' result
+	done   chan error      // Relay' result
 }
 
 func startCapsuleRelay(t *testing.T, host, target string, limits tunnel.Limits) *capsuleRelay {
@@ -35,7 +35,7 @@ func startCapsuleRelay(t *testing.T, host, target string, limits tunnel.Limits) 
 	tun := p.open(t, tunnel.KindUDP, target)
 	client, proxySide := tcpPair(t, host)
 	r := &capsuleRelay{p: p, client: client, r: capsule.NewReader(bufio.NewReader(client)), done: make(chan error, 1)}
-	go func() { r.done <- tun.RelayDatagrams(tcpStream{proxySide}, nil) }()
+	go func() { r.done <- tun.Relay(tcpStream{proxySide}, nil) }()
 	t.Cleanup(func() {
 		client.Close()
 		<-r.done
@@ -84,10 +84,10 @@ func (r *capsuleRelay) finish(t *testing.T) {
 	case err := <-r.done:
 		r.done <- err
 		if err != nil {
-			t.Fatalf("RelayDatagrams = %v, want nil after the client's FIN", err)
+			t.Fatalf("Relay = %v, want nil after the client's FIN", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("RelayDatagrams did not return after the client's FIN")
+		t.Fatal("Relay did not return after the client's FIN")
 	}
 }
 
@@ -191,10 +191,10 @@ func TestRelayDatagramsTruncatedCapsule(t *testing.T) {
 	case err := <-r.done:
 		r.done <- err
 		if err == nil {
-			t.Fatal("RelayDatagrams = nil for a stream that ended inside a capsule")
+			t.Fatal("Relay = nil for a stream that ended inside a capsule")
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("RelayDatagrams did not return")
+		t.Fatal("Relay did not return")
 	}
 }
 
@@ -213,17 +213,17 @@ func TestRelayDatagramsIdleTimeout(t *testing.T) {
 		pings++
 	}
 	if err := keepBusy(t, idle, quiet.done, busy.done, ping); err == nil || !strings.Contains(err.Error(), "idle") {
-		t.Fatalf("RelayDatagrams of the quiet tunnel = %v, want the idle timeout", err)
+		t.Fatalf("Relay of the quiet tunnel = %v, want the idle timeout", err)
 	}
 	ping() // the busy tunnel still carries traffic
 	select {
 	case err := <-busy.done:
 		busy.done <- err
 		if err == nil || !strings.Contains(err.Error(), "idle") {
-			t.Fatalf("RelayDatagrams of the busy tunnel = %v once idle, want the idle timeout", err)
+			t.Fatalf("Relay of the busy tunnel = %v once idle, want the idle timeout", err)
 		}
 	case <-time.After(20 * idle): // only catches an idle timeout that never fires
-		t.Fatal("RelayDatagrams of the busy tunnel did not time out")
+		t.Fatal("Relay of the busy tunnel did not time out")
 	}
 }
 
@@ -253,14 +253,14 @@ func TestRelayDatagramsTargetRefused(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			target := testnet.ClosedUDP(t, host)
 			testnet.SkipWithoutICMP(t, target)
-			var log bytes.Buffer // written by Close, read once RelayDatagrams has returned
+			var log bytes.Buffer // written by Close, read once Relay has returned
 			p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true},
 				Logger: slog.New(slog.NewTextHandler(&log, nil))})
 			tun := p.open(t, tunnel.KindUDP, target)
 			client, proxySide := tcpPair(t, host)
 			stream := refusedStream{tcpStream{proxySide}, make(chan string, 2)}
 			done := make(chan error, 1)
-			go func() { done <- tun.RelayDatagrams(stream, nil) }()
+			go func() { done <- tun.Relay(stream, nil) }()
 			t.Cleanup(func() { client.Close(); <-done })
 
 			// A refusal comes back within a millisecond on loopback; the
@@ -278,11 +278,11 @@ func TestRelayDatagramsTargetRefused(t *testing.T) {
 					break sending
 				case <-time.After(20 * time.Millisecond):
 				case <-hang:
-					t.Fatal("RelayDatagrams did not end on a target that refuses its packets")
+					t.Fatal("Relay did not end on a target that refuses its packets")
 				}
 			}
 			if !errors.Is(err, tunnel.ErrTargetRefused) {
-				t.Fatalf("RelayDatagrams = %v, want ErrTargetRefused", err)
+				t.Fatalf("Relay = %v, want ErrTargetRefused", err)
 			}
 			if _, e := tunnel.StatusOf(err); e.Kind != tunnel.StatusConnectionRefused {
 				t.Errorf("StatusOf(%v) kind %q, want %q", err, e.Kind, tunnel.StatusConnectionRefused)
@@ -330,7 +330,7 @@ func TestRelayDatagramsRefusedAfterAnswer(t *testing.T) {
 		sent++
 		select {
 		case err := <-r.done:
-			t.Fatalf("RelayDatagrams ended with %v on a target that had answered", err)
+			t.Fatalf("Relay ended with %v on a target that had answered", err)
 		case <-time.After(20 * time.Millisecond):
 		case <-hang:
 			t.Fatal("no write_error drop counted")
@@ -345,7 +345,7 @@ func TestRelayDatagramsRefusedAfterAnswer(t *testing.T) {
 	}
 	select {
 	case err := <-r.done:
-		t.Fatalf("RelayDatagrams ended with %v on a target that had answered", err)
+		t.Fatalf("Relay ended with %v on a target that had answered", err)
 	default:
 	}
 	r.finish(t)

@@ -5,7 +5,7 @@
 // A front (HTTP/3 in h3proxy, HTTP/2 and HTTP/1.1 in h2proxy) turns a request
 // into a call to Front.Open, answers with the status Open's error maps to (see
 // WriteError), and hands the established stream, plus a DatagramConn where the
-// transport has one, to Tunnel.RelayStream or Tunnel.RelayDatagrams. The core
+// transport has one, to Tunnel.Relay. The core
 // parses targets and URI templates, authenticates, enforces limits and the
 // SSRF policy, resolves and dials, and relays, counting every drop. It never
 // listens on its own and does not import any front.
@@ -337,7 +337,8 @@ func (p *Proxy) resolve(ctx context.Context, target Target) ([]netip.AddrPort, e
 }
 
 // Tunnel is an established tunnel: an admitted request and its connected
-// target socket. Its Relay method owns it until it returns; Close releases it.
+// target socket. Relay owns it until it returns and closes it; a front that
+// cannot relay (its stream failed before the first byte) calls Close instead.
 type Tunnel struct {
 	f        *Front
 	conn     *ConnState
@@ -354,6 +355,32 @@ type Tunnel struct {
 	peer     string
 	up, down atomic.Int64 // payload bytes
 	failure  string       // RFC 9209 error the tunnel ended with after its 2xx; set before Close
+}
+
+// Relay relays the tunnel between client, the front's stream after its 2xx
+// (101 on HTTP/1.1), and the target until the tunnel ends, then closes it.
+// A TCP tunnel relays bytes, passing each side's FIN on as a half-close. A UDP
+// tunnel relays HTTP Datagrams: on datagrams where the client's transport has
+// a datagram channel (QUIC DATAGRAM frames), and as DATAGRAM capsules on
+// client, which is all there is when datagrams is nil; a bad or oversized
+// datagram is dropped and counted, never the tunnel's end. Either ends when
+// the client ends its stream, a side fails, or the tunnel is idle for
+// Limits.IdleTimeout; on failure client is aborted (with RefusedEnder's
+// EndRefused for ErrTargetRefused), so that nothing stays blocked. Relay is
+// the one place a tunnel's end is logged. It returns the error that ended
+// the tunnel, nil for a clean end.
+func (t *Tunnel) Relay(client Stream, datagrams DatagramConn) error {
+	defer t.Close()
+	var err error
+	if t.kind == KindTCP {
+		err = t.relayStream(client)
+	} else {
+		err = t.relayDatagrams(client, datagrams)
+	}
+	if err != nil {
+		t.f.p.cfg.Logger.Debug("tunnel ended", "front", t.f.name, "kind", t.kind.String(), "error", err)
+	}
+	return err
 }
 
 // failed records that the established tunnel ended with the RFC 9209 error

@@ -23,7 +23,7 @@ type Stream interface {
 type closeWriter interface{ CloseWrite() error }
 
 // A copier borrows a pooled buffer only while data flows (an idle tunnel
-// holds none; see streamCopier.quiet): a small one, and a bulk one once a
+// holds none; see streamCopier.awaitBurst): a small one, and a bulk one once a
 // read fills the small one. Bulk writes mean fewer HTTP/2 DATA frames, TLS
 // records and frame writer goroutines, and fewer QUIC stream writes per
 // byte. Measured on
@@ -67,8 +67,8 @@ func (a *activity) watchIdle(idle time.Duration, abort func()) (stop func() bool
 		if stopped {
 			return
 		}
-		if quiet := a.idleSince(); quiet < idle {
-			timer.Reset(idle - quiet)
+		if idleFor := a.idleSince(); idleFor < idle {
+			timer.Reset(idle - idleFor)
 			return
 		}
 		abort()
@@ -116,7 +116,7 @@ type queueWatcher interface {
 func (c *streamCopier) run() error {
 	defer c.buf.release()
 	size := smallStreamBuf
-	buf, filled, err := c.quiet(size) // filled: bytes read ahead into buf
+	buf, filled, err := c.awaitBurst(size) // filled: bytes read ahead into buf
 	for {
 		if err == io.EOF {
 			return c.fin()
@@ -143,15 +143,15 @@ func (c *streamCopier) run() error {
 			// Drained, or perhaps: a bulk transfer from a target socket
 			// rarely gets here, as more is queued by the time it looks.
 			c.buf.release()
-			buf, filled, err = c.quiet(size)
+			buf, filled, err = c.awaitBurst(size)
 		}
 	}
 }
 
-// quiet waits for the source's next burst holding no pooled buffer, then
-// returns a buffer of size and how much of it is already read. It returns
-// io.EOF when the source ends cleanly.
-func (c *streamCopier) quiet(size int) (buf []byte, filled int, err error) {
+// awaitBurst waits for the source's next burst holding no pooled buffer,
+// then returns a buffer of size and how much of it is already read. It
+// returns io.EOF when the source ends cleanly.
+func (c *streamCopier) awaitBurst(size int) (buf []byte, filled int, err error) {
 	if c.queue != nil {
 		if err := c.queue.wait(); err != nil {
 			return nil, 0, err
@@ -213,16 +213,19 @@ func (b *copyBuf) release() {
 	}
 }
 
-// RelayStream relays a TCP tunnel between client and the target until both
+// relayStream relays a TCP tunnel between client and the target until both
 // directions have ended (each side's FIN is passed on as a half-close), either
 // side fails, or the tunnel is idle for Limits.IdleTimeout. On failure both
-// sides are aborted, so no copy stays blocked. It closes the tunnel.
-func (t *Tunnel) RelayStream(client Stream) error {
-	defer t.Close()
+// sides are aborted, so no copy stays blocked.
+func (t *Tunnel) relayStream(client Stream) error {
 	var seen activity
 	var idled atomic.Bool
-	abort := func() { client.Abort(); t.target.Close() }
-	stop := seen.watchIdle(t.f.p.limits.IdleTimeout, func() { idled.Store(true); t.f.p.cfg.Metrics.CountLimit(LimitIdle); abort() })
+	abortBoth := func() { client.Abort(); t.target.Close() }
+	stop := seen.watchIdle(t.f.p.limits.IdleTimeout, func() {
+		idled.Store(true)
+		t.f.p.cfg.Metrics.CountLimit(LimitIdle)
+		abortBoth()
+	})
 	defer stop()
 
 	targetFIN := func() error {
@@ -241,14 +244,14 @@ func (t *Tunnel) RelayStream(client Stream) error {
 	// idle tunnel costs one goroutine stack less.
 	var once sync.Once
 	var first error
-	fail := func(err error) {
+	copyEnded := func(err error) {
 		if err != nil {
-			once.Do(func() { first = err; abort() })
+			once.Do(func() { first = err; abortBoth() })
 		}
 	}
 	var upDone sync.WaitGroup
-	upDone.Go(func() { fail(up.run()) })
-	fail(down.run())
+	upDone.Go(func() { copyEnded(up.run()) })
+	copyEnded(down.run())
 	upDone.Wait()
 	if idled.Load() {
 		return errIdle

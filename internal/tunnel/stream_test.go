@@ -20,7 +20,7 @@ type streamRelay struct {
 	p      *testProxy
 	client *net.TCPConn
 	target *net.TCPConn
-	done   chan error // RelayStream's result
+	done   chan error // Relay's result
 }
 
 func startStreamRelay(t *testing.T, host string, limits tunnel.Limits) *streamRelay {
@@ -35,7 +35,7 @@ func startStreamRelay(t *testing.T, host string, limits tunnel.Limits) *streamRe
 	t.Cleanup(func() { target.Close() })
 	client, proxySide := tcpPair(t, host)
 	r := &streamRelay{p: p, client: client, target: target.(*net.TCPConn), done: make(chan error, 1)}
-	go func() { r.done <- tun.RelayStream(tcpStream{proxySide}) }()
+	go func() { r.done <- tun.Relay(tcpStream{proxySide}, nil) }()
 	t.Cleanup(func() {
 		client.Close()
 		target.Close()
@@ -44,7 +44,7 @@ func startStreamRelay(t *testing.T, host string, limits tunnel.Limits) *streamRe
 	return r
 }
 
-// wait returns RelayStream's result, failing if it takes longer than d.
+// wait returns Relay's result, failing if it takes longer than d.
 func (r *streamRelay) wait(t *testing.T, d time.Duration) error {
 	t.Helper()
 	select {
@@ -52,7 +52,7 @@ func (r *streamRelay) wait(t *testing.T, d time.Duration) error {
 		r.done <- err // for cleanup
 		return err
 	case <-time.After(d):
-		t.Fatalf("RelayStream did not return within %v", d)
+		t.Fatalf("Relay did not return within %v", d)
 		return nil
 	}
 }
@@ -95,7 +95,7 @@ func TestRelayStreamHalfClose(t *testing.T) {
 				t.Fatalf("client read %q, %v; want EOF", got, err)
 			}
 			if err := r.wait(t, 5*time.Second); err != nil {
-				t.Fatalf("RelayStream = %v, want nil", err)
+				t.Fatalf("Relay = %v, want nil", err)
 			}
 			for dir, want := range map[string]int{"up": len(up), "down": 5} {
 				if got := r.p.metric(t, "masqued_tunnel_bytes_total", map[string]string{"kind": "tcp", "direction": dir}); got != float64(want) {
@@ -143,7 +143,7 @@ func TestRelayStreamAbort(t *testing.T) {
 			}
 			reset(t, tt.abort(r))
 			if err := r.wait(t, 5*time.Second); err == nil {
-				t.Fatal("RelayStream = nil after a reset, want an error")
+				t.Fatal("Relay = nil after a reset, want an error")
 			}
 			// The other side is released: it reads the end of the stream.
 			if _, err := readAll(t, survivor); err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
@@ -199,11 +199,11 @@ func TestRelayStreamIdleTimeout(t *testing.T) {
 		}
 	}
 	if err := keepBusy(t, idle, quiet.done, busy.done, ping); err == nil || !strings.Contains(err.Error(), "idle") {
-		t.Fatalf("RelayStream of the quiet tunnel = %v, want the idle timeout", err)
+		t.Fatalf("Relay of the quiet tunnel = %v, want the idle timeout", err)
 	}
 	ping() // the busy tunnel still carries traffic
 	if err := busy.wait(t, 20*idle); err == nil || !strings.Contains(err.Error(), "idle") {
-		t.Fatalf("RelayStream of the busy tunnel = %v once idle, want the idle timeout", err)
+		t.Fatalf("Relay of the busy tunnel = %v once idle, want the idle timeout", err)
 	}
 	// Both ends of both tunnels see them go away.
 	for _, c := range []*net.TCPConn{quiet.client, quiet.target, busy.client, busy.target} {
@@ -240,7 +240,7 @@ func TestRelayStreamBlockedWriter(t *testing.T) {
 				}
 			}()
 			if err := r.wait(t, 20*time.Second); err == nil || !strings.Contains(err.Error(), "idle") {
-				t.Fatalf("RelayStream = %v, want the idle timeout", err)
+				t.Fatalf("Relay = %v, want the idle timeout", err)
 			}
 			w.Close() // release the writer if the relay's end has not reset it
 			select {
