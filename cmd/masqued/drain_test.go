@@ -33,7 +33,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	h3, h2 := dialFronts(t, ctx, addr, tlsConf)
 	var ts tunnels
 	ts.tcpTransfers(t, ctx, 20, h3, h2, echo.String(), 256<<10, 3*time.Second)
-	time.Sleep(500 * time.Millisecond) // the transfers are under way
+	ts.Underway() // SIGTERM finds every tunnel carrying data
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -181,9 +181,10 @@ func checkLogPrivacy(t *testing.T, log, proxy string, targets ...string) (withTa
 }
 
 // transfer sends size bytes through c in paced chunks over about d, reads
-// them back from the echo server behind it, and closes c. It fails unless
-// every byte comes back in order.
-func transfer(c net.Conn, size int, d time.Duration) error {
+// them back from the echo server behind it, and closes c. It calls echoed
+// once the first chunk is back. It fails unless every byte comes back in
+// order.
+func transfer(c net.Conn, size int, d time.Duration, echoed func()) error {
 	defer c.Close()
 	const chunk = 2048
 	sent := make([]byte, size)
@@ -204,7 +205,15 @@ func transfer(c net.Conn, size int, d time.Duration) error {
 		werr <- nil
 	}()
 	got := make([]byte, size)
-	if n, err := io.ReadFull(c, got); err != nil {
+	first := min(chunk, size)
+	n, err := io.ReadFull(c, got[:first])
+	if err == nil {
+		echoed()
+		var rest int
+		rest, err = io.ReadFull(c, got[first:])
+		n += rest
+	}
+	if err != nil {
 		c.Close()
 		return errors.Join(fmt.Errorf("read %d of %d bytes: %w", n, size, err), <-werr)
 	}
@@ -217,22 +226,34 @@ func transfer(c net.Conn, size int, d time.Duration) error {
 	return nil
 }
 
-// tunnels runs f for each of n tunnels at once and collects their errors.
+// tunnels runs a function for each of many tunnels at once, collects their
+// errors, and tells when they all carry data: a test orders its signals
+// after that event, not after a sleep.
 type tunnels struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex // guards errs
-	errs []error
+	wg       sync.WaitGroup
+	underway sync.WaitGroup // one for each tunnel that has not yet carried data or ended
+	mu       sync.Mutex     // guards errs
+	errs     []error
 }
 
-func (ts *tunnels) Go(name string, f func() error) {
+// Go runs f, which calls carried once its tunnel has carried data.
+func (ts *tunnels) Go(name string, f func(carried func()) error) {
+	ts.underway.Add(1)
+	carried := sync.OnceFunc(ts.underway.Done)
 	ts.wg.Go(func() {
-		if err := f(); err != nil {
+		// A tunnel that ends before it carried anything must not hold
+		// Underway up; Wait reports its error.
+		defer carried()
+		if err := f(carried); err != nil {
 			ts.mu.Lock()
 			ts.errs = append(ts.errs, fmt.Errorf("%s: %w", name, err))
 			ts.mu.Unlock()
 		}
 	})
 }
+
+// Underway returns once every tunnel has carried data (or ended).
+func (ts *tunnels) Underway() { ts.underway.Wait() }
 
 func (ts *tunnels) Wait() error {
 	ts.wg.Wait()
@@ -241,7 +262,7 @@ func (ts *tunnels) Wait() error {
 
 // tcpTransfers opens n TCP tunnels to the echo server at target,
 // alternately over h3 and h2, and has each transfer size bytes over about
-// pace.
+// pace; a tunnel has carried data once its first chunk is echoed.
 func (ts *tunnels) tcpTransfers(t *testing.T, ctx context.Context, n int, h3 *h3proxy.Client, h2 *h2proxy.Client, target string, size int, pace time.Duration) {
 	t.Helper()
 	for i := range n {
@@ -253,7 +274,7 @@ func (ts *tunnels) tcpTransfers(t *testing.T, ctx context.Context, n int, h3 *h3
 		if err != nil {
 			t.Fatal(err)
 		}
-		ts.Go(fmt.Sprintf("TCP tunnel %d", i), func() error { return transfer(c, size, pace) })
+		ts.Go(fmt.Sprintf("TCP tunnel %d", i), func(carried func()) error { return transfer(c, size, pace, carried) })
 	}
 }
 

@@ -64,7 +64,7 @@ func TestRestartOnSIGHUP(t *testing.T) {
 			t.Fatal(err)
 		}
 		inner := u.HTTP3(testnet.NewCert(t).ClientTLS(), nil)
-		ts.Go(fmt.Sprintf("UDP tunnel %d", i), func() error {
+		ts.Go(fmt.Sprintf("UDP tunnel %d", i), func(carried func()) error {
 			defer u.Close()
 			defer inner.Close()
 			n := 0
@@ -79,13 +79,14 @@ func TestRestartOnSIGHUP(t *testing.T) {
 				if err != nil || got != body {
 					return fmt.Errorf("request %d: %d bytes, %v", n, got, err)
 				}
+				carried()
 				time.Sleep(50 * time.Millisecond)
 			}
 			return nil
 		})
 	}
 
-	time.Sleep(time.Second)
+	ts.Underway() // SIGHUP finds every tunnel carrying data
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func newTunnels(t *testing.T, ctx context.Context, addr string, tlsConf *tls.Con
 	if err != nil {
 		t.Fatalf("new TCP tunnel over %s: %v", c.Transport(), err)
 	}
-	if err := transfer(tc, 64<<10, 100*time.Millisecond); err != nil {
+	if err := transfer(tc, 64<<10, 100*time.Millisecond, func() {}); err != nil {
 		t.Fatalf("new TCP tunnel over %s: %v", c.Transport(), err)
 	}
 	u, err := c.ListenUDP(ctx, udpEcho.String())
