@@ -107,6 +107,8 @@ type Conn struct {
 // tunneler is what h3proxy.Client and h2proxy.Client have in common.
 type tunneler interface {
 	DialTCP(ctx context.Context, target string) (net.Conn, error)
+	ListenUDP(ctx context.Context, target string) (*proxyclient.UDPConn, error)
+	Datagrams() bool
 	Usable() bool
 	Close() error
 }
@@ -122,20 +124,16 @@ func (c *Conn) FallbackReason() error { return c.whyNotH3 }
 
 // Datagrams reports whether UDP tunnels travel as QUIC DATAGRAM frames;
 // otherwise DATAGRAM capsules on the stream carry them.
-func (c *Conn) Datagrams() bool {
-	h3, ok := c.tunneler.(*h3proxy.Client)
-	return ok && h3.Datagrams()
-}
+func (c *Conn) Datagrams() bool { return c.tunneler.Datagrams() }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP.
+// The conn is a *proxyclient.UDPConn whichever transport carries it.
 func (c *Conn) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
-	switch t := c.tunneler.(type) {
-	case *h3proxy.Client:
-		return t.ListenUDP(ctx, target)
-	case *h2proxy.Client:
-		return t.ListenUDP(ctx, target)
+	u, err := c.tunneler.ListenUDP(ctx, target)
+	if err != nil {
+		return nil, err // not a nil *UDPConn in a non-nil interface
 	}
-	panic("client: unknown transport")
+	return u, nil
 }
 
 // Dial connects to the proxy at proxyURL ("https://host:port").

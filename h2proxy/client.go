@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"syscall"
 
 	"golang.org/x/net/http2"
 
@@ -107,6 +106,10 @@ func (c *Client) Protocol() string {
 	return "http/1.1"
 }
 
+// Datagrams reports false: over TLS+TCP, DATAGRAM capsules on the stream
+// carry UDP tunnels' packets, never QUIC DATAGRAM frames.
+func (c *Client) Datagrams() bool { return false }
+
 // Usable reports whether new tunnels can be opened on c: over HTTP/2, its
 // connection is up and not going away; over HTTP/1.1 every tunnel dials its
 // own connection, so always.
@@ -153,12 +156,12 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP,
 // DATAGRAM capsules on the stream carrying the packets.
-func (c *Client) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
+func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error) {
 	reqURL, err := proxyclient.ExpandUDP(c.template, c.authority, target)
 	if err != nil {
 		return nil, err
 	}
-	return proxyclient.Do(ctx, c.auth, func(authz string) (net.PacketConn, error) {
+	return proxyclient.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
 		req := &http.Request{
 			Method: http.MethodConnect,
 			Host:   reqURL.Host,
@@ -176,7 +179,9 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (net.PacketConn, 
 		if err != nil {
 			return nil, err
 		}
-		return newUDPConn(s, proxyclient.AddrOf(target, "udp")), nil
+		u := proxyclient.NewUDPConn(udpStream{s}, nil, s.local, proxyclient.AddrOf(target, "udp"))
+		u.Start()
+		return u, nil
 	})
 }
 
@@ -188,19 +193,6 @@ type stream struct {
 	abort     func() error // ends both sides at once
 	local     net.Addr
 	conn      net.Conn // HTTP/1.1 only, for deadlines
-}
-
-// refusedBy reports whether err, which ended a UDP tunnel's stream that the
-// client had not closed, is how masqued's h2proxy front says that the target
-// refused the tunnel's packets (tunnel.ErrTargetRefused): over HTTP/2 it
-// ends the stream cleanly, the one time it ends a UDP tunnel so; over
-// HTTP/1.1 it resets the TCP connection, as a clean close reads the same as
-// a proxy that went away.
-func (s *stream) refusedBy(err error) bool {
-	if s.conn == nil {
-		return errors.Is(err, io.EOF)
-	}
-	return errors.Is(err, syscall.ECONNRESET)
 }
 
 // open sends req and returns the tunnel once the proxy accepts it.

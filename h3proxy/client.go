@@ -226,11 +226,20 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		if err != nil {
 			return nil, err
 		}
-		// Registered before the request goes out: datagrams may follow the
-		// response faster than ReadResponse returns.
-		u := newUDPConn(c, rs, proxyclient.AddrOf(target, "udp"))
+		str := &udpStream{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, qsid: uint64(rs.StreamID() / 4)}
+		var dg proxyclient.Datagrams // nil: capsules on the stream carry the packets
+		if c.datagrams {
+			qd := newQUICDatagrams(c.conn, rs.StreamID())
+			dg = &qd
+		}
+		u := proxyclient.NewUDPConn(str, dg, c.conn.LocalAddr(), proxyclient.AddrOf(target, "udp"))
+		if c.datagrams {
+			// Registered before the request goes out: datagrams may follow
+			// the response faster than ReadResponse returns.
+			c.ctl.register(str.qsid, u)
+		}
 		if err := c.exchange(ctx, rs, req); err != nil {
-			u.closeQueues(net.ErrClosed)
+			c.ctl.unregister(str.qsid)
 			return nil, err
 		}
 		return u, nil
@@ -239,7 +248,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		return nil, err
 	}
 	c.ctl.opened()
-	u.start()
+	u.Start()
 	return u, nil
 }
 

@@ -24,12 +24,12 @@ import (
 
 // HTTP/3 identifiers (RFC 9114 §6.2, §7.2, §11.2; RFC 9297; RFC 9220).
 const (
-	streamTypeControl     = 0x00
-	frameTypeSettings     = 0x04
-	frameTypeGoAway       = 0x07
-	settingExtendedConnct = 0x08
-	settingH3Datagram     = 0x33
-	maxControlFrame       = 16 << 10 // larger frames on the control stream are a protocol error here
+	streamTypeControl      = 0x00
+	frameTypeSettings      = 0x04
+	frameTypeGoAway        = 0x07
+	settingExtendedConnect = 0x08
+	settingH3Datagram      = 0x33
+	maxControlFrame        = 16 << 10 // larger frames on the control stream are a protocol error here
 )
 
 // peerSettings are the proxy's HTTP/3 SETTINGS that matter to tunnels.
@@ -186,7 +186,7 @@ func parseSettings(b []byte) (peerSettings, error) {
 		switch id {
 		case settingH3Datagram:
 			s.datagrams = val == 1
-		case settingExtendedConnct:
+		case settingExtendedConnect:
 			s.extendedConnect = val == 1
 		}
 	}
@@ -214,7 +214,7 @@ func (c *control) dispatchDatagrams() {
 			c.unknownStream.Add(1) // RFC 9297 §2.1: drop silently
 			continue
 		}
-		u.deliver(b[n:])
+		u.Deliver(b[n:])
 	}
 }
 

@@ -41,7 +41,7 @@ func TestReadControl(t *testing.T) {
 		goAway    bool
 		frameCode bool // ends with a protocol error, not the stream's end
 	}{
-		{"settings", controlStream(settingsFrame(settingH3Datagram, 1, settingExtendedConnct, 1)), &peerSettings{true, true}, false, false},
+		{"settings", controlStream(settingsFrame(settingH3Datagram, 1, settingExtendedConnect, 1)), &peerSettings{true, true}, false, false},
 		{"unknown settings and frames", controlStream(settingsFrame(0x1f*7+0x21, 5), frame(0x21, []byte("grease"))), &peerSettings{}, false, false},
 		{"goaway", controlStream(settingsFrame(), frame(frameTypeGoAway, []byte{0})), &peerSettings{}, true, false},
 		{"first frame not settings", controlStream(frame(frameTypeGoAway, []byte{0})), nil, false, true},
@@ -77,7 +77,7 @@ func TestReadControl(t *testing.T) {
 // a protocol error), never a panic; SETTINGS are reported at most once per
 // frame and only as the first frame.
 func FuzzReadControl(f *testing.F) {
-	f.Add(controlStream(settingsFrame(settingH3Datagram, 1, settingExtendedConnct, 1), frame(frameTypeGoAway, []byte{4})))
+	f.Add(controlStream(settingsFrame(settingH3Datagram, 1, settingExtendedConnect, 1), frame(frameTypeGoAway, []byte{4})))
 	f.Add(controlStream(settingsFrame(0x21, 1<<62-1), frame(0x21, nil)))
 	f.Add(controlStream(frame(frameTypeGoAway, nil)))
 	f.Add(controlStream([]byte{frameTypeSettings, 0x80}))

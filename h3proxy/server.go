@@ -20,7 +20,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqued/masqued/internal/capsule"
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
@@ -175,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var dc tunnel.DatagramConn // nil: capsules on the stream carry the payloads
 	if withDatagrams {
-		dc = &datagrams{conn: ci.conn, str: str, qsid: uint64(str.StreamID() / 4)}
+		dc = &datagrams{quicDatagrams: newQUICDatagrams(ci.conn, str.StreamID()), str: str}
 	}
 	_ = t.Relay(&stream{str}, dc) // Relay logs how the tunnel ended
 }
@@ -221,35 +220,12 @@ func (s *stream) reset(code http3.ErrCode) error {
 }
 
 // datagrams adapts QUIC DATAGRAM frames of one request stream to
-// tunnel.DatagramConn. Sending bypasses http3.Stream.SendDatagram, which
-// allocates and copies every datagram to prefix the quarter stream ID: the
-// prefix is written into the caller's headroom instead.
+// tunnel.DatagramConn.
 type datagrams struct {
-	conn *quic.Conn
-	str  *http3.Stream
-	qsid uint64 // quarter stream ID (RFC 9297 §2.1)
+	quicDatagrams
+	str *http3.Stream
 }
 
 func (d *datagrams) ReceiveDatagram(ctx context.Context) ([]byte, error) {
 	return d.str.ReceiveDatagram(ctx)
-}
-
-func (d *datagrams) SendDatagram(buf []byte, off int) error {
-	start := capsule.PutVarint(buf, off, d.qsid)
-	err := d.conn.SendDatagram(buf[start:])
-	if tooLarge(err) {
-		return tunnel.ErrDatagramTooLarge
-	}
-	return err
-}
-
-// tooLarge reports whether err is quic-go's DatagramTooLargeError. Called on
-// every datagram, it must not allocate when err is nil (errors.As's target
-// escapes to the heap, so it is declared only after the nil check).
-func tooLarge(err error) bool {
-	if err == nil {
-		return false
-	}
-	var e *quic.DatagramTooLargeError
-	return errors.As(err, &e)
 }

@@ -30,8 +30,10 @@ type DatagramConn interface {
 	SendDatagram(buf []byte, off int) error
 }
 
-// ErrDatagramTooLarge reports a datagram that the client transport cannot
-// carry. It is a drop, not a failure of the tunnel.
+// ErrDatagramTooLarge reports a datagram that a transport cannot carry, such
+// as a QUIC DATAGRAM frame larger than the path allows. It is a drop, not a
+// failure of the tunnel: on the proxy's side of a tunnel (DatagramConn) and on
+// the client's (proxyclient.UDPConn) alike.
 var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
 
 // ErrTargetRefused ends a UDP tunnel whose target refused its packets (ICMP

@@ -47,6 +47,11 @@ func (k Kind) String() string {
 // (HTTP/1.1) token of CONNECT-UDP.
 const ProtocolConnectUDP = "connect-udp"
 
+// MaxUDPPayload is the largest payload a UDP packet can carry (RFC 768: a
+// 16-bit length, less the 8-byte header), and so the most any side of a
+// CONNECT-UDP tunnel relays in one datagram.
+const MaxUDPPayload = 65527
+
 // Limits bound what clients can make the proxy hold. Zero fields take the
 // defaults documented on each.
 type Limits struct {
@@ -54,7 +59,7 @@ type Limits struct {
 	MaxTunnelsPerConn int           // open tunnels per client connection; 0 = 10000
 	IdleTimeout       time.Duration // tunnel without traffic either way; 0 = 5 minutes
 	DialTimeout       time.Duration // resolve and connect to a target; 0 = 10 seconds
-	MaxUDPPayload     int           // largest UDP payload relayed; 0 = 16384, at most 65527
+	MaxUDPPayload     int           // largest UDP payload relayed; 0 = 16384, at most MaxUDPPayload
 }
 
 func (l Limits) withDefaults() Limits {
@@ -70,7 +75,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxUDPPayload == 0 {
 		l.MaxUDPPayload = 16384
 	}
-	l.MaxUDPPayload = min(l.MaxUDPPayload, 65527)
+	l.MaxUDPPayload = min(l.MaxUDPPayload, MaxUDPPayload)
 	return l
 }
 
