@@ -192,13 +192,21 @@ func (d *Dialer) race(ctx context.Context, proxyURL, authority string) (*Conn, e
 	h3c, tcpc := make(chan result, 1), make(chan result, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { c, err := d.dialH3(ctx, proxyURL); h3c <- result{c, err} })
-	startTCP := func() { wg.Go(func() { c, err := d.dialTCP(ctx, proxyURL); tcpc <- result{c, err} }) }
+	var h3err, tcpErr error
+	pending, tcpStarted, h3Pending, gaveUp := 1, false, true, false
+	// startTCP starts the TCP attempt, once: at the fallback delay or when
+	// HTTP/3 fails, whichever comes first.
+	startTCP := func() {
+		if tcpStarted {
+			return
+		}
+		tcpStarted = true
+		pending++
+		wg.Go(func() { c, err := d.dialTCP(ctx, proxyURL); tcpc <- result{c, err} })
+	}
 	timer := time.NewTimer(d.fallbackDelay())
 	defer timer.Stop()
 	var grace <-chan time.Time // armed once TCP is refused
-
-	var h3err, tcpErr error
-	pending, tcpStarted, h3Pending, gaveUp := 1, false, true, false
 	var won *Conn
 	for pending > 0 && won == nil {
 		select {
@@ -206,11 +214,7 @@ func (d *Dialer) race(ctx context.Context, proxyURL, authority string) (*Conn, e
 			gaveUp = true
 			cancel() // the HTTP/3 attempt ends, and the loop with it
 		case <-timer.C:
-			if !tcpStarted {
-				tcpStarted = true
-				pending++
-				startTCP()
-			}
+			startTCP()
 		case r := <-h3c:
 			pending--
 			h3Pending = false
@@ -219,11 +223,7 @@ func (d *Dialer) race(ctx context.Context, proxyURL, authority string) (*Conn, e
 				break
 			}
 			h3err = r.err
-			if !tcpStarted {
-				tcpStarted = true
-				pending++
-				startTCP()
-			}
+			startTCP()
 		case r := <-tcpc:
 			pending--
 			if r.err == nil {
