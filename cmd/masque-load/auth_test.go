@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/masqued/masqued/internal/load"
+	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/internal/load"
+	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 )
