@@ -26,9 +26,9 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/privacypass"

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/cmd/masque-load/internal/load"
+	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 )
