@@ -56,8 +56,8 @@ type Client struct {
 	cc   *http2.ClientConn // nil on HTTP/1.1
 	conn net.Conn          // the HTTP/2 connection
 
-	mu    sync.Mutex
-	spare net.Conn // HTTP/1.1: the connection Dial made, for the first tunnel
+	mu        sync.Mutex
+	firstConn net.Conn // HTTP/1.1: the connection Dial made, until the first tunnel takes it
 }
 
 // Dial connects to the proxy at proxyURL ("https://host:port") over TLS and
@@ -77,7 +77,7 @@ func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error)
 		return nil, err
 	}
 	if conn.ConnectionState().NegotiatedProtocol != "h2" {
-		cl.spare = conn
+		cl.firstConn = conn
 		return cl, nil
 	}
 	cl.conn = conn
@@ -119,12 +119,12 @@ func (c *Client) Usable() bool { return c.cc == nil || c.cc.CanTakeNewRequest() 
 // HTTP/1.1 tunnels have their own connections, closed with them.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	spare := c.spare
-	c.spare = nil
+	firstConn := c.firstConn
+	c.firstConn = nil
 	c.mu.Unlock()
 	var errs []error
-	if spare != nil {
-		errs = append(errs, spare.Close())
+	if firstConn != nil {
+		errs = append(errs, firstConn.Close())
 	}
 	if c.cc != nil {
 		errs = append(errs, c.cc.Close()) // closes c.conn
@@ -190,7 +190,7 @@ type stream struct {
 	io.Reader // the proxy's bytes
 	w         io.Writer
 	closeW    func() error // ends our side cleanly
-	abort     func() error // ends both sides at once
+	closeBoth func() error // ends both sides at once
 	local     net.Addr
 	conn      net.Conn // HTTP/1.1 only, for deadlines
 }
@@ -235,7 +235,7 @@ func (c *Client) openH2(ctx context.Context, req *http.Request) (*stream, error)
 		Reader: resp.Body,
 		w:      pw,
 		closeW: pw.Close,
-		abort: func() error {
+		closeBoth: func() error {
 			pw.CloseWithError(net.ErrClosed)
 			cancel() // resets the stream
 			return resp.Body.Close()
@@ -246,8 +246,8 @@ func (c *Client) openH2(ctx context.Context, req *http.Request) (*stream, error)
 
 func (c *Client) openH1(ctx context.Context, req *http.Request) (*stream, error) {
 	c.mu.Lock()
-	conn := c.spare
-	c.spare = nil
+	conn := c.firstConn
+	c.firstConn = nil
 	c.mu.Unlock()
 	if conn == nil {
 		tc, err := c.dialTLS(ctx)
@@ -275,12 +275,12 @@ func (c *Client) openH1(ctx context.Context, req *http.Request) (*stream, error)
 		return nil, proxyclient.Refusal(resp)
 	}
 	return &stream{
-		Reader: br,
-		w:      conn,
-		closeW: conn.(*tls.Conn).CloseWrite,
-		abort:  conn.Close,
-		local:  conn.LocalAddr(),
-		conn:   conn,
+		Reader:    br,
+		w:         conn,
+		closeW:    conn.(*tls.Conn).CloseWrite,
+		closeBoth: conn.Close,
+		local:     conn.LocalAddr(),
+		conn:      conn,
 	}, nil
 }
 

@@ -36,7 +36,7 @@ func (c *tcpConn) LocalAddr() net.Addr         { return c.local }
 func (c *tcpConn) RemoteAddr() net.Addr        { return c.remote }
 
 func (c *tcpConn) Close() error {
-	c.closeOnce.Do(func() { c.closeErr = c.abort() })
+	c.closeOnce.Do(func() { c.closeErr = c.closeBoth() })
 	return c.closeErr
 }
 
@@ -64,7 +64,7 @@ type UDPConn = proxyclient.UDPConn
 type udpStream struct{ *stream }
 
 func (s udpStream) Write(b []byte) (int, error) { return s.w.Write(b) }
-func (s udpStream) Close() error                { return s.abort() }
+func (s udpStream) Close() error                { return s.closeBoth() }
 
 // Refused reports whether err, which ended a UDP tunnel's stream that the
 // client had not closed, is how masqued's h2proxy front says that the target

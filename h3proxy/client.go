@@ -159,13 +159,13 @@ func (c *Client) openStream(ctx context.Context) (*http3.RequestStream, error) {
 
 // exchange sends req on rs and reads the response; on failure it resets rs.
 func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *http.Request) error {
-	fail := func(err error) error {
+	resetWith := func(err error) error {
 		rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
 		rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
 		return err
 	}
 	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
-		return fail(fmt.Errorf("sending request: %w", err))
+		return resetWith(fmt.Errorf("sending request: %w", err))
 	}
 	// ReadResponse has no context: let ctx's end unblock it.
 	stop := context.AfterFunc(ctx, func() { rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled)) })
@@ -174,10 +174,10 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 		err = errors.Join(ctx.Err(), err)
 	}
 	if err != nil {
-		return fail(fmt.Errorf("reading response: %w", err))
+		return resetWith(fmt.Errorf("reading response: %w", err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fail(proxyclient.Refusal(resp))
+		return resetWith(proxyclient.Refusal(resp))
 	}
 	return nil
 }

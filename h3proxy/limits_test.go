@@ -200,24 +200,24 @@ func TestCloseDuringBlockedWrite(t *testing.T) {
 	if target, ok := <-accepted; ok {
 		defer target.Close()
 	}
+	// One Write larger than all that lies between it and the target (the
+	// proxy's stream window, at most 16 MiB, and the sockets' buffers): once
+	// the proxy has relayed some of it, the Write is under way, and it stays
+	// blocked on flow control until Close.
 	wrote := make(chan error, 1)
-	go func() {
-		chunk := make([]byte, 1<<20)
-		for {
-			if _, err := conn.Write(chunk); err != nil {
-				wrote <- err
-				return
-			}
-		}
-	}()
-	time.Sleep(300 * time.Millisecond) // let the writer block on flow control
+	go func() { _, err := conn.Write(make([]byte, 64<<20)); wrote <- err }()
+	eventually(t, "the proxy to relay the start of the Write", func() bool {
+		return p.metric(t, "masqued_tunnel_bytes_total", "direction", "up") > 0
+	})
 	if err := conn.Close(); err != nil {
 		t.Logf("Close: %v", err)
 	}
 	select {
 	case err := <-wrote:
-		t.Logf("blocked Write returned: %v", err)
-	case <-time.After(5 * time.Second):
+		if err == nil {
+			t.Fatal("a Write the target never read completed")
+		}
+	case <-time.After(10 * time.Second): // a hang bound: Close cuts the Write short at once
 		t.Fatal("Close did not unblock the Write")
 	}
 }

@@ -1,7 +1,8 @@
 // Package h3proxy is masqued's HTTP/3 front: it serves CONNECT (TCP tunnels,
 // RFC 9114 §4.4) and CONNECT-UDP (RFC 9298) over QUIC, adapting HTTP/3 request
 // streams and QUIC DATAGRAM frames to the tunnel core, and it has the client
-// side of both (Dialer).
+// side of both: Dial returns a Client, which opens TCP tunnels (DialTCP) and
+// UDP tunnels (ListenUDP) over one QUIC connection.
 //
 // The front only adapts: parsing, policy, dialing and relaying live in
 // internal/tunnel, shared with the HTTP/2 front.

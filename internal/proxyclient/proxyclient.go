@@ -1,7 +1,9 @@
 // Package proxyclient holds what the client sides of masqued's fronts
 // (h3proxy over QUIC, h2proxy over TLS+TCP) share: a proxy's refusal as an
-// error, and proxy authorization with one retry after a 407. Keeping it here
-// means a token pool or any other Authorizer works with either transport.
+// error, proxy authorization with one retry after a 407, the UDP tunnel as a
+// net.PacketConn (UDPConn), and HTTP/3 to an origin through one. Keeping it
+// here means a token pool or any other Authorizer works with either
+// transport, and a UDP tunnel behaves the same over both.
 package proxyclient
 
 import (

@@ -51,10 +51,10 @@ func (a *activity) idleSince() time.Duration {
 	return time.Since(time.Unix(0, a.last.Load()))
 }
 
-// watchIdle calls abort once the tunnel has seen no traffic for idle. The
-// returned stop function cancels the watch; once it returns, abort is not
+// watchIdle calls onIdle once the tunnel has seen no traffic for idle. The
+// returned stop function cancels the watch; once it returns, onIdle is not
 // running and will not be called.
-func (a *activity) watchIdle(idle time.Duration, abort func()) (stop func() bool) {
+func (a *activity) watchIdle(idle time.Duration, onIdle func()) (stop func() bool) {
 	a.touch()
 	var timer *time.Timer
 	var stopped bool
@@ -71,7 +71,7 @@ func (a *activity) watchIdle(idle time.Duration, abort func()) (stop func() bool
 			timer.Reset(idle - idleFor)
 			return
 		}
-		abort()
+		onIdle()
 	})
 	return func() bool {
 		mu.Lock()
