@@ -17,9 +17,10 @@ import (
 // The client reads the proxy's control stream itself instead of letting
 // http3.ClientConn do it. Only this keeps http3 from starting its own datagram
 // dispatch, which feeds each stream through a 32-entry queue that overflows
-// under bursts (quic-go#5799): measured, that loss held tunnelled downloads
-// to a third of what they reach when this client drains the connection's
-// datagram queue itself and hands each datagram straight to its tunnel.
+// under bursts (quic-go#5799): that loss held tunnelled downloads far below
+// what they reach when this client drains the connection's datagram queue
+// itself and hands each datagram straight to its tunnel (masque-bench's
+// h3-via-masqued case is the measurement to repeat).
 // Everything else (request streams, QPACK) stays with quic-go's http3.
 
 // HTTP/3 identifiers (RFC 9114 §6.2, §7.2, §11.2; RFC 9297; RFC 9220).

@@ -26,10 +26,10 @@ type closeWriter interface{ CloseWrite() error }
 // holds none; see streamCopier.awaitBurst): a small one, and a bulk one once a
 // read fills the small one. Bulk writes mean fewer HTTP/2 DATA frames, TLS
 // records and frame writer goroutines, and fewer QUIC stream writes per
-// byte. Measured on
-// loopback (masque-bench -inprocess, median of 5), 128 KiB bulk buffers
-// made HTTP/2 CONNECT downloads 11% and HTTP/3 CONNECT downloads 19%
-// faster than 32 KiB; 256 KiB gained little more for twice the memory.
+// byte. The size was chosen on masque-bench's CONNECT cases,
+// tls-via-masqued-h2 (HTTP/2) and tcp-via-masqued (HTTP/3), run with
+// -inprocess: 128 KiB beat 32 KiB clearly, and 256 KiB gained little more for
+// twice the memory. Run them again to change it.
 const (
 	smallStreamBuf = 32 << 10
 	bulkStreamBuf  = 128 << 10
