@@ -103,9 +103,11 @@ type packet struct {
 // millisecond.
 const udpQueueLen = 1024
 
-// capsuleReadBuf is the read buffer of the stream's capsules: room for a
-// burst of full-size capsules per read.
-const capsuleReadBuf = 64 << 10
+// capsuleReadBuf is the read buffer of the stream's capsules: a dozen
+// full-size QUIC packets per read, and small, as every UDP tunnel holds one
+// (on HTTP/3 with datagrams, for the rare capsule and the stream's end).
+// Longer capsules still read through.
+const capsuleReadBuf = 16 << 10
 
 // errMsgSize is WriteTo's error for a packet larger than any UDP payload.
 var errMsgSize = os.NewSyscallError("write", syscall.EMSGSIZE)
