@@ -372,8 +372,9 @@ type Tunnel struct {
 // the client ends its stream, a side fails, or the tunnel is idle for
 // Limits.IdleTimeout; on failure client is aborted (with RefusedEnder's
 // EndRefused for ErrTargetRefused), so that nothing stays blocked. Relay is
-// the one place a tunnel's end is logged. It returns the error that ended
-// the tunnel, nil for a clean end.
+// the one place that logs why a tunnel ended (at debug level; the access log
+// line is Close's). It returns the error that ended the tunnel, nil for a
+// clean end.
 func (t *Tunnel) Relay(client Stream, datagrams DatagramConn) error {
 	defer t.Close()
 	var err error
