@@ -4,7 +4,7 @@
 // over HTTP/3, falling back to HTTP/2 over TCP where UDP is blocked, or over
 // the transport -via names (h3, h2, h1), as in -via tcp,h2. Or it serves a local
 // SOCKS5 and HTTP proxy that carries other programs' connections through
-// the MASQUE proxy (see internal/localproxy).
+// the MASQUE proxy (see cmd/masque-client/internal/localproxy).
 //
 //	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem fetch https://example.com/
 //	masque-client -proxy https://127.0.0.1:4433 -ca cert.pem serve -socks5 127.0.0.1:1080 -http 127.0.0.1:8080

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client"
-	"github.com/masqued/masqued/internal/localproxy"
+	"github.com/masqued/masqued/cmd/masque-client/internal/localproxy"
 )
 
 // drainTimeout is how long serve waits for open connections on SIGINT or
