@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // Dialer is the tunnel core's Dialer with geo-hashed egress: it locates the
@@ -38,7 +39,7 @@ func (d *Dialer) DialDetail(ctx context.Context, network string, addrs []netip.A
 	for _, ap := range addrs {
 		switch {
 		case !d.AllowPrivate && d.Selector.inPools(ap.Addr()):
-			refusal = &tunnel.Error{HTTPStatus: http.StatusForbidden, Kind: tunnel.StatusIPProhibited,
+			refusal = &masque.Error{HTTPStatus: http.StatusForbidden, Kind: masque.StatusIPProhibited,
 				Details: "target is one of the proxy's egress addresses"}
 		case !src.ForFamily(ap.Addr()).IsValid():
 			refusal = fmt.Errorf("no egress address for the target's address family: %w", syscall.ENETUNREACH)

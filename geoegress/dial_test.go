@@ -11,7 +11,7 @@ import (
 
 	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 func openDialer(t *testing.T, feed string, files geoegress.Options) *geoegress.Dialer {
@@ -41,11 +41,11 @@ func TestDialerRefusals(t *testing.T) {
 		status int
 		kind   string
 	}{
-		{"127.0.0.2:80", http.StatusForbidden, tunnel.StatusIPProhibited},
-		{"[::1]:80", http.StatusBadGateway, tunnel.StatusIPUnroutable},
+		{"127.0.0.2:80", http.StatusForbidden, masque.StatusIPProhibited},
+		{"[::1]:80", http.StatusBadGateway, masque.StatusIPUnroutable},
 	} {
 		_, err := d.Dial(ctx, "tcp", []netip.AddrPort{netip.MustParseAddrPort(tc.target)}, r)
-		if status, e := tunnel.StatusOf(err); status != tc.status || e.Kind != tc.kind {
+		if status, e := masque.StatusOf(err); status != tc.status || e.Kind != tc.kind {
 			t.Errorf("%s: %d %s (%v), want %d %s", tc.target, status, e.Kind, err, tc.status, tc.kind)
 		}
 	}

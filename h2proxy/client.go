@@ -15,7 +15,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/masqued/masqued/internal/proxyclient"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // ClientConfig configures a Client. The zero value trusts the system roots,
@@ -25,7 +25,7 @@ type ClientConfig struct {
 	// host; NextProtos is set by the client.
 	TLSConfig *tls.Config
 	// Template is the proxy's CONNECT-UDP URI template; "" means
-	// tunnel.DefaultUDPTemplate. {proxy} expands to the proxy's host:port.
+	// masque.DefaultUDPTemplate. {proxy} expands to the proxy's host:port.
 	Template string
 	// Authorizer supplies Proxy-Authorization for each tunnel request and
 	// answers a 407 once; nil sends none.
@@ -47,7 +47,7 @@ type Client struct {
 	authority string // the proxy's host:port
 	proxyURL  string // as the caller gave it, for errors
 	tlsConf   *tls.Config
-	template  *tunnel.Template
+	template  *masque.Template
 	auth      proxyclient.Authorizer
 	header    http.Header // ClientConfig.Header
 	//lint:ignore SA1019 http.Transport.NewClientConn dials for itself; we need
@@ -169,11 +169,11 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 			Header: http.Header{"Capsule-Protocol": {"?1"}},
 		}
 		if c.cc != nil {
-			req.Header.Set(":protocol", tunnel.ProtocolConnectUDP)
+			req.Header.Set(":protocol", masque.ProtocolConnectUDP)
 		} else {
 			req.Method = http.MethodGet
 			req.Header.Set("Connection", "Upgrade")
-			req.Header.Set("Upgrade", tunnel.ProtocolConnectUDP)
+			req.Header.Set("Upgrade", masque.ProtocolConnectUDP)
 		}
 		s, err := c.open(ctx, req, authz)
 		if err != nil {

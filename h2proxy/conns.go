@@ -68,7 +68,7 @@ func (s udpStream) Close() error                { return s.closeBoth() }
 
 // Refused reports whether err, which ended a UDP tunnel's stream that the
 // client had not closed, is how masqued's h2proxy front says that the target
-// refused the tunnel's packets (tunnel.ErrTargetRefused): over HTTP/2 it
+// refused the tunnel's packets (masque.ErrTargetRefused): over HTTP/2 it
 // ends the stream cleanly, the one time it ends a UDP tunnel so; over
 // HTTP/1.1 it resets the TCP connection, as a clean close reads the same as
 // a proxy that went away.

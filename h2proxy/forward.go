@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // forwarder forwards plain http:// requests, as an HTTP proxy does for
@@ -50,8 +51,8 @@ func newForwarder(fronts fronts, limits tunnel.Limits) *forwarder {
 		Transport:     tr,
 		FlushInterval: -1, // stream as it arrives
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			fronts.of(r).WriteError(w, &tunnel.Error{HTTPStatus: http.StatusBadGateway,
-				Kind: tunnel.StatusDestinationUnavailable, Details: "forwarding to the origin failed", Err: err})
+			fronts.of(r).WriteError(w, &masque.Error{HTTPStatus: http.StatusBadGateway,
+				Kind: masque.StatusDestinationUnavailable, Details: "forwarding to the origin failed", Err: err})
 		},
 	}
 	return f
@@ -61,14 +62,14 @@ func newForwarder(fronts fronts, limits tunnel.Limits) *forwarder {
 func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
 	front := f.fronts.of(r)
 	if r.URL.Scheme != "" && r.URL.Scheme != "http" {
-		front.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
+		front.WriteError(w, &masque.Error{HTTPStatus: http.StatusBadRequest, Kind: masque.StatusHTTPRequestError,
 			Details: "only http:// is forwarded; use CONNECT for " + r.URL.Scheme})
 		return
 	}
 	if r.ProtoMajor == 1 {
 		r.Host = r.URL.Host // absolute-form wins over Host (RFC 9112 §3.2.2)
 	}
-	target, err := tunnel.ParseAuthority(withDefaultPort(r.Host, "80"))
+	target, err := masque.ParseAuthority(withDefaultPort(r.Host, "80"))
 	if err != nil {
 		front.WriteError(w, err)
 		return

@@ -31,6 +31,7 @@ import (
 
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/internal/xconnect"
+	"github.com/masqued/masqued/masque"
 )
 
 // Server serves tunnels over HTTP/2 and HTTP/1.1 on TLS. Set the fields, then
@@ -322,8 +323,8 @@ func (s *Server) serveHijacked(w http.ResponseWriter, t *tunnel.Tunnel, kind tun
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		t.Close()
-		s.fronts.h1.WriteError(w, &tunnel.Error{HTTPStatus: http.StatusInternalServerError,
-			Kind: tunnel.StatusInternalError, Details: "cannot take over the connection", Err: err})
+		s.fronts.h1.WriteError(w, &masque.Error{HTTPStatus: http.StatusInternalServerError,
+			Kind: masque.StatusInternalError, Details: "cannot take over the connection", Err: err})
 		return
 	}
 	defer conn.Close()

@@ -67,7 +67,7 @@ func (s *h2Stream) aborted() bool { return s.abort.Load() }
 
 // EndRefused ends the stream cleanly (END_STREAM, the handler returning)
 // while the client's side is still open, which the client reads as "the
-// target refused" (tunnel.ErrTargetRefused). HTTP/2's CONNECT_ERROR would
+// target refused" (masque.ErrTargetRefused). HTTP/2's CONNECT_ERROR would
 // say it better, but net/http lets a handler reset a stream only with
 // INTERNAL_ERROR (panic(http.ErrAbortHandler)), which every other failure
 // uses; and the proxy never ends a UDP tunnel cleanly otherwise, since a
@@ -96,7 +96,7 @@ func (s *h1Stream) CloseWrite() error {
 func (s *h1Stream) Abort() error { return s.Conn.Close() }
 
 // EndRefused resets the TCP connection (RST, without TLS close_notify),
-// which the client reads as "the target refused" (tunnel.ErrTargetRefused).
+// which the client reads as "the target refused" (masque.ErrTargetRefused).
 // Abort's close, with or without close_notify, reads as a plain end of
 // stream in Go's TLS, as would the close of a proxy that goes away; a reset
 // is the one ending HTTP/1.1 has left to tell apart.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // udpRequest is a CONNECT-UDP request for a raw (already escaped) path.
@@ -20,7 +21,7 @@ func udpRequest(authority, rawPath string) *http.Request {
 	path, _ := url.PathUnescape(rawPath)
 	return &http.Request{
 		Method: http.MethodConnect,
-		Proto:  tunnel.ProtocolConnectUDP,
+		Proto:  masque.ProtocolConnectUDP,
 		Host:   authority,
 		URL:    &url.URL{Scheme: "https", Host: authority, Path: path, RawPath: rawPath},
 		Header: http.Header{"Capsule-Protocol": {"?1"}},

@@ -15,7 +15,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/internal/proxyclient"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // ClientConfig configures a Client. The zero value trusts the system roots,
@@ -29,7 +29,7 @@ type ClientConfig struct {
 	// DefaultClientQUICConfig().
 	QUICConfig *quic.Config
 	// Template is the proxy's CONNECT-UDP URI template; "" means
-	// tunnel.DefaultUDPTemplate. {proxy} expands to the proxy URL's host:port.
+	// masque.DefaultUDPTemplate. {proxy} expands to the proxy URL's host:port.
 	Template string
 	// DisableDatagrams makes UDP tunnels carry payloads in DATAGRAM capsules
 	// on the request stream instead of QUIC DATAGRAM frames.
@@ -67,7 +67,7 @@ type Client struct {
 	ctl       *control
 	tr        *http3.Transport
 	authority string // the proxy's host:port
-	template  *tunnel.Template
+	template  *masque.Template
 	auth      proxyclient.Authorizer
 	header    http.Header // ClientConfig.Header
 	datagrams bool        // both sides negotiated HTTP Datagrams
@@ -216,7 +216,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	u, err := proxyclient.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
 		req := &http.Request{
 			Method: http.MethodConnect,
-			Proto:  tunnel.ProtocolConnectUDP,
+			Proto:  masque.ProtocolConnectUDP,
 			Host:   reqURL.Host,
 			URL:    reqURL,
 			Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},

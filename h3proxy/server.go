@@ -22,6 +22,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // Server serves tunnels over HTTP/3. Set the fields, then call Serve; do not
@@ -193,7 +194,7 @@ func (s *Server) negotiatedDatagrams(w http.ResponseWriter, r *http.Request, ci 
 	case <-r.Context().Done():
 		return false, r.Context().Err()
 	case <-time.After(5 * time.Second):
-		return false, &tunnel.Error{HTTPStatus: http.StatusBadRequest, Kind: tunnel.StatusHTTPRequestError,
+		return false, &masque.Error{HTTPStatus: http.StatusBadRequest, Kind: masque.StatusHTTPRequestError,
 			Details: "no HTTP/3 SETTINGS from the client"}
 	}
 	return settings.Settings().EnableDatagrams && ci.conn.ConnectionState().SupportsDatagrams.Remote, nil
@@ -207,7 +208,7 @@ func (s *stream) CloseWrite() error { return s.Stream.Close() }
 func (s *stream) Abort() error { return s.reset(http3.ErrCodeRequestCanceled) }
 
 // EndRefused resets the stream with H3_CONNECT_ERROR, which the client
-// reads as "the target refused" (tunnel.ErrTargetRefused). RFC 9114 §8.1
+// reads as "the target refused" (masque.ErrTargetRefused). RFC 9114 §8.1
 // defines the code for a CONNECT whose TCP connection was reset or
 // abnormally closed, the closest HTTP/3 has for a proxied UDP flow that the
 // target refused; every other failure resets with H3_REQUEST_CANCELLED.

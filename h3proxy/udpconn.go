@@ -6,9 +6,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqued/masqued/internal/capsule"
 	"github.com/masqued/masqued/internal/proxyclient"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // UDPConn is the client side of a CONNECT-UDP tunnel as a net.PacketConn,
@@ -63,12 +63,12 @@ func newQUICDatagrams(conn *quic.Conn, id quic.StreamID) quicDatagrams {
 }
 
 // SendDatagram frames buf[off:] with the quarter stream ID and sends it. A
-// datagram too large for the path fails with tunnel.ErrDatagramTooLarge.
+// datagram too large for the path fails with masque.ErrDatagramTooLarge.
 func (d *quicDatagrams) SendDatagram(buf []byte, off int) error {
 	start := capsule.PutVarint(buf, off, d.qsid)
 	err := d.conn.SendDatagram(buf[start:])
 	if tooLarge(err) {
-		return tunnel.ErrDatagramTooLarge
+		return masque.ErrDatagramTooLarge
 	}
 	return err
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/masqued/masqued/client"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // fixedError is a failure with what the user can do about it, in this
@@ -44,9 +44,9 @@ func (o *options) withFix(err error) error {
 		fix = "is anything listening on that UDP port, and does it speak HTTP/3?"
 	case errors.As(err, &pe):
 		switch {
-		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusConnectionRefused):
+		case strings.Contains(pe.ProxyStatus, "error="+masque.StatusConnectionRefused):
 			fix = "the target refused the connection: is anything listening on the target's port?"
-		case strings.Contains(pe.ProxyStatus, "error="+tunnel.StatusIPProhibited) &&
+		case strings.Contains(pe.ProxyStatus, "error="+masque.StatusIPProhibited) &&
 			!strings.Contains(pe.ProxyStatus, "the proxy itself"): // no flag allows that
 			fix = "the proxy refuses loopback and private targets (masqued -allow-private-targets allows them)"
 		}

@@ -29,7 +29,7 @@ import (
 	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxyclient"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
 )
 
@@ -69,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
 	fs.StringVar(&o.originCA, "origin-ca", "", "PEM `file` to trust for the origin (default: system roots and -ca)")
 	fs.StringVar(&o.via, "via", "udp", "`list` of a tunnel (udp: HTTP/3 inside CONNECT-UDP; tcp: HTTP/2 or HTTP/1.1 inside CONNECT)\nand a transport to the proxy (auto: HTTP/3, else HTTP/2 over TCP; h3; h2; h1), e.g. udp,h2")
-	fs.StringVar(&o.template, "udp-template", tunnel.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
+	fs.StringVar(&o.template, "udp-template", masque.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules on the stream, not QUIC datagrams")
 	fs.StringVar(&o.out, "o", "", "write the body to `file` instead of stdout")
 	fs.BoolVar(&o.verbose, "v", false, "report the tunnel, timings and throughput on stderr")

@@ -17,6 +17,7 @@ import (
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
@@ -119,7 +120,7 @@ func TestFetch(t *testing.T) {
 		{"udp default", []string{"fetch", h3 + "/"}, []string{"connect-udp over QUIC datagrams"}},
 		{"udp capsules", []string{"-disable-datagrams", "fetch", h3 + "/"}, []string{"connect-udp over capsules", "HTTP/3.0 200 OK"}},
 		{"udp origin-ca", []string{"-origin-ca", ca, "fetch", h3 + "/"}, []string{"HTTP/3.0 200 OK"}},
-		{"udp template", []string{"-udp-template", tunnel.DefaultUDPTemplate, "fetch", h3}, []string{"HTTP/3.0 200 OK"}},
+		{"udp template", []string{"-udp-template", masque.DefaultUDPTemplate, "fetch", h3}, []string{"HTTP/3.0 200 OK"}},
 		{"tcp https", []string{"-via", "tcp", "fetch", https + "/"}, []string{"tunnel to 127.0.0.1:", ": connect,", "HTTP/2.0 200 OK"}},
 		{"tcp http", []string{"-via", "tcp", "fetch", plain + "/"}, []string{": connect,", "HTTP/1.1 200 OK"}},
 		{"flags after command", []string{"fetch", "-via", "tcp", https + "/"}, []string{"HTTP/2.0 200 OK"}},

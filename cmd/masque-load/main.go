@@ -30,7 +30,7 @@ import (
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxyclient"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
 )
 
@@ -67,7 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required)")
 	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
 	fs.StringVar(&o.via, "via", "auto", "transport to the proxy: auto (HTTP/3, else HTTP/2), h3, h2 or h1")
-	fs.StringVar(&o.template, "udp-template", tunnel.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
+	fs.StringVar(&o.template, "udp-template", masque.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules, not QUIC datagrams")
 	fs.StringVar(&o.authorization, "proxy-authorization", "", "Proxy-Authorization field `value` sent with every tunnel request")
 	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; -tokens tokens are minted before the run")

@@ -18,6 +18,7 @@ import (
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/config"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
 )
 
@@ -61,7 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key PEM `file` (with -tls-cert)")
 	fs.StringVar(&c.certOut, "cert-out", "", "where the self-signed certificate's PEM is kept, its key beside it (cert-key.pem for cert.pem), both reused while valid (`file`; default $XDG_STATE_HOME/masqued/cert.pem or ~/.local/state/masqued/cert.pem)")
 	fs.BoolVar(&c.allowPrivate, "allow-private-targets", false, "allow tunnels to loopback, private and other special-purpose addresses")
-	fs.StringVar(&c.udpTemplate, "udp-template", tunnel.DefaultUDPTemplate, "CONNECT-UDP URI `template`")
+	fs.StringVar(&c.udpTemplate, "udp-template", masque.DefaultUDPTemplate, "CONNECT-UDP URI `template`")
 	fs.IntVar(&c.limits.MaxTunnels, "max-tunnels", 0, "open tunnels in total (0 = unlimited)")
 	fs.IntVar(&c.limits.MaxTunnelsPerConn, "max-tunnels-per-conn", 0, "open tunnels per client connection (0 = the default, 10000)")
 	fs.DurationVar(&c.limits.IdleTimeout, "idle-timeout", 0, "close a tunnel idle this long (0 = the default, 5m)")

@@ -22,6 +22,7 @@ import (
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/restart"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
 )
 
@@ -29,7 +30,7 @@ import (
 // reads a file or parses a value, so that -check-config checks it too.
 type setup struct {
 	logger    *slog.Logger
-	template  *tunnel.Template
+	template  *masque.Template
 	accessLog tunnel.AccessLog
 	cert      tls.Certificate
 	certPath  string
@@ -58,7 +59,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 	if s.accessLog, err = tunnel.ParseAccessLog(c.accessLog); err != nil {
 		return nil, cli.FlagErrorf("access-log", "%w", err)
 	}
-	if s.template, err = tunnel.ParseTemplate(c.udpTemplate); err != nil {
+	if s.template, err = masque.ParseTemplate(c.udpTemplate); err != nil {
 		return nil, cli.FlagErrorf("udp-template", "%q: %w", c.udpTemplate, err)
 	}
 	if c.checkConfig == "" || c.tlsCert != "" || c.tlsKey != "" {

@@ -3,7 +3,7 @@ package proxyclient
 import (
 	"sync"
 
-	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // Packet buffers for the clients' UDP tunnels, pooled so that sending or

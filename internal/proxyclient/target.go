@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // Authority returns the host:port of a proxy URL ("https://host[:port]"),
@@ -24,22 +24,22 @@ func Authority(proxyURL string) (string, error) {
 }
 
 // ParseTemplate parses a CONNECT-UDP URI template; "" is
-// tunnel.DefaultUDPTemplate.
-func ParseTemplate(text string) (*tunnel.Template, error) {
+// masque.DefaultUDPTemplate.
+func ParseTemplate(text string) (*masque.Template, error) {
 	if text == "" {
-		text = tunnel.DefaultUDPTemplate
+		text = masque.DefaultUDPTemplate
 	}
-	return tunnel.ParseTemplate(text)
+	return masque.ParseTemplate(text)
 }
 
 // ExpandUDP returns the CONNECT-UDP request URL for target ("host:port") at
 // the proxy authority.
-func ExpandUDP(tmpl *tunnel.Template, authority, target string) (*url.URL, error) {
+func ExpandUDP(tmpl *masque.Template, authority, target string) (*url.URL, error) {
 	host, port, err := net.SplitHostPort(target)
 	if err != nil {
 		return nil, fmt.Errorf("udp target: %w", err)
 	}
-	t, err := tunnel.NewTarget(host, port)
+	t, err := masque.NewTarget(host, port)
 	if err != nil {
 		return nil, fmt.Errorf("udp target: %w", err)
 	}
@@ -49,7 +49,7 @@ func ExpandUDP(tmpl *tunnel.Template, authority, target string) (*url.URL, error
 // CheckTCPTarget validates a CONNECT target ("host:port") before it goes
 // into a request line.
 func CheckTCPTarget(target string) error {
-	if _, err := tunnel.ParseAuthority(target); err != nil {
+	if _, err := masque.ParseAuthority(target); err != nil {
 		return fmt.Errorf("tcp target: %w", err)
 	}
 	return nil
@@ -77,7 +77,7 @@ func (a Addr) String() string  { return a.Target }
 // it is, its CONNECT-UDP template, and the TLS configuration to verify it.
 type Proxy struct {
 	Authority string // host:port
-	Template  *tunnel.Template
+	Template  *masque.Template
 	TLS       *tls.Config // a copy of the caller's, with ServerName and NextProtos set
 }
 

@@ -15,8 +15,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/masqued/masqued/internal/capsule"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // UDPStream is a CONNECT-UDP request stream after the proxy's 2xx (101 on
@@ -46,7 +46,7 @@ type Datagrams interface {
 	// first), as one datagram. buf[:off] is headroom of UDPHeadroom bytes
 	// that it may overwrite to frame the datagram in place. A datagram too
 	// large for the path fails with an error wrapping
-	// tunnel.ErrDatagramTooLarge.
+	// masque.ErrDatagramTooLarge.
 	SendDatagram(buf []byte, off int) error
 }
 
@@ -65,7 +65,7 @@ type Datagrams interface {
 // beyond a full queue, and sent ones that fit a UDP payload but not the
 // path to the proxy, as a network drops them (so that the path-MTU probes
 // of a QUIC connection inside the tunnel never end it). A WriteTo of more
-// than tunnel.MaxUDPPayload bytes, which no UDP packet can carry, fails
+// than masque.MaxUDPPayload bytes, which no UDP packet can carry, fails
 // with an error wrapping syscall.EMSGSIZE, as a UDP socket's does.
 //
 // Once the proxy has ended the tunnel because its target refused the
@@ -142,7 +142,7 @@ func (u *UDPConn) Start() {
 func (u *UDPConn) readCapsules() {
 	defer u.pump.Done()
 	cr := capsule.NewReader(bufio.NewReaderSize(u.stream, capsuleReadBuf))
-	buf := make([]byte, 8+tunnel.MaxUDPPayload) // room for the Context ID
+	buf := make([]byte, 8+masque.MaxUDPPayload) // room for the Context ID
 	for {
 		n, err := cr.ReadDatagram(buf)
 		if errors.Is(err, capsule.ErrTooLarge) {
@@ -236,7 +236,7 @@ func (u *UDPConn) take(p []byte, pkt packet) int {
 // one target. It does not wait for the target, only for the stream's flow
 // control when capsules carry the packets.
 func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
-	if len(p) > tunnel.MaxUDPPayload {
+	if len(p) > masque.MaxUDPPayload {
 		return 0, &net.OpError{Op: "write", Net: "udp", Source: u.local, Addr: u.remote, Err: errMsgSize}
 	}
 	if u.tunnelDone.Err() != nil {
@@ -247,7 +247,7 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	var err error
 	if u.datagrams != nil {
 		err = u.datagrams.SendDatagram(*b, UDPHeadroom)
-		if errors.Is(err, tunnel.ErrDatagramTooLarge) {
+		if errors.Is(err, masque.ErrDatagramTooLarge) {
 			u.dropped.Add(1)
 			return len(p), nil
 		}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // tcpStream is a UDP tunnel's stream on a real loopback TCP connection, as
@@ -76,8 +76,8 @@ func TestUDPConnAllocs(t *testing.T) {
 // more fails as on a UDP socket, with EMSGSIZE, and the tunnel lives on.
 func TestUDPConnPayloadSizes(t *testing.T) {
 	u := echoTunnel(t)
-	buf := make([]byte, tunnel.MaxUDPPayload+1)
-	largest := bytes.Repeat([]byte{'L'}, tunnel.MaxUDPPayload)
+	buf := make([]byte, masque.MaxUDPPayload+1)
+	largest := bytes.Repeat([]byte{'L'}, masque.MaxUDPPayload)
 	if got := roundTrip(t, u, largest, buf); !bytes.Equal(got, largest) {
 		t.Fatalf("the largest payload came back as %d bytes", len(got))
 	}

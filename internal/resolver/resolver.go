@@ -351,7 +351,7 @@ func (e cacheEntry) result(name, server string) ([]netip.Addr, error) {
 }
 
 // rcodeError is the response code of an answer that is an error, such as
-// REFUSED, for the rcode parameter of Proxy-Status (tunnel.StatusOf).
+// REFUSED, for the rcode parameter of Proxy-Status (masque.StatusOf).
 type rcodeError string
 
 func (e rcodeError) Error() string    { return "DNS response code " + string(e) }

@@ -24,6 +24,7 @@ import (
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -276,11 +277,11 @@ func TestLookupErrors(t *testing.T) {
 		host, kind, rcode string
 		status            int
 	}{
-		{"missing.test", tunnel.StatusDNSError, "NXDOMAIN", http.StatusBadGateway},
-		{"fail.test", tunnel.StatusDNSError, "SERVFAIL", http.StatusBadGateway},
-		{"refused.test", tunnel.StatusDNSError, "REFUSED", http.StatusBadGateway},
-		{"silent.test", tunnel.StatusDNSTimeout, "", http.StatusGatewayTimeout},
-		{"not..a.name", tunnel.StatusDNSError, "NXDOMAIN", http.StatusBadGateway},
+		{"missing.test", masque.StatusDNSError, "NXDOMAIN", http.StatusBadGateway},
+		{"fail.test", masque.StatusDNSError, "SERVFAIL", http.StatusBadGateway},
+		{"refused.test", masque.StatusDNSError, "REFUSED", http.StatusBadGateway},
+		{"silent.test", masque.StatusDNSTimeout, "", http.StatusGatewayTimeout},
+		{"not..a.name", masque.StatusDNSError, "NXDOMAIN", http.StatusBadGateway},
 	} {
 		_, err := r.LookupNetIP(ctx, "ip", tc.host)
 		var de *net.DNSError
@@ -288,7 +289,7 @@ func TestLookupErrors(t *testing.T) {
 			t.Errorf("%s: error %v is not a *net.DNSError", tc.host, err)
 			continue
 		}
-		status, e := tunnel.StatusOf(err)
+		status, e := masque.StatusOf(err)
 		if status != tc.status || e.Kind != tc.kind || tc.rcode != "" && e.Rcode != tc.rcode {
 			t.Errorf("%s: %d %s rcode %q, want %d %s %q (%v)", tc.host, status, e.Kind, e.Rcode, tc.status, tc.kind, tc.rcode, err)
 		}
@@ -357,8 +358,8 @@ func TestNoRebinding(t *testing.T) {
 				}
 				tun, err := f.Open(testnet.Context(t, 10*time.Second), req, kind, target, nil)
 				if !allow {
-					status, e := tunnel.StatusOf(err)
-					if status != http.StatusForbidden || e.Kind != tunnel.StatusIPProhibited {
+					status, e := masque.StatusOf(err)
+					if status != http.StatusForbidden || e.Kind != masque.StatusIPProhibited {
 						t.Errorf("evil.test → 127.0.0.1 without the opt-in: %v", err)
 					}
 					continue

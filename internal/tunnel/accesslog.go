@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/masqued/masqued/masque"
 )
 
 // AccessLog says what the access log records: one line per tunnel, written
@@ -49,8 +51,8 @@ type accessEntry struct {
 	proxyStatus string // the RFC 9209 error of a refusal, or of a tunnel that failed after its 2xx
 	start       time.Time
 	up, down    int64
-	peer        string // "" unless AccessLogClient
-	dest        Target // zero unless AccessLogTarget
+	peer        string        // "" unless AccessLogClient
+	dest        masque.Target // zero unless AccessLogTarget
 }
 
 // logAccess writes e's line, with the one address the configuration
@@ -84,12 +86,12 @@ func (p *Proxy) logAccess(e accessEntry) {
 }
 
 // addresses returns what of r's client and target the access log may hold.
-func (p *Proxy) addresses(r *http.Request, target Target) (peer string, dest Target) {
+func (p *Proxy) addresses(r *http.Request, target masque.Target) (peer string, dest masque.Target) {
 	switch p.cfg.AccessLog {
 	case AccessLogClient:
-		return r.RemoteAddr, Target{}
+		return r.RemoteAddr, masque.Target{}
 	case AccessLogTarget:
 		return "", target
 	}
-	return "", Target{}
+	return "", masque.Target{}
 }

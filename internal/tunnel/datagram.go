@@ -6,12 +6,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
-	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // DatagramConn carries a UDP tunnel's HTTP Datagrams (RFC 9297) on the
@@ -25,35 +25,13 @@ type DatagramConn interface {
 	// SendDatagram sends buf[off:] as one HTTP Datagram. buf[:off] is
 	// headroom of at least capsule.MaxHeaderLen bytes that the implementation
 	// may overwrite to frame the datagram in place. If the datagram cannot
-	// fit the transport, it returns an error wrapping ErrDatagramTooLarge and
+	// fit the transport, it returns an error wrapping masque.ErrDatagramTooLarge and
 	// the caller drops it.
 	SendDatagram(buf []byte, off int) error
 }
 
-// ErrDatagramTooLarge reports a datagram that a transport cannot carry, such
-// as a QUIC DATAGRAM frame larger than the path allows. It is a drop, not a
-// failure of the tunnel: on the proxy's side of a tunnel (DatagramConn) and on
-// the client's (proxyclient.UDPConn) alike.
-var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
-
-// ErrTargetRefused ends a UDP tunnel whose target refused its packets (ICMP
-// port unreachable, ECONNREFUSED on the connected socket) before it ever sent
-// one back: most likely nothing listens on that port, and the client's
-// protocol inside the tunnel would otherwise wait out its own timeout to
-// learn it. After the 2xx no Proxy-Status can say so (RFC 9114 §4.4 allows
-// only DATA frames on a CONNECT stream), so fronts tell the client by how
-// the stream ends (see RefusedEnder); the access log and
-// masqued_tunnel_errors_total record connection_refused.
-//
-// Once the target has sent anything back, a refusal is a counted write_error
-// drop and the tunnel lives on: a target that restarts must not end a
-// working tunnel, and a forged ICMP error can then end none. Compare with
-// errors.Is; never modify it.
-var ErrTargetRefused = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusConnectionRefused,
-	Details: "the target answered with ICMP port unreachable", Err: syscall.ECONNREFUSED}
-
 // RefusedEnder is implemented by a Stream whose transport can end a tunnel
-// so that its client tells "the target refused" (ErrTargetRefused) from any
+// so that its client tells "the target refused" (masque.ErrTargetRefused) from any
 // other failure. A Stream without it is aborted for that as for the others.
 type RefusedEnder interface {
 	// EndRefused ends both directions and unblocks pending Read and Write
@@ -81,7 +59,7 @@ type udpRelay struct {
 	seen   activity
 	max    int // Limits.MaxUDPPayload
 	// answered is set once the target has sent a packet: from then on an
-	// ICMP refusal is a drop, not the tunnel's end (see ErrTargetRefused).
+	// ICMP refusal is a drop, not the tunnel's end (see masque.ErrTargetRefused).
 	answered atomic.Bool
 }
 
@@ -92,7 +70,7 @@ type udpRelay struct {
 // nil. Datagrams with an unknown Context ID, too large to forward, or refused
 // by a target that has answered before are dropped and counted; they never
 // end the tunnel. A target that refuses packets before it has sent any ends
-// the tunnel with ErrTargetRefused.
+// the tunnel with masque.ErrTargetRefused.
 func (t *Tunnel) relayDatagrams(client Stream, dc DatagramConn) error {
 	relay := &udpRelay{t: t, client: client, dc: dc, max: t.f.p.limits.MaxUDPPayload}
 	if uc, ok := t.target.(*net.UDPConn); ok {
@@ -145,8 +123,8 @@ func (t *Tunnel) relayDatagrams(client Stream, dc DatagramConn) error {
 	if idled.Load() {
 		return errIdle
 	}
-	if errors.Is(first, ErrTargetRefused) {
-		t.failed(ErrTargetRefused.Kind)
+	if errors.Is(first, masque.ErrTargetRefused) {
+		t.failed(masque.ErrTargetRefused.Kind)
 	}
 	return first
 }
@@ -154,18 +132,18 @@ func (t *Tunnel) relayDatagrams(client Stream, dc DatagramConn) error {
 // endClient ends a failed tunnel's client stream: with EndRefused for a
 // refused target where the stream has it, else with Abort.
 func endClient(client Stream, err error) error {
-	if re, ok := client.(RefusedEnder); ok && errors.Is(err, ErrTargetRefused) {
+	if re, ok := client.(RefusedEnder); ok && errors.Is(err, masque.ErrTargetRefused) {
 		return re.EndRefused()
 	}
 	return client.Abort()
 }
 
 // refused handles an ECONNREFUSED from the target socket, the report of an
-// ICMP error for an earlier packet: ErrTargetRefused if the target has never
+// ICMP error for an earlier packet: masque.ErrTargetRefused if the target has never
 // answered, else a counted drop (nil).
 func (relay *udpRelay) refused() error {
 	if !relay.answered.Load() {
-		return ErrTargetRefused
+		return masque.ErrTargetRefused
 	}
 	relay.t.counters.drop(DropWriteError)
 	return nil
@@ -252,7 +230,7 @@ func (relay *udpRelay) fromDatagrams(ctx context.Context) error {
 }
 
 // forward sends one HTTP Datagram payload from the client to the target. It
-// fails only with ErrTargetRefused; every other problem is a counted drop.
+// fails only with masque.ErrTargetRefused; every other problem is a counted drop.
 func (relay *udpRelay) forward(b []byte) error {
 	relay.seen.touch()
 	payload, err := capsule.SplitContext(b)
@@ -336,7 +314,7 @@ func (relay *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byt
 			continue
 		}
 		relay.seen.touch()
-		if err := relay.send(buf[:off+n], off-1); errors.Is(err, ErrDatagramTooLarge) {
+		if err := relay.send(buf[:off+n], off-1); errors.Is(err, masque.ErrDatagramTooLarge) {
 			relay.t.counters.drop(DropTooLarge)
 			continue
 		} else if err != nil {

@@ -7,8 +7,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/masqued/masqued/internal/capsule"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // chanDatagrams is a DatagramConn over channels of reused buffers: it stands
@@ -58,7 +59,7 @@ func datagramRoundTrip(tb testing.TB) func() {
 	echo := testnet.UDPEcho(tb, testnet.IPv4)
 	r := &http.Request{Method: http.MethodConnect, URL: &url.URL{}, Header: http.Header{}}
 	tun, err := p.Front("test").Open(context.Background(), r, KindUDP,
-		Target{Host: testnet.IPv4, Port: uint16(echo.Port)}, nil)
+		masque.Target{Host: testnet.IPv4, Port: uint16(echo.Port)}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -14,9 +14,10 @@ import (
 
 	"github.com/quic-go/quic-go/quicvarint"
 
-	"github.com/masqued/masqued/internal/capsule"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // capsuleRelay is a UDP tunnel in capsule mode: DATAGRAM capsules on a real
@@ -246,7 +247,7 @@ func (s refusedStream) EndRefused() error {
 
 // TestRelayDatagramsTargetRefused: a target that refuses the tunnel's
 // packets (ICMP port unreachable) before it has sent any ends the tunnel
-// with ErrTargetRefused, through the stream's EndRefused, and the tunnel is
+// with masque.ErrTargetRefused, through the stream's EndRefused, and the tunnel is
 // counted and logged as connection_refused.
 func TestRelayDatagramsTargetRefused(t *testing.T) {
 	for _, host := range []string{testnet.IPv4, testnet.IPv6} {
@@ -281,11 +282,11 @@ func TestRelayDatagramsTargetRefused(t *testing.T) {
 					t.Fatal("Relay did not end on a target that refuses its packets")
 				}
 			}
-			if !errors.Is(err, tunnel.ErrTargetRefused) {
+			if !errors.Is(err, masque.ErrTargetRefused) {
 				t.Fatalf("Relay = %v, want ErrTargetRefused", err)
 			}
-			if _, e := tunnel.StatusOf(err); e.Kind != tunnel.StatusConnectionRefused {
-				t.Errorf("StatusOf(%v) kind %q, want %q", err, e.Kind, tunnel.StatusConnectionRefused)
+			if _, e := masque.StatusOf(err); e.Kind != masque.StatusConnectionRefused {
+				t.Errorf("StatusOf(%v) kind %q, want %q", err, e.Kind, masque.StatusConnectionRefused)
 			}
 			if how := <-stream.how; how != "refused" {
 				t.Errorf("the relay ended the stream with %s, want EndRefused", how)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 func addrPort(a *net.TCPAddr) netip.AddrPort { return a.AddrPort() }
@@ -86,7 +87,7 @@ func TestHappyEyeballsDeadline(t *testing.T) {
 	defer cancel()
 	var d tunnel.NetDialer
 	_, err := d.DialFrom(ctx, "tcp", []netip.AddrPort{addrPort(hole6), addrPort(hole4)}, tunnel.Source{})
-	if status, e := tunnel.StatusOf(err); status != 504 || e.Kind != tunnel.StatusConnectionTimeout {
+	if status, e := masque.StatusOf(err); status != 504 || e.Kind != masque.StatusConnectionTimeout {
 		t.Errorf("%d %s (%v), want 504 connection_timeout", status, e.Kind, err)
 	}
 }

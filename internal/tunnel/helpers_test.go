@@ -14,6 +14,7 @@ import (
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -80,7 +81,7 @@ func (p *testProxy) metric(t testing.TB, name string, labels map[string]string) 
 // openTarget parses target and opens a tunnel to it through the "test" front.
 func openTarget(t testing.TB, p *testProxy, kind tunnel.Kind, target string, conn *tunnel.ConnState) (*tunnel.Tunnel, error) {
 	t.Helper()
-	tgt, err := tunnel.ParseAuthority(target)
+	tgt, err := masque.ParseAuthority(target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,12 +224,12 @@ func dnsAnswer(query []byte, zone map[string][]netip.Addr) ([]byte, error) {
 }
 
 // wantStatus fails unless err maps to status and kind.
-func wantStatus(t testing.TB, err error, status int, kind string) *tunnel.Error {
+func wantStatus(t testing.TB, err error, status int, kind string) *masque.Error {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("no error, want %d %s", status, kind)
 	}
-	got, e := tunnel.StatusOf(err)
+	got, e := masque.StatusOf(err)
 	if got != status || e.Kind != kind {
 		t.Fatalf("%v maps to %d %s, want %d %s", err, got, e.Kind, status, kind)
 	}

@@ -6,10 +6,18 @@ import (
 	"testing"
 )
 
-// TestLayering keeps imports pointing one way (cmd → fronts → core): the core
-// must not know its transport, and nothing the proxy runs may import the
-// interop suite.
+// TestLayering keeps imports pointing one way (cmd → fronts → core →
+// masque): the core must not know its transport, the shared MASQUE
+// vocabulary must not pull in the server, and nothing the proxy runs may
+// import the interop suite.
 func TestLayering(t *testing.T) {
+	// serverSide is what client-side packages must not import.
+	serverSide := []string{
+		"github.com/masqued/masqued/internal/tunnel",
+		"github.com/masqued/masqued/h3proxy",
+		"github.com/masqued/masqued/h2proxy",
+		"github.com/prometheus",
+	}
 	rules := []struct {
 		pkg       string
 		forbidden []string
@@ -20,10 +28,12 @@ func TestLayering(t *testing.T) {
 			"github.com/quic-go/quic-go/http3",
 			"golang.org/x/net/http2",
 		}},
-		{"github.com/masqued/masqued/internal/capsule", []string{
-			"github.com/masqued/masqued/internal/tunnel",
+		// The public vocabulary is what clients build on: it knows neither
+		// the server core nor its metrics nor a front.
+		{"github.com/masqued/masqued/masque", serverSide},
+		{"github.com/masqued/masqued/masque/capsule", append([]string{
 			"github.com/quic-go/quic-go/http3",
-		}},
+		}, serverSide...)},
 		{"github.com/masqued/masqued/h3proxy", []string{
 			"github.com/masqued/masqued/interop",
 			"github.com/masqued/masqued/h2proxy",

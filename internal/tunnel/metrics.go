@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/masqued/masqued/masque"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -164,7 +165,7 @@ func (m *Metrics) countAuth(err error) {
 	}
 	result := AuthAdmitted
 	if err != nil {
-		switch status, _ := StatusOf(err); status {
+		switch status, _ := masque.StatusOf(err); status {
 		case http.StatusProxyAuthRequired, http.StatusUnauthorized:
 			result = AuthChallenged
 		case http.StatusTooManyRequests:

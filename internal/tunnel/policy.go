@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+
+	"github.com/masqued/masqued/masque"
 )
 
 // Policy decides which resolved addresses a tunnel may reach. It is applied to
@@ -120,8 +122,8 @@ func isSpecial(a netip.Addr) bool {
 	return false
 }
 
-func prohibited(details string) *Error {
-	return &Error{HTTPStatus: http.StatusForbidden, Kind: StatusIPProhibited, Details: details}
+func prohibited(details string) *masque.Error {
+	return &masque.Error{HTTPStatus: http.StatusForbidden, Kind: masque.StatusIPProhibited, Details: details}
 }
 
 // LocalAddrs returns the addresses of this host's interfaces, for Policy.Self.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // These addresses are values in a table: nothing is sent to them.
@@ -61,7 +62,7 @@ var publicAddrs = []struct{ name, addr string }{
 
 func wantProhibited(t testing.TB, err error) {
 	t.Helper()
-	wantStatus(t, err, http.StatusForbidden, tunnel.StatusIPProhibited)
+	wantStatus(t, err, http.StatusForbidden, masque.StatusIPProhibited)
 }
 
 func TestPolicyCheck(t *testing.T) {
@@ -152,8 +153,8 @@ func TestPolicySelfPorts(t *testing.T) {
 
 func TestPolicyErrorIsTunnelError(t *testing.T) {
 	var zero tunnel.Policy
-	var te *tunnel.Error
+	var te *masque.Error
 	if err := zero.Check(netip.MustParseAddrPort("127.0.0.1:80")); !errors.As(err, &te) || te.Details == "" {
-		t.Fatalf("Check = %v, want a *tunnel.Error with details", err)
+		t.Fatalf("Check = %v, want a *masque.Error with details", err)
 	}
 }

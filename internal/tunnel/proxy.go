@@ -6,9 +6,11 @@
 // into a call to Front.Open, answers with the status Open's error maps to (see
 // WriteError), and hands the established stream, plus a DatagramConn where the
 // transport has one, to Tunnel.Relay. The core
-// parses targets and URI templates, authenticates, enforces limits and the
-// SSRF policy, resolves and dials, and relays, counting every drop. It never
-// listens on its own and does not import any front.
+// matches requests against the URI template (targets, templates and
+// Proxy-Status errors are package masque's, which clients share),
+// authenticates, enforces limits and the SSRF policy, resolves and dials,
+// and relays, counting every drop. It never listens on its own and does not
+// import any front.
 package tunnel
 
 import (
@@ -23,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/masqued/masqued/masque"
 )
 
 // Kind is the kind of a tunnel.
@@ -43,15 +47,6 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// ProtocolConnectUDP is the :protocol (HTTP/2, HTTP/3) and Upgrade
-// (HTTP/1.1) token of CONNECT-UDP.
-const ProtocolConnectUDP = "connect-udp"
-
-// MaxUDPPayload is the largest payload a UDP packet can carry (RFC 768: a
-// 16-bit length, less the 8-byte header), and so the most any side of a
-// CONNECT-UDP tunnel relays in one datagram.
-const MaxUDPPayload = 65527
-
 // Limits bound what clients can make the proxy hold. Zero fields take the
 // defaults documented on each.
 type Limits struct {
@@ -59,7 +54,7 @@ type Limits struct {
 	MaxTunnelsPerConn int           // open tunnels per client connection; 0 = 10000
 	IdleTimeout       time.Duration // tunnel without traffic either way; 0 = 5 minutes
 	DialTimeout       time.Duration // resolve and connect to a target; 0 = 10 seconds
-	MaxUDPPayload     int           // largest UDP payload relayed; 0 = 16384, at most MaxUDPPayload
+	MaxUDPPayload     int           // largest UDP payload relayed; 0 = 16384, at most masque.MaxUDPPayload
 }
 
 func (l Limits) withDefaults() Limits {
@@ -75,19 +70,19 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxUDPPayload == 0 {
 		l.MaxUDPPayload = 16384
 	}
-	l.MaxUDPPayload = min(l.MaxUDPPayload, MaxUDPPayload)
+	l.MaxUDPPayload = min(l.MaxUDPPayload, masque.MaxUDPPayload)
 	return l
 }
 
 // Config configures a Proxy. The zero Config is a safe proxy with the default
 // UDP template, the system resolver, no authentication and default limits.
 type Config struct {
-	Identity string        // proxy name in Proxy-Status, a Structured Field token; "" = "masqued"
-	Template *Template     // CONNECT-UDP template; nil = DefaultUDPTemplate
-	Policy   Policy        // which targets may be reached
-	Resolver Resolver      // nil = net.DefaultResolver
-	Dialer   Dialer        // nil = &NetDialer{}
-	Auth     Authenticator // nil = admit every request
+	Identity string           // proxy name in Proxy-Status, a Structured Field token; "" = "masqued"
+	Template *masque.Template // CONNECT-UDP template; nil = masque.DefaultUDPTemplate
+	Policy   Policy           // which targets may be reached
+	Resolver Resolver         // nil = net.DefaultResolver
+	Dialer   Dialer           // nil = &NetDialer{}
+	Auth     Authenticator    // nil = admit every request
 	Limits   Limits
 	Metrics  *Metrics     // nil = not counted
 	Logger   *slog.Logger // nil = silent
@@ -122,11 +117,11 @@ func New(c Config) (*Proxy, error) {
 	if c.Identity == "" {
 		c.Identity = "masqued"
 	}
-	if !isSFToken(c.Identity) {
+	if !masque.ValidIdentity(c.Identity) {
 		return nil, fmt.Errorf("tunnel: identity %q is not a Structured Field token (RFC 8941 §3.3.4), as the first member of Proxy-Status must be", c.Identity)
 	}
 	if c.Template == nil {
-		t, err := ParseTemplate(DefaultUDPTemplate)
+		t, err := masque.ParseTemplate(masque.DefaultUDPTemplate)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +148,7 @@ func New(c Config) (*Proxy, error) {
 func (p *Proxy) Identity() string { return p.cfg.Identity }
 
 // Template is the CONNECT-UDP URI template.
-func (p *Proxy) Template() *Template { return p.cfg.Template }
+func (p *Proxy) Template() *masque.Template { return p.cfg.Template }
 
 // Limits returns the limits in force, defaults applied.
 func (p *Proxy) Limits() Limits { return p.limits }
@@ -196,10 +191,10 @@ type ConnState struct {
 	authed atomic.Bool // a request passed Auth (see Config.AuthPerConn)
 }
 
-// WriteError answers a failed tunnel request (see the package-level
-// WriteError) and counts it.
+// WriteError answers a failed tunnel request (see masque.WriteError) and
+// counts it.
 func (f *Front) WriteError(w http.ResponseWriter, err error) {
-	e := WriteError(w, f.p.cfg.Identity, err)
+	e := masque.WriteError(w, f.p.cfg.Identity, err)
 	f.p.cfg.Metrics.countError(f.name, e.Kind)
 	f.p.cfg.Logger.Debug("tunnel refused", "front", f.name, "status", e.Kind, "details", e.Details)
 }
@@ -207,27 +202,27 @@ func (f *Front) WriteError(w http.ResponseWriter, err error) {
 // ParseRequest classifies r and extracts its target. protocol is the
 // extended-CONNECT :protocol, or the Upgrade token of an HTTP/1.1 request,
 // and "" for neither.
-func (f *Front) ParseRequest(r *http.Request, protocol string) (Kind, Target, error) {
+func (f *Front) ParseRequest(r *http.Request, protocol string) (Kind, masque.Target, error) {
 	switch {
-	case protocol == ProtocolConnectUDP:
+	case protocol == masque.ProtocolConnectUDP:
 		if r.Method != http.MethodConnect && !(r.Method == http.MethodGet && r.ProtoMajor == 1) {
-			return 0, Target{}, badRequest("connect-udp needs extended CONNECT, or GET with Upgrade on HTTP/1.1", nil)
+			return 0, masque.Target{}, masque.BadRequest("connect-udp needs extended CONNECT, or GET with Upgrade on HTTP/1.1", nil)
 		}
 		if r.URL.Scheme != "" && r.URL.Scheme != "https" {
-			return 0, Target{}, badRequest("connect-udp needs the https scheme", nil)
+			return 0, masque.Target{}, masque.BadRequest("connect-udp needs the https scheme", nil)
 		}
 		t, err := f.p.cfg.Template.Match(r.URL.RequestURI())
 		return KindUDP, t, err
 	case protocol != "":
-		return 0, Target{}, badRequest("unsupported protocol "+protocolName(protocol), nil)
+		return 0, masque.Target{}, masque.BadRequest("unsupported protocol "+protocolName(protocol), nil)
 	case r.Method == http.MethodConnect:
-		t, err := ParseAuthority(r.Host)
+		t, err := masque.ParseAuthority(r.Host)
 		return KindTCP, t, err
 	}
 	if _, err := f.p.cfg.Template.Match(r.URL.RequestURI()); err == nil {
-		return 0, Target{}, badRequest("connect-udp needs extended CONNECT with :protocol connect-udp", nil)
+		return 0, masque.Target{}, masque.BadRequest("connect-udp needs extended CONNECT with :protocol connect-udp", nil)
 	}
-	return 0, Target{}, &Error{HTTPStatus: http.StatusMethodNotAllowed, Kind: StatusHTTPRequestError,
+	return 0, masque.Target{}, &masque.Error{HTTPStatus: http.StatusMethodNotAllowed, Kind: masque.StatusHTTPRequestError,
 		Details: "this proxy serves CONNECT and CONNECT-UDP only"}
 }
 
@@ -248,11 +243,11 @@ func protocolName(s string) string {
 // policy and dials. On success the caller answers 2xx (101 on HTTP/1.1),
 // relays with the returned Tunnel and closes it. On failure it answers
 // WriteError(err). conn is the client connection's state.
-func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Target, conn *ConnState) (_ *Tunnel, err error) {
+func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target masque.Target, conn *ConnState) (_ *Tunnel, err error) {
 	start := time.Now()
 	defer func() {
 		if err != nil {
-			status, e := StatusOf(err)
+			status, e := masque.StatusOf(err)
 			peer, dest := f.p.addresses(r, target)
 			f.p.logAccess(accessEntry{front: f.name, kind: kind, status: status, proxyStatus: e.Kind, start: start, peer: peer, dest: dest})
 		}
@@ -293,7 +288,7 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Tar
 			t.target, err = f.p.cfg.Dialer.Dial(ctx, network, addrs, r)
 		}
 		if detail != "" {
-			t.header = http.Header{"Proxy-Status": {f.p.cfg.Identity + "; details=" + sfString(detail)}}
+			t.header = http.Header{"Proxy-Status": {masque.ProxyStatus(f.p.cfg.Identity, &masque.Error{Details: detail})}}
 		}
 	}
 	if err != nil {
@@ -309,7 +304,7 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target Tar
 }
 
 // resolve returns target's addresses that the policy allows.
-func (p *Proxy) resolve(ctx context.Context, target Target) ([]netip.AddrPort, error) {
+func (p *Proxy) resolve(ctx context.Context, target masque.Target) ([]netip.AddrPort, error) {
 	var ips []netip.Addr
 	if a, ok := target.Addr(); ok {
 		ips = []netip.Addr{a}
@@ -334,7 +329,7 @@ func (p *Proxy) resolve(ctx context.Context, target Target) ([]netip.AddrPort, e
 	}
 	if len(allowed) == 0 {
 		if refusal == nil {
-			refusal = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusDestinationNotFound, Details: "name has no addresses"}
+			refusal = &masque.Error{HTTPStatus: http.StatusBadGateway, Kind: masque.StatusDestinationNotFound, Details: "name has no addresses"}
 		}
 		return nil, refusal
 	}
@@ -356,7 +351,7 @@ type Tunnel struct {
 	kind     Kind
 	start    time.Time
 	status   int
-	dest     Target
+	dest     masque.Target
 	peer     string
 	up, down atomic.Int64 // payload bytes
 	failure  string       // RFC 9209 error the tunnel ended with after its 2xx; set before Close
@@ -371,7 +366,7 @@ type Tunnel struct {
 // datagram is dropped and counted, never the tunnel's end. Either ends when
 // the client ends its stream, a side fails, or the tunnel is idle for
 // Limits.IdleTimeout; on failure client is aborted (with RefusedEnder's
-// EndRefused for ErrTargetRefused), so that nothing stays blocked. Relay is
+// EndRefused for masque.ErrTargetRefused), so that nothing stays blocked. Relay is
 // the one place that logs why a tunnel ended (at debug level; the access log
 // line is Close's). It returns the error that ended the tunnel, nil for a
 // clean end.
@@ -425,7 +420,7 @@ func (t *Tunnel) acquire() error {
 	if n := p.open.Add(1); p.limits.MaxTunnels > 0 && n > int64(p.limits.MaxTunnels) {
 		p.open.Add(-1)
 		p.cfg.Metrics.CountLimit(LimitTunnels)
-		return &Error{HTTPStatus: http.StatusServiceUnavailable, Kind: StatusConnectionLimit,
+		return &masque.Error{HTTPStatus: http.StatusServiceUnavailable, Kind: masque.StatusConnectionLimit,
 			Details: "the proxy's tunnel limit is reached", Err: errTooManyTunnels}
 	}
 	if t.conn != nil {
@@ -433,7 +428,7 @@ func (t *Tunnel) acquire() error {
 			t.conn.open.Add(-1)
 			p.open.Add(-1)
 			p.cfg.Metrics.CountLimit(LimitTunnelsPerConn)
-			return &Error{HTTPStatus: http.StatusTooManyRequests, Kind: StatusConnectionLimit,
+			return &masque.Error{HTTPStatus: http.StatusTooManyRequests, Kind: masque.StatusConnectionLimit,
 				Details: "too many tunnels on this connection", Err: errTooManyTunnels}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // request builds a request as a front hands it to the core: uri is the
@@ -33,23 +34,23 @@ func request(method string, protoMajor int, scheme, host, uri string) *http.Requ
 func TestParseRequest(t *testing.T) {
 	f := newProxy(t, tunnel.Config{}).Front("test")
 	const udpPath = "/.well-known/masque/udp/192.0.2.1/53/"
-	udpTarget := tunnel.Target{Host: "192.0.2.1", Port: 53}
-	tcpTarget := tunnel.Target{Host: "example.com", Port: 443}
+	udpTarget := masque.Target{Host: "192.0.2.1", Port: 53}
+	tcpTarget := masque.Target{Host: "example.com", Port: 443}
 	good := []struct {
 		name     string
 		r        *http.Request
 		protocol string
 		kind     tunnel.Kind
-		target   tunnel.Target
+		target   masque.Target
 	}{
 		{"CONNECT on HTTP/1.1", request("CONNECT", 1, "", "example.com:443", ""), "", tunnel.KindTCP, tcpTarget},
 		{"CONNECT on HTTP/2", request("CONNECT", 2, "", "example.com:443", ""), "", tunnel.KindTCP, tcpTarget},
-		{"CONNECT to IPv6", request("CONNECT", 3, "", "[2001:db8::1]:443", ""), "", tunnel.KindTCP, tunnel.Target{Host: "2001:db8::1", Port: 443}},
-		{"extended CONNECT on HTTP/3", request("CONNECT", 3, "", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, tunnel.KindUDP, udpTarget},
-		{"extended CONNECT on HTTP/2", request("CONNECT", 2, "https", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, tunnel.KindUDP, udpTarget},
+		{"CONNECT to IPv6", request("CONNECT", 3, "", "[2001:db8::1]:443", ""), "", tunnel.KindTCP, masque.Target{Host: "2001:db8::1", Port: 443}},
+		{"extended CONNECT on HTTP/3", request("CONNECT", 3, "", "proxy.test", udpPath), masque.ProtocolConnectUDP, tunnel.KindUDP, udpTarget},
+		{"extended CONNECT on HTTP/2", request("CONNECT", 2, "https", "proxy.test", udpPath), masque.ProtocolConnectUDP, tunnel.KindUDP, udpTarget},
 		{"extended CONNECT to IPv6", request("CONNECT", 3, "https", "proxy.test", "/.well-known/masque/udp/2001%3Adb8%3A%3A1/443/"),
-			tunnel.ProtocolConnectUDP, tunnel.KindUDP, tunnel.Target{Host: "2001:db8::1", Port: 443}},
-		{"GET Upgrade on HTTP/1.1", request("GET", 1, "", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, tunnel.KindUDP, udpTarget},
+			masque.ProtocolConnectUDP, tunnel.KindUDP, masque.Target{Host: "2001:db8::1", Port: 443}},
+		{"GET Upgrade on HTTP/1.1", request("GET", 1, "", "proxy.test", udpPath), masque.ProtocolConnectUDP, tunnel.KindUDP, udpTarget},
 	}
 	for _, tt := range good {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,12 +68,12 @@ func TestParseRequest(t *testing.T) {
 	}{
 		{"CONNECT without port", request("CONNECT", 2, "", "example.com", ""), "", 400},
 		{"CONNECT to port 0", request("CONNECT", 1, "", "example.com:0", ""), "", 400},
-		{"GET connect-udp on HTTP/2", request("GET", 2, "https", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, 400},
-		{"GET connect-udp on HTTP/3", request("GET", 3, "https", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, 400},
-		{"POST connect-udp on HTTP/1.1", request("POST", 1, "", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, 400},
-		{"connect-udp with http scheme", request("CONNECT", 2, "http", "proxy.test", udpPath), tunnel.ProtocolConnectUDP, 400},
-		{"connect-udp off the template", request("CONNECT", 3, "https", "proxy.test", "/masque/192.0.2.1/53/"), tunnel.ProtocolConnectUDP, 400},
-		{"connect-udp with a bad target", request("CONNECT", 3, "https", "proxy.test", "/.well-known/masque/udp/ex%2Fa/53/"), tunnel.ProtocolConnectUDP, 400},
+		{"GET connect-udp on HTTP/2", request("GET", 2, "https", "proxy.test", udpPath), masque.ProtocolConnectUDP, 400},
+		{"GET connect-udp on HTTP/3", request("GET", 3, "https", "proxy.test", udpPath), masque.ProtocolConnectUDP, 400},
+		{"POST connect-udp on HTTP/1.1", request("POST", 1, "", "proxy.test", udpPath), masque.ProtocolConnectUDP, 400},
+		{"connect-udp with http scheme", request("CONNECT", 2, "http", "proxy.test", udpPath), masque.ProtocolConnectUDP, 400},
+		{"connect-udp off the template", request("CONNECT", 3, "https", "proxy.test", "/masque/192.0.2.1/53/"), masque.ProtocolConnectUDP, 400},
+		{"connect-udp with a bad target", request("CONNECT", 3, "https", "proxy.test", "/.well-known/masque/udp/ex%2Fa/53/"), masque.ProtocolConnectUDP, 400},
 		{"unknown protocol", request("CONNECT", 2, "https", "proxy.test", udpPath), "websocket", 400},
 		{"connect-ip", request("CONNECT", 3, "https", "proxy.test", udpPath), "connect-ip", 400},
 		{"GET to the template path", request("GET", 1, "", "proxy.test", udpPath), "", 400},
@@ -83,12 +84,12 @@ func TestParseRequest(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := f.ParseRequest(tt.r, tt.protocol)
-			wantStatus(t, err, tt.status, tunnel.StatusHTTPRequestError)
+			wantStatus(t, err, tt.status, masque.StatusHTTPRequestError)
 		})
 	}
 	t.Run("unknown protocol is sanitised in details", func(t *testing.T) {
 		_, _, err := f.ParseRequest(request("CONNECT", 2, "https", "proxy.test", udpPath), "bad\r\n"+strings.Repeat("x", 100))
-		e := wantStatus(t, err, 400, tunnel.StatusHTTPRequestError)
+		e := wantStatus(t, err, 400, masque.StatusHTTPRequestError)
 		if strings.ContainsAny(e.Details, "\r\n") || strings.Count(e.Details, "x") > 32 {
 			t.Fatalf("details %q carry the raw token", e.Details)
 		}
@@ -152,7 +153,7 @@ func TestOpenConnectionRefused(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true}})
 			_, err := openTarget(t, p, tunnel.KindTCP, closedPort(t, host), nil)
-			wantStatus(t, err, http.StatusBadGateway, tunnel.StatusConnectionRefused)
+			wantStatus(t, err, http.StatusBadGateway, masque.StatusConnectionRefused)
 		})
 	}
 }
@@ -161,7 +162,7 @@ func TestOpenNXDOMAIN(t *testing.T) {
 	p := newProxy(t, tunnel.Config{Resolver: dnsResolver(t, nil)})
 	f := p.Front("test")
 	_, err := openTarget(t, p, tunnel.KindTCP, "no-such-host.invalid:443", nil)
-	e := wantStatus(t, err, http.StatusBadGateway, tunnel.StatusDNSError)
+	e := wantStatus(t, err, http.StatusBadGateway, masque.StatusDNSError)
 	if e.Rcode != "NXDOMAIN" {
 		t.Fatalf("rcode %q, want NXDOMAIN", e.Rcode)
 	}
@@ -189,7 +190,7 @@ func TestOpenMaxTunnels(t *testing.T) {
 		t.Fatalf("active tunnels %v, want 1", got)
 	}
 	_, err = openTarget(t, p, tunnel.KindUDP, echo.String(), nil)
-	wantStatus(t, err, http.StatusServiceUnavailable, tunnel.StatusConnectionLimit)
+	wantStatus(t, err, http.StatusServiceUnavailable, masque.StatusConnectionLimit)
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestOpenMaxTunnels(t *testing.T) {
 	}
 	// A failed dial gives its slot back too.
 	_, err = openTarget(t, p, tunnel.KindTCP, closedPort(t, testnet.IPv4), nil)
-	wantStatus(t, err, http.StatusBadGateway, tunnel.StatusConnectionRefused)
+	wantStatus(t, err, http.StatusBadGateway, masque.StatusConnectionRefused)
 	again, err := openTarget(t, p, tunnel.KindTCP, echo.String(), nil)
 	if err != nil {
 		t.Fatalf("after Close: %v", err)
@@ -221,7 +222,7 @@ func TestOpenMaxTunnelsPerConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = openTarget(t, p, tunnel.KindTCP, echo.String(), &conn1)
-	wantStatus(t, err, http.StatusTooManyRequests, tunnel.StatusConnectionLimit)
+	wantStatus(t, err, http.StatusTooManyRequests, masque.StatusConnectionLimit)
 	other, err := openTarget(t, p, tunnel.KindTCP, echo.String(), &conn2)
 	if err != nil {
 		t.Fatalf("another connection: %v", err)
@@ -251,20 +252,20 @@ func TestOpenAuthenticator(t *testing.T) {
 	var d countingDialer
 	auth := tunnel.AuthenticatorFunc(func(r *http.Request) error {
 		if r.Header.Get("Proxy-Authorization") == "" {
-			return proxyAuthRequired()
+			return testnet.ProxyAuthRequired()
 		}
 		return nil
 	})
 	p := newProxy(t, tunnel.Config{Policy: tunnel.Policy{AllowPrivate: true}, Dialer: &d, Auth: auth, Limits: tunnel.Limits{MaxTunnels: 1}})
 	f := p.Front("test")
-	target, err := tunnel.ParseAuthority(echo.String())
+	target, err := masque.ParseAuthority(echo.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	r := connectRequest(echo.String())
 	_, err = f.Open(testContext(t), r, tunnel.KindTCP, target, nil)
-	wantStatus(t, err, http.StatusProxyAuthRequired, tunnel.StatusHTTPRequestDenied)
+	wantStatus(t, err, http.StatusProxyAuthRequired, masque.StatusHTTPRequestDenied)
 	if n := d.calls.Load(); n != 0 {
 		t.Fatalf("dialed %d times before authentication", n)
 	}
@@ -294,7 +295,7 @@ func TestOpenAuthPerConn(t *testing.T) {
 		var asked atomic.Int32
 		auth := tunnel.AuthenticatorFunc(func(*http.Request) error {
 			if asked.Add(1) > 1 {
-				return proxyAuthRequired() // the token is spent
+				return testnet.ProxyAuthRequired() // the token is spent
 			}
 			return nil
 		})
@@ -303,7 +304,7 @@ func TestOpenAuthPerConn(t *testing.T) {
 		for i := range 2 {
 			tun, err := openTarget(t, p, tunnel.KindTCP, echo.String(), &conn)
 			if i == 1 && !perConn {
-				wantStatus(t, err, http.StatusProxyAuthRequired, tunnel.StatusHTTPRequestDenied)
+				wantStatus(t, err, http.StatusProxyAuthRequired, masque.StatusHTTPRequestDenied)
 				continue
 			}
 			if err != nil {
@@ -312,7 +313,7 @@ func TestOpenAuthPerConn(t *testing.T) {
 			tun.Close()
 		}
 		_, err := openTarget(t, p, tunnel.KindTCP, echo.String(), &other)
-		wantStatus(t, err, http.StatusProxyAuthRequired, tunnel.StatusHTTPRequestDenied)
+		wantStatus(t, err, http.StatusProxyAuthRequired, masque.StatusHTTPRequestDenied)
 	}
 }
 
@@ -338,7 +339,7 @@ func TestNewDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Identity() != "masqued" || p.Template().String() != tunnel.DefaultUDPTemplate {
+	if p.Identity() != "masqued" || p.Template().String() != masque.DefaultUDPTemplate {
 		t.Fatalf("identity %q, template %q", p.Identity(), p.Template())
 	}
 	l := p.Limits()

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // HTTPServer is an HTTP/1.1 proxy that serves CONNECT host:port (any
@@ -223,7 +223,7 @@ func (s *HTTPServer) tunnelError(w http.ResponseWriter, r *http.Request, err err
 	logFailure(s.logger(), s.LogTargets, "http proxy: tunnel failed", r.Host, err)
 	pe, _ := refusal(err)
 	if pe == nil {
-		tunnel.WriteError(w, identity, err)
+		masque.WriteError(w, identity, err)
 		return
 	}
 	status := pe.StatusCode

@@ -22,7 +22,7 @@ import (
 	"strings"
 
 	"github.com/masqued/masqued/internal/proxyclient"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // Tunneler opens tunnels through a MASQUE proxy; *client.Conn is one, over
@@ -122,15 +122,15 @@ func socksReply(err error) byte {
 		return replyGeneralFailure
 	}
 	switch kind {
-	case tunnel.StatusIPProhibited, tunnel.StatusHTTPRequestDenied:
+	case masque.StatusIPProhibited, masque.StatusHTTPRequestDenied:
 		return replyNotAllowed
-	case tunnel.StatusDNSError, tunnel.StatusDNSTimeout, tunnel.StatusDestinationNotFound, tunnel.StatusDestinationUnavailable:
+	case masque.StatusDNSError, masque.StatusDNSTimeout, masque.StatusDestinationNotFound, masque.StatusDestinationUnavailable:
 		return replyHostUnreachable
-	case tunnel.StatusIPUnroutable:
+	case masque.StatusIPUnroutable:
 		return replyNetworkUnreachable
-	case tunnel.StatusConnectionRefused:
+	case masque.StatusConnectionRefused:
 		return replyConnectionRefused
-	case tunnel.StatusConnectionTimeout:
+	case masque.StatusConnectionTimeout:
 		return replyTTLExpired
 	}
 	switch pe.StatusCode {

@@ -1,4 +1,4 @@
-package tunnel
+package masque
 
 import (
 	"errors"
@@ -37,10 +37,10 @@ func (t Target) Addr() (netip.Addr, bool) {
 func ParseAuthority(s string) (Target, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return Target{}, badRequest("CONNECT authority must be host:port", err)
+		return Target{}, BadRequest("CONNECT authority must be host:port", err)
 	}
 	if strings.HasPrefix(s, "[") != strings.Contains(host, ":") {
-		return Target{}, badRequest("IPv6 literals must be bracketed, others must not", nil)
+		return Target{}, BadRequest("IPv6 literals must be bracketed, others must not", nil)
 	}
 	return NewTarget(host, port)
 }
@@ -59,11 +59,11 @@ func NewTarget(host, port string) (Target, error) {
 
 func parsePort(s string) (uint16, error) {
 	if s == "" || len(s) > 5 || strings.TrimLeft(s, "0123456789") != "" || (len(s) > 1 && s[0] == '0') {
-		return 0, badRequest("target port must be a decimal number in 1..65535", nil)
+		return 0, BadRequest("target port must be a decimal number in 1..65535", nil)
 	}
 	n, _ := strconv.Atoi(s)
 	if n < 1 || n > 65535 {
-		return 0, badRequest("target port must be a decimal number in 1..65535", nil)
+		return 0, BadRequest("target port must be a decimal number in 1..65535", nil)
 	}
 	return uint16(n), nil
 }
@@ -73,11 +73,11 @@ func parsePort(s string) (uint16, error) {
 func checkHost(h string) error {
 	if a, err := netip.ParseAddr(h); err == nil {
 		if a.Zone() != "" {
-			return badRequest("target IPv6 zones are not allowed", nil)
+			return BadRequest("target IPv6 zones are not allowed", nil)
 		}
 		return nil
 	}
-	bad := badRequest("target host is neither an IP address nor a DNS name", nil)
+	bad := BadRequest("target host is neither an IP address nor a DNS name", nil)
 	name := strings.TrimSuffix(h, ".")
 	if name == "" || len(name) > 253 {
 		return bad
@@ -157,7 +157,7 @@ func (t *Template) String() string { return t.raw }
 func (t *Template) Match(requestURI string) (Target, error) {
 	v := t.path.Match(requestURI)
 	if v == nil {
-		return Target{}, badRequest("request path does not match the CONNECT-UDP template", nil)
+		return Target{}, BadRequest("request path does not match the CONNECT-UDP template", nil)
 	}
 	return NewTarget(v.Get("target_host").String(), v.Get("target_port").String())
 }

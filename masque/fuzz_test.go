@@ -1,24 +1,24 @@
-package tunnel_test
+package masque_test
 
 import (
 	"net/http"
 	"strconv"
 	"testing"
 
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // checkTarget asserts what every parsed target must satisfy: a port in
 // 1..65535, a host NewTarget accepts as it is, and a String form that
 // ParseAuthority reads back to the same target. A failure must be a 400
 // with no target.
-func checkTarget(t *testing.T, in string, got tunnel.Target, err error) {
+func checkTarget(t *testing.T, in string, got masque.Target, err error) {
 	t.Helper()
 	if err != nil {
-		if got != (tunnel.Target{}) {
+		if got != (masque.Target{}) {
 			t.Fatalf("%q: target %+v returned with error %v", in, got, err)
 		}
-		if status, e := tunnel.StatusOf(err); status != http.StatusBadRequest || e.Kind != tunnel.StatusHTTPRequestError {
+		if status, e := masque.StatusOf(err); status != http.StatusBadRequest || e.Kind != masque.StatusHTTPRequestError {
 			t.Fatalf("%q: %v maps to %d %s, want 400", in, err, status, e.Kind)
 		}
 		return
@@ -26,10 +26,10 @@ func checkTarget(t *testing.T, in string, got tunnel.Target, err error) {
 	if got.Port == 0 {
 		t.Fatalf("%q: port 0 accepted", in)
 	}
-	if again, err := tunnel.NewTarget(got.Host, strconv.Itoa(int(got.Port))); err != nil || again != got {
+	if again, err := masque.NewTarget(got.Host, strconv.Itoa(int(got.Port))); err != nil || again != got {
 		t.Fatalf("%q: NewTarget(%q) = %+v, %v; want %+v", in, got.Host, again, err, got)
 	}
-	if again, err := tunnel.ParseAuthority(got.String()); err != nil || again != got {
+	if again, err := masque.ParseAuthority(got.String()); err != nil || again != got {
 		t.Fatalf("%q: ParseAuthority(%q) = %+v, %v; want %+v", in, got.String(), again, err, got)
 	}
 }
@@ -39,7 +39,7 @@ func FuzzParseAuthority(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, err := tunnel.ParseAuthority(s)
+		got, err := masque.ParseAuthority(s)
 		checkTarget(t, s, got, err)
 	})
 }
@@ -48,7 +48,7 @@ func FuzzParseAuthority(f *testing.F) {
 // query-form template. Besides the target invariants, a matched target must
 // expand back to a URI that matches the same target.
 func FuzzTemplateMatch(f *testing.F) {
-	templates := []*tunnel.Template{mustTemplate(f, tunnel.DefaultUDPTemplate), mustTemplate(f, queryTemplate)}
+	templates := []*masque.Template{mustTemplate(f, masque.DefaultUDPTemplate), mustTemplate(f, queryTemplate)}
 	for _, s := range []string{
 		"/.well-known/masque/udp/example.com/443/",
 		"/.well-known/masque/udp/2001%3Adb8%3A%3A1/443/",

@@ -11,7 +11,7 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 	"go.uber.org/goleak"
 
-	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

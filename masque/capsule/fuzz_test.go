@@ -9,7 +9,7 @@ import (
 
 	"github.com/quic-go/quic-go/quicvarint"
 
-	"github.com/masqued/masqued/internal/capsule"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // FuzzReadDatagram reads an arbitrary stream with a buffer of bufSize bytes

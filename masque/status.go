@@ -1,4 +1,4 @@
-package tunnel
+package masque
 
 import (
 	"context"
@@ -52,8 +52,8 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// badRequest returns a 400 error for a malformed tunnel request.
-func badRequest(details string, err error) *Error {
+// BadRequest returns a 400 http_request_error for a malformed tunnel request.
+func BadRequest(details string, err error) *Error {
 	return &Error{HTTPStatus: http.StatusBadRequest, Kind: StatusHTTPRequestError, Details: details, Err: err}
 }
 
@@ -121,12 +121,15 @@ func isTimeout(err error) bool {
 }
 
 // ProxyStatus formats e as a Proxy-Status field value (RFC 9209) for a proxy
-// named identity.
+// named identity. An e without a Kind describes a success: its entry carries
+// only the details.
 func ProxyStatus(identity string, e *Error) string {
 	var b strings.Builder
 	b.WriteString(identity)
-	b.WriteString("; error=")
-	b.WriteString(e.Kind)
+	if e.Kind != "" {
+		b.WriteString("; error=")
+		b.WriteString(e.Kind)
+	}
 	if e.Rcode != "" {
 		b.WriteString("; rcode=")
 		b.WriteString(sfString(e.Rcode))
@@ -138,11 +141,10 @@ func ProxyStatus(identity string, e *Error) string {
 	return b.String()
 }
 
-// sfString quotes s as a Structured Field sf-string (RFC 8941 §3.3.3):
-// printable ASCII only (anything else becomes '?'), with '"' and '\' escaped.
-// isSFToken reports whether s is a Structured Field token (RFC 8941
-// §3.3.4): ALPHA or "*", then tchar, ":" or "/".
-func isSFToken(s string) bool {
+// ValidIdentity reports whether s can name a proxy in Proxy-Status: a
+// Structured Field token (RFC 8941 §3.3.4), ALPHA or "*", then tchar, ":" or
+// "/", as the first member of the field must be (RFC 9209 §2).
+func ValidIdentity(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		alpha := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
@@ -156,6 +158,8 @@ func isSFToken(s string) bool {
 	return s != ""
 }
 
+// sfString quotes s as a Structured Field sf-string (RFC 8941 §3.3.3):
+// printable ASCII only (anything else becomes '?'), with '"' and '\' escaped.
 func sfString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')

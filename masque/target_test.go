@@ -1,17 +1,19 @@
-package tunnel_test
+package masque_test
 
 import (
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // wantBadRequest fails unless err maps to 400 http_request_error.
 func wantBadRequest(t testing.TB, err error) {
 	t.Helper()
-	wantStatus(t, err, http.StatusBadRequest, tunnel.StatusHTTPRequestError)
+	if status, e := masque.StatusOf(err); err == nil || status != http.StatusBadRequest || e.Kind != masque.StatusHTTPRequestError {
+		t.Fatalf("%v maps to %d %s, want 400 %s", err, status, e.Kind, masque.StatusHTTPRequestError)
+	}
 }
 
 func TestParseAuthority(t *testing.T) {
@@ -19,26 +21,26 @@ func TestParseAuthority(t *testing.T) {
 	name253 := strings.Join([]string{label63, label63, label63, strings.Repeat("b", 61)}, ".")
 	good := []struct {
 		in   string
-		want tunnel.Target
+		want masque.Target
 	}{
-		{"example.com:443", tunnel.Target{Host: "example.com", Port: 443}},
-		{"Example.COM:443", tunnel.Target{Host: "example.com", Port: 443}},
-		{"example.com.:443", tunnel.Target{Host: "example.com.", Port: 443}},
-		{"[2001:db8::1]:443", tunnel.Target{Host: "2001:db8::1", Port: 443}},
-		{"[2001:DB8::1]:443", tunnel.Target{Host: "2001:db8::1", Port: 443}},
-		{"[::ffff:192.0.2.1]:80", tunnel.Target{Host: "::ffff:192.0.2.1", Port: 80}},
-		{"192.0.2.1:1", tunnel.Target{Host: "192.0.2.1", Port: 1}},
-		{"example.com:65535", tunnel.Target{Host: "example.com", Port: 65535}},
-		{"_sip._udp.example-1.com:5060", tunnel.Target{Host: "_sip._udp.example-1.com", Port: 5060}},
-		{"localhost:8080", tunnel.Target{Host: "localhost", Port: 8080}},
-		{label63 + ".example:443", tunnel.Target{Host: label63 + ".example", Port: 443}},
-		{name253 + ":443", tunnel.Target{Host: name253, Port: 443}},
-		{name253 + ".:443", tunnel.Target{Host: name253 + ".", Port: 443}},
-		{"1.2.3.com:80", tunnel.Target{Host: "1.2.3.com", Port: 80}},
+		{"example.com:443", masque.Target{Host: "example.com", Port: 443}},
+		{"Example.COM:443", masque.Target{Host: "example.com", Port: 443}},
+		{"example.com.:443", masque.Target{Host: "example.com.", Port: 443}},
+		{"[2001:db8::1]:443", masque.Target{Host: "2001:db8::1", Port: 443}},
+		{"[2001:DB8::1]:443", masque.Target{Host: "2001:db8::1", Port: 443}},
+		{"[::ffff:192.0.2.1]:80", masque.Target{Host: "::ffff:192.0.2.1", Port: 80}},
+		{"192.0.2.1:1", masque.Target{Host: "192.0.2.1", Port: 1}},
+		{"example.com:65535", masque.Target{Host: "example.com", Port: 65535}},
+		{"_sip._udp.example-1.com:5060", masque.Target{Host: "_sip._udp.example-1.com", Port: 5060}},
+		{"localhost:8080", masque.Target{Host: "localhost", Port: 8080}},
+		{label63 + ".example:443", masque.Target{Host: label63 + ".example", Port: 443}},
+		{name253 + ":443", masque.Target{Host: name253, Port: 443}},
+		{name253 + ".:443", masque.Target{Host: name253 + ".", Port: 443}},
+		{"1.2.3.com:80", masque.Target{Host: "1.2.3.com", Port: 80}},
 	}
 	for _, tt := range good {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := tunnel.ParseAuthority(tt.in)
+			got, err := masque.ParseAuthority(tt.in)
 			if err != nil || got != tt.want {
 				t.Fatalf("ParseAuthority = %+v, %v; want %+v", got, err, tt.want)
 			}
@@ -86,8 +88,8 @@ func TestParseAuthority(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tunnel.ParseAuthority(tt.in)
-			if got != (tunnel.Target{}) {
+			got, err := masque.ParseAuthority(tt.in)
+			if got != (masque.Target{}) {
 				t.Errorf("ParseAuthority(%q) returned %+v with its error", tt.in, got)
 			}
 			wantBadRequest(t, err)
@@ -97,7 +99,7 @@ func TestParseAuthority(t *testing.T) {
 
 func TestParseTemplate(t *testing.T) {
 	good := []string{
-		tunnel.DefaultUDPTemplate,
+		masque.DefaultUDPTemplate,
 		"https://proxy.example/masque{?target_host,target_port}",
 		"https://proxy.example:8443/masque/{target_host}/{target_port}",
 		"https://192.0.2.1:4433/udp/{target_port}/{target_host}/",
@@ -105,7 +107,7 @@ func TestParseTemplate(t *testing.T) {
 	}
 	for _, s := range good {
 		t.Run(s, func(t *testing.T) {
-			tmpl, err := tunnel.ParseTemplate(s)
+			tmpl, err := masque.ParseTemplate(s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,16 +135,16 @@ func TestParseTemplate(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			if tmpl, err := tunnel.ParseTemplate(tt.in); err == nil {
+			if tmpl, err := masque.ParseTemplate(tt.in); err == nil {
 				t.Fatalf("ParseTemplate(%q) = %v, want an error", tt.in, tmpl)
 			}
 		})
 	}
 }
 
-func mustTemplate(t testing.TB, s string) *tunnel.Template {
+func mustTemplate(t testing.TB, s string) *masque.Template {
 	t.Helper()
-	tmpl, err := tunnel.ParseTemplate(s)
+	tmpl, err := masque.ParseTemplate(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,23 +154,23 @@ func mustTemplate(t testing.TB, s string) *tunnel.Template {
 const queryTemplate = "https://proxy.example/masque{?target_host,target_port}"
 
 func TestTemplateMatch(t *testing.T) {
-	def := mustTemplate(t, tunnel.DefaultUDPTemplate)
+	def := mustTemplate(t, masque.DefaultUDPTemplate)
 	query := mustTemplate(t, queryTemplate)
 	const wk = "/.well-known/masque/udp/"
 	good := []struct {
 		name string
-		tmpl *tunnel.Template
+		tmpl *masque.Template
 		uri  string
-		want tunnel.Target
+		want masque.Target
 	}{
-		{"name", def, wk + "example.com/443/", tunnel.Target{Host: "example.com", Port: 443}},
-		{"upper-case name", def, wk + "EXAMPLE.com/443/", tunnel.Target{Host: "example.com", Port: 443}},
-		{"ipv4", def, wk + "192.0.2.1/53/", tunnel.Target{Host: "192.0.2.1", Port: 53}},
-		{"ipv6 percent-encoded", def, wk + "2001%3Adb8%3A%3A1/443/", tunnel.Target{Host: "2001:db8::1", Port: 443}},
-		{"ipv6 lower-case escapes", def, wk + "2001%3adb8%3a%3a1/443/", tunnel.Target{Host: "2001:db8::1", Port: 443}},
-		{"port 65535", def, wk + "example.com/65535/", tunnel.Target{Host: "example.com", Port: 65535}},
-		{"query form", query, "/masque?target_host=example.com&target_port=443", tunnel.Target{Host: "example.com", Port: 443}},
-		{"query form ipv6", query, "/masque?target_host=2001%3Adb8%3A%3A1&target_port=443", tunnel.Target{Host: "2001:db8::1", Port: 443}},
+		{"name", def, wk + "example.com/443/", masque.Target{Host: "example.com", Port: 443}},
+		{"upper-case name", def, wk + "EXAMPLE.com/443/", masque.Target{Host: "example.com", Port: 443}},
+		{"ipv4", def, wk + "192.0.2.1/53/", masque.Target{Host: "192.0.2.1", Port: 53}},
+		{"ipv6 percent-encoded", def, wk + "2001%3Adb8%3A%3A1/443/", masque.Target{Host: "2001:db8::1", Port: 443}},
+		{"ipv6 lower-case escapes", def, wk + "2001%3adb8%3a%3a1/443/", masque.Target{Host: "2001:db8::1", Port: 443}},
+		{"port 65535", def, wk + "example.com/65535/", masque.Target{Host: "example.com", Port: 65535}},
+		{"query form", query, "/masque?target_host=example.com&target_port=443", masque.Target{Host: "example.com", Port: 443}},
+		{"query form ipv6", query, "/masque?target_host=2001%3Adb8%3A%3A1&target_port=443", masque.Target{Host: "2001:db8::1", Port: 443}},
 	}
 	for _, tt := range good {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,7 +182,7 @@ func TestTemplateMatch(t *testing.T) {
 	}
 	bad := []struct {
 		name string
-		tmpl *tunnel.Template
+		tmpl *masque.Template
 		uri  string
 	}{
 		{"encoded slash", def, wk + "ex%2Fa/443/"},
@@ -210,7 +212,7 @@ func TestTemplateMatch(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := tt.tmpl.Match(tt.uri)
-			if got != (tunnel.Target{}) {
+			if got != (masque.Target{}) {
 				t.Errorf("Match(%q) returned %+v with its error", tt.uri, got)
 			}
 			wantBadRequest(t, err)
@@ -223,11 +225,11 @@ func TestTemplateExpandMatch(t *testing.T) {
 		tmpl          string
 		wantAuthority string // the URL's host given proxy authority "proxy.test:4433"
 	}{
-		{tunnel.DefaultUDPTemplate, "proxy.test:4433"},
+		{masque.DefaultUDPTemplate, "proxy.test:4433"},
 		{"https://{proxy}/masque{?target_host,target_port}", "proxy.test:4433"},
 		{"https://masque.example:8443/udp/{target_port}/{target_host}", "masque.example:8443"},
 	}
-	targets := []tunnel.Target{
+	targets := []masque.Target{
 		{Host: "192.0.2.1", Port: 53},
 		{Host: "2001:db8::1", Port: 443},
 		{Host: "::ffff:192.0.2.1", Port: 1},
@@ -267,7 +269,7 @@ func TestTargetAddr(t *testing.T) {
 		{"example.com", false},
 		{"fe80::1%eth0", false},
 	} {
-		a, ok := tunnel.Target{Host: tt.host, Port: 1}.Addr()
+		a, ok := masque.Target{Host: tt.host, Port: 1}.Addr()
 		if ok != tt.ok || (ok && a.String() != tt.host) {
 			t.Errorf("Target{%q}.Addr() = %v, %v; want ok=%v", tt.host, a, ok, tt.ok)
 		}

@@ -1,0 +1,58 @@
+// Package masque is the MASQUE vocabulary that a proxy and its clients share:
+// where a tunnel goes (Target, from a CONNECT authority or a CONNECT-UDP URI
+// Template), the protocol tokens that ask for a tunnel, the RFC 9209
+// Proxy-Status error kinds and the Error that carries them, and the limits and
+// sentinel errors both ends of a UDP tunnel agree on. Package masque/capsule
+// frames HTTP Datagrams and capsules.
+//
+// It exists so that a client can speak MASQUE without importing the server:
+// it imports only the standard library and a URI-template parser, and the
+// proxy's tunnel core uses these types as they are.
+//
+// What is stable: the names and values that come from the RFCs (the protocol
+// tokens, the Status kinds, DefaultUDPTemplate, MaxUDPPayload), what
+// ParseAuthority, NewTarget and ParseTemplate accept, the mapping StatusOf
+// makes from a cause to an HTTP status and kind, and the form of ProxyStatus.
+// The Details of an Error are for people and may change: compare errors with
+// errors.Is or by Kind, never by their text.
+package masque
+
+import (
+	"errors"
+	"net/http"
+	"syscall"
+)
+
+// Protocol tokens: the :protocol of an extended CONNECT (HTTP/2, HTTP/3) and
+// the Upgrade token of an HTTP/1.1 request that ask for a tunnel.
+const (
+	ProtocolConnectUDP = "connect-udp" // RFC 9298
+	ProtocolConnectIP  = "connect-ip"  // RFC 9484
+)
+
+// MaxUDPPayload is the largest payload a UDP packet can carry (RFC 768: a
+// 16-bit length, less the 8-byte header), and so the most any side of a
+// CONNECT-UDP tunnel relays in one datagram.
+const MaxUDPPayload = 65527
+
+// ErrDatagramTooLarge reports a datagram that a transport cannot carry, such
+// as a QUIC DATAGRAM frame larger than the path allows. It is a drop, not a
+// failure of the tunnel, on the proxy's side of a tunnel and on the client's
+// alike.
+var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
+
+// ErrTargetRefused ends a UDP tunnel whose target refused its packets (ICMP
+// port unreachable, ECONNREFUSED on the connected socket) before it ever sent
+// one back: most likely nothing listens on that port, and the client's
+// protocol inside the tunnel would otherwise wait out its own timeout to
+// learn it. After the 2xx no Proxy-Status can say so (RFC 9114 §4.4 allows
+// only DATA frames on a CONNECT stream), so fronts tell the client by how
+// the stream ends (the tunnel core's RefusedEnder); the access log and
+// masqued_tunnel_errors_total record connection_refused.
+//
+// Once the target has sent anything back, a refusal is a counted write_error
+// drop and the tunnel lives on: a target that restarts must not end a
+// working tunnel, and a forged ICMP error can then end none. Compare with
+// errors.Is; never modify it.
+var ErrTargetRefused = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusConnectionRefused,
+	Details: "the target answered with ICMP port unreachable", Err: syscall.ECONNREFUSED}
