@@ -2,8 +2,8 @@
 // reaches a proxy on a hostile network: HTTP/3 first, and HTTP/2 over TLS+TCP
 // when QUIC does not answer within a short delay (a race in the manner of
 // Happy Eyeballs, RFC 8305), remembering per proxy for a while that UDP was
-// blocked so that the next connection does not wait again. h3proxy and
-// h2proxy hold the two transports; this package only chooses between them.
+// blocked so that the next connection does not wait again. client/h3 and
+// client/h2 hold the two transports; this package only chooses between them.
 package client
 
 import (
@@ -19,9 +19,10 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/masqued/masqued/h2proxy"
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h2"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/masque"
 )
 
 // Transport names a way to reach the proxy.
@@ -67,12 +68,12 @@ const (
 type Dialer struct {
 	// TLSConfig verifies the proxy.
 	TLSConfig *tls.Config
-	// QUICConfig tunes HTTP/3; nil means h3proxy.DefaultClientQUICConfig().
+	// QUICConfig tunes HTTP/3; nil means h3.DefaultQUICConfig().
 	QUICConfig *quic.Config
 	// Template is the proxy's CONNECT-UDP URI template; "" is the default.
 	Template string
 	// Authorizer answers the proxy's 407s; nil sends no credentials.
-	Authorizer proxyclient.Authorizer
+	Authorizer masque.Authorizer
 	// Header holds extra fields for every tunnel request, such as a
 	// Sec-CH-Geohash location hint.
 	Header http.Header
@@ -104,7 +105,7 @@ type Conn struct {
 	whyNotH3  error
 }
 
-// tunneler is what h3proxy.Client and h2proxy.Client have in common.
+// tunneler is what h3.Client and h2.Client have in common.
 type tunneler interface {
 	DialTCP(ctx context.Context, target string) (net.Conn, error)
 	ListenUDP(ctx context.Context, target string) (*proxyclient.UDPConn, error)
@@ -272,7 +273,7 @@ func (d *Dialer) race(ctx context.Context, proxyURL, authority string) (*Conn, e
 }
 
 func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
-	c, err := h3proxy.Dial(ctx, proxyURL, h3proxy.ClientConfig{
+	c, err := h3.Dial(ctx, proxyURL, h3.Config{
 		TLSConfig:        d.TLSConfig,
 		QUICConfig:       d.QUICConfig,
 		Template:         d.Template,
@@ -287,7 +288,7 @@ func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
 }
 
 func (d *Dialer) dialTCP(ctx context.Context, proxyURL string) (*Conn, error) {
-	c, err := h2proxy.Dial(ctx, proxyURL, h2proxy.ClientConfig{
+	c, err := h2.Dial(ctx, proxyURL, h2.Config{
 		TLSConfig:  d.TLSConfig,
 		Template:   d.Template,
 		Authorizer: d.Authorizer,

@@ -16,7 +16,9 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/goleak"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/geoegress"
+	"github.com/masqued/masqued/geoegress/geohint"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/testnet"
@@ -156,7 +158,7 @@ func (e *e2e) connect(t *testing.T, clientIP, target, hint string) result {
 	}
 	req := &http.Request{Method: http.MethodConnect, Host: target, URL: &url.URL{Host: target}, Header: http.Header{}}
 	if hint != "" {
-		req.Header.Set(geoegress.HintHeader, hint)
+		req.Header.Set(geohint.Header, hint)
 	}
 	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
 		t.Fatal(err)
@@ -186,7 +188,7 @@ func (e *e2e) want(t *testing.T, clientIP, hint string) netip.Addr {
 		t.Fatal(err)
 	}
 	if hint != "" {
-		h, err := geoegress.ParseHint(hint)
+		h, err := geohint.Parse(hint)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -283,7 +285,7 @@ func TestEgressUDP(t *testing.T) {
 	e := startE2E(t)
 	origin := testnet.UDPWhoAmI(t, testnet.IPv4)
 	ctx := testnet.Context(t, 20*time.Second)
-	c, err := h3proxy.Dial(ctx, "https://"+e.proxy.String(), h3proxy.ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS()})
+	c, err := h3.Dial(ctx, "https://"+e.proxy.String(), h3.Config{TLSConfig: testnet.NewCert(t).ClientTLS()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/masqued/masqued/geoegress/geohint"
 )
 
 // Entry is one line of an egress geofeed (RFC 8805): a prefix of egress
@@ -100,7 +102,7 @@ func parseEntry(line string) (Entry, error) {
 	}
 	e.Prefix = p
 	e.Country = strings.ToUpper(field(1))
-	if e.Country != "" && !isAlpha(e.Country, 2) {
+	if e.Country != "" && !geohint.IsCountry(e.Country) {
 		return e, fmt.Errorf("country %q is not an ISO 3166-1 alpha-2 code", field(1))
 	}
 	e.Region = strings.ToUpper(field(2))
@@ -115,7 +117,7 @@ func parseEntry(line string) (Entry, error) {
 		return e, errors.New("city and postal code must not hold quotes or NUL")
 	}
 	if gh := field(5); gh != "" {
-		if !validGeohash(gh) {
+		if !geohint.Valid(gh) {
 			return e, fmt.Errorf("geohash %q is not 1 to 12 geohash characters", gh)
 		}
 		if e.Country == "" {
@@ -154,18 +156,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("IPv4 prefix %s is shorter than /%d", s, minIPv4Bits)
 	}
 	return p, nil
-}
-
-func isAlpha(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 'A' || s[i] > 'Z' {
-			return false
-		}
-	}
-	return true
 }
 
 func isAlnum(s string, lo, hi int) bool {

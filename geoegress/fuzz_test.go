@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/masqued/masqued/geoegress/geohint"
 )
 
 func FuzzParseFeed(f *testing.F) {
@@ -56,14 +58,14 @@ func FuzzParseHint(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		h, err := ParseHint(in)
+		h, err := geohint.Parse(in)
 		if err != nil {
 			return
 		}
-		if !validGeohash(h.Geohash) || h.Geohash != strings.ToLower(h.Geohash) {
+		if !geohint.Valid(h.Geohash) || h.Geohash != strings.ToLower(h.Geohash) {
 			t.Fatalf("%q: geohash %q", in, h.Geohash)
 		}
-		if h.Country != "" && !isAlpha(h.Country, 2) {
+		if h.Country != "" && !geohint.IsCountry(h.Country) {
 			t.Fatalf("%q: country %q", in, h.Country)
 		}
 		c := NewCell("GB", "", h.Geohash)

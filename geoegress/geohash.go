@@ -1,46 +1,10 @@
 package geoegress
 
-// Geohash (geohash.org, public domain): a location as base-32 text whose
-// prefixes are the cells that contain it, which is what makes a prefix a
-// coarse cell that many clients share.
+import "github.com/masqued/masqued/geoegress/geohint"
 
-const (
-	geohashAlphabet = "0123456789bcdefghjkmnpqrstuvwxyz"
-	maxGeohash      = 12 // about 3.7 cm × 1.9 cm; longer adds nothing
-)
-
-// geohashValue maps a byte to its 5-bit value, or 0xff for bytes outside the
-// alphabet. Upper-case letters are accepted as their lower-case forms.
-var geohashValue = func() (t [256]byte) {
-	for i := range t {
-		t[i] = 0xff
-	}
-	for i := 0; i < len(geohashAlphabet); i++ {
-		c := geohashAlphabet[i]
-		t[c] = byte(i)
-		if c >= 'a' && c <= 'z' {
-			t[c-'a'+'A'] = byte(i)
-		}
-	}
-	return t
-}()
-
-// validGeohash reports whether s is a geohash of 1 to 12 characters.
-func validGeohash(s string) bool {
-	if len(s) == 0 || len(s) > maxGeohash {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if geohashValue[s[i]] == 0xff {
-			return false
-		}
-	}
-	return true
-}
-
-// geohashText is a geohash of at most 12 characters, stored in place so that
+// geohashText is a geohash (see package geohint) of at most 12 characters, stored in place so that
 // cells are comparable values that need no allocation. Unused bytes are zero.
-type geohashText [maxGeohash]byte
+type geohashText [geohint.MaxLen]byte
 
 // encodeGeohash returns the geohash of (lat, lon) with n characters
 // (1 ≤ n ≤ 12). Coordinates out of range are clamped.
@@ -72,7 +36,7 @@ func encodeGeohash(lat, lon float64, n int) geohashText {
 			}
 			even = !even
 		}
-		g[i] = geohashAlphabet[v]
+		g[i] = geohint.Alphabet[v]
 	}
 	return g
 }
@@ -82,7 +46,7 @@ func encodeGeohash(lat, lon float64, n int) geohashText {
 func geohashFrom(s string, n int) geohashText {
 	var g geohashText
 	for i := 0; i < n && i < len(s); i++ {
-		g[i] = geohashAlphabet[geohashValue[s[i]]]
+		g[i] = s[i] | 0x20 // lower case: a geohash's digits have that bit already
 	}
 	return g
 }
@@ -94,12 +58,12 @@ func (g *geohashText) len() int {
 			return i
 		}
 	}
-	return maxGeohash
+	return geohint.MaxLen
 }
 
 // prefix returns the first n characters of g.
 func (g geohashText) prefix(n int) geohashText {
-	for i := n; i < maxGeohash; i++ {
+	for i := n; i < geohint.MaxLen; i++ {
 		g[i] = 0
 	}
 	return g

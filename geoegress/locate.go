@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/masqued/masqued/geoegress/geohint"
 	"github.com/oschwald/maxminddb-golang/v2"
 )
 
@@ -66,9 +67,9 @@ func (l *Locator) Cell(addr netip.Addr, precision int) (Cell, error) {
 
 // Details for a Sec-CH-Geohash hint that did not count.
 const (
-	hintMalformed = HintHeader + " ignored: malformed"
-	hintElsewhere = HintHeader + " ignored: outside the country of the client's address"
-	hintUnplaced  = HintHeader + " ignored: the client's address has no known country"
+	hintMalformed = geohint.Header + " ignored: malformed"
+	hintElsewhere = geohint.Header + " ignored: outside the country of the client's address"
+	hintUnplaced  = geohint.Header + " ignored: the client's address has no known country"
 )
 
 // locate returns the cell of the client of r: from its address, refined by
@@ -80,11 +81,11 @@ func (s *Selector) locate(l *Locator, r *http.Request) (c Cell, detail string) {
 			c, _ = l.Cell(ap.Addr(), s.precision) // unplaced: the unknown cell
 		}
 	}
-	vs := r.Header.Values(HintHeader)
+	vs := r.Header.Values(geohint.Header)
 	if len(vs) == 0 {
 		return c, ""
 	}
-	h, err := ParseHint(vs[0])
+	h, err := geohint.Parse(vs[0])
 	switch {
 	case err != nil || len(vs) > 1:
 		return c, hintMalformed

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/masqued/masqued/geoegress/geohint"
 )
 
 func TestLocatorCell(t *testing.T) {
@@ -65,7 +67,7 @@ func TestLocate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &http.Request{RemoteAddr: tc.client + ":4711", Header: http.Header{}}
 			for _, h := range tc.hints {
-				r.Header.Add(HintHeader, h)
+				r.Header.Add(geohint.Header, h)
 			}
 			c, detail := s.locate(l, r)
 			if c.String() != tc.want {
@@ -78,7 +80,7 @@ func TestLocate(t *testing.T) {
 	}
 	// Without a database every client is in the unknown cell.
 	r := &http.Request{RemoteAddr: ClientLondon + ":1", Header: http.Header{}}
-	r.Header.Set(HintHeader, "gcpv-GB")
+	r.Header.Set(geohint.Header, "gcpv-GB")
 	c, detail := s.locate(nil, r)
 	if c != (Cell{}) || !strings.Contains(detail, "no known country") {
 		t.Errorf("no database: %q, %q", c, detail)
@@ -91,7 +93,7 @@ func BenchmarkLocateSelect(b *testing.B) {
 	l := OpenTestLocator(b)
 	s := testSelector(b, testFeed, Config{})
 	r := &http.Request{RemoteAddr: ClientLondon + ":4711", Header: http.Header{}}
-	r.Header.Set(HintHeader, "gcpuuz-GB")
+	r.Header.Set(geohint.Header, "gcpuuz-GB")
 	b.ReportAllocs()
 	for b.Loop() {
 		c, _ := s.locate(l, r)

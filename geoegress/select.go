@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/masqued/masqued/geoegress/geohint"
 	"github.com/masqued/masqued/internal/tunnel"
 )
 
@@ -32,14 +33,14 @@ type Cell struct {
 func NewCell(country, region, geohash string) Cell {
 	var c Cell
 	country = strings.ToUpper(country)
-	if !isAlpha(country, 2) {
+	if !geohint.IsCountry(country) {
 		return c
 	}
 	copy(c.country[:], country)
 	if cc, sub, ok := strings.Cut(strings.ToUpper(region), "-"); ok && cc == country && isAlnum(sub, 1, 3) {
 		copy(c.region[:], sub)
 	}
-	if validGeohash(geohash) {
+	if geohint.Valid(geohash) {
 		c.geohash = geohashFrom(geohash, len(geohash))
 	}
 	return c
@@ -157,8 +158,8 @@ func NewSelector(c Config) (*Selector, error) {
 	if s.precision == 0 {
 		s.precision = 4
 	}
-	if s.precision < 1 || s.precision > maxGeohash {
-		return nil, fmt.Errorf("geoegress: precision %d is not between 1 and %d", s.precision, maxGeohash)
+	if s.precision < 1 || s.precision > geohint.MaxLen {
+		return nil, fmt.Errorf("geoegress: precision %d is not between 1 and %d", s.precision, geohint.MaxLen)
 	}
 	if s.epoch == 0 {
 		s.epoch = 24 * time.Hour
@@ -286,7 +287,7 @@ func (s *Selector) Select(c Cell) tunnel.Source {
 	// from. A geohash places the client better than a region does (and a
 	// hint may move it out of its address's region): with one, the region
 	// stays out of the key, so that everyone in the geohash cell agrees.
-	var in [sha256.Size + 1 + 2 + 3 + maxGeohash + 8]byte
+	var in [sha256.Size + 1 + 2 + 3 + geohint.MaxLen + 8]byte
 	copy(in[:], s.key[:])
 	in[sha256.Size] = 'r'
 	cb := in[sha256.Size+1:]

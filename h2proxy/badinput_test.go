@@ -14,6 +14,7 @@ import (
 
 	"github.com/quic-go/quic-go/quicvarint"
 
+	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -167,7 +168,7 @@ func TestBadRequests(t *testing.T) {
 		})
 	}
 	// The proxy lives on.
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h2.Config{})
 	conn, err := c.DialTCP(testContext(t), testnet.TCPEcho(t, "127.0.0.1").String())
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -75,14 +76,14 @@ func startProxy(t testing.TB, host string, opts ...proxyOption) *testProxy {
 }
 
 // dial connects a client to p, closed at cleanup.
-func (p *testProxy) dial(t testing.TB, cfg ClientConfig) *Client {
+func (p *testProxy) dial(t testing.TB, cfg h2.Config) *h2.Client {
 	t.Helper()
 	if cfg.TLSConfig == nil {
 		cfg.TLSConfig = testnet.NewCert(t).ClientTLS()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, p.URL, cfg)
+	c, err := h2.Dial(ctx, p.URL, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +118,10 @@ func ping(t testing.TB, u net.PacketConn, msg string) {
 // modes are the client's two ways to reach the TCP front.
 var modes = []struct {
 	name     string
-	cfg      ClientConfig
+	cfg      h2.Config
 	protocol string
 	front    string // the front label of its metrics
 }{
-	{"h2", ClientConfig{}, "h2", "h2"},
-	{"http1", ClientConfig{HTTP1: true}, "http/1.1", "h1"},
+	{"h2", h2.Config{}, "h2", "h2"},
+	{"http1", h2.Config{HTTP1: true}, "http/1.1", "h1"},
 }

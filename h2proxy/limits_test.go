@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -16,7 +17,7 @@ import (
 func TestPerConnectionLimit(t *testing.T) {
 	p := startProxy(t, "127.0.0.1", func(c *tunnel.Config, _ *Server) { c.Limits.MaxTunnelsPerConn = 1 })
 	echo := testnet.TCPEcho(t, "127.0.0.1")
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h2.Config{})
 	first, err := c.DialTCP(testContext(t), echo.String())
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +28,7 @@ func TestPerConnectionLimit(t *testing.T) {
 		t.Fatalf("second tunnel on the connection: %v, want 429", err)
 	}
 	// Another connection has its own allowance, and closing frees the slot.
-	if conn, err := p.dial(t, ClientConfig{}).DialTCP(testContext(t), echo.String()); err != nil {
+	if conn, err := p.dial(t, h2.Config{}).DialTCP(testContext(t), echo.String()); err != nil {
 		t.Fatalf("tunnel on a second connection: %v", err)
 	} else {
 		conn.Close()
@@ -111,7 +112,7 @@ func TestConnectionsCounted(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := Dial(ctx, p.URL, ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS(), HTTP1: m.cfg.HTTP1})
+			c, err := h2.Dial(ctx, p.URL, h2.Config{TLSConfig: testnet.NewCert(t).ClientTLS(), HTTP1: m.cfg.HTTP1})
 			if err != nil {
 				t.Fatal(err)
 			}

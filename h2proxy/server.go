@@ -3,8 +3,7 @@
 // (TCP tunnels) on both, CONNECT-UDP as HTTP/2 extended CONNECT (RFC 8441)
 // or HTTP/1.1 Upgrade with DATAGRAM capsules on the stream (RFC 9298 §3,
 // RFC 9297 §3.5), forwards plain http:// requests as an HTTP proxy does, and
-// advertises HTTP/3 with Alt-Svc. It has the client side of the same
-// (Dial).
+// advertises HTTP/3 with Alt-Svc. Its client side is package client/h2.
 //
 // The front only adapts: it turns an HTTP/2 stream or a hijacked HTTP/1.1
 // connection into a tunnel.Stream. Parsing, policy, authentication, dialing

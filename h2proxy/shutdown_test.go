@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -38,7 +39,7 @@ func TestShutdownRacesHijack(t *testing.T) {
 	for range 50 {
 		dialer := &signalDialer{dialing: make(chan struct{}, 1)}
 		p := startProxy(t, "127.0.0.1", func(c *tunnel.Config, _ *Server) { c.Dialer = dialer })
-		c := p.dial(t, ClientConfig{HTTP1: true})
+		c := p.dial(t, h2.Config{HTTP1: true})
 		opened := make(chan error, 1)
 		go func() {
 			conn, err := c.DialTCP(testContext(t), echo.String())

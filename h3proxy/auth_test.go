@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -57,7 +58,7 @@ func TestAuthorizerAnswers407(t *testing.T) {
 
 	t.Run("good credential", func(t *testing.T) {
 		a := &authorizer{credential: "Test ok"}
-		c := p.dial(t, ClientConfig{Authorizer: a})
+		c := p.dial(t, h3.Config{Authorizer: a})
 		u, err := c.ListenUDP(testContext(t), echo.String())
 		if err != nil {
 			t.Fatal(err)
@@ -75,24 +76,24 @@ func TestAuthorizerAnswers407(t *testing.T) {
 		}
 	})
 	t.Run("refused credential", func(t *testing.T) {
-		c := p.dial(t, ClientConfig{Authorizer: &authorizer{credential: "Test wrong"}})
+		c := p.dial(t, h3.Config{Authorizer: &authorizer{credential: "Test wrong"}})
 		_, err := c.DialTCP(testContext(t), tcpEcho.String())
-		var pe *ProxyError
+		var pe *h3.ProxyError
 		if !errors.As(err, &pe) || pe.StatusCode != http.StatusProxyAuthRequired || len(pe.Challenges) != 2 {
 			t.Fatalf("err = %v, want a 407 with two challenges", err)
 		}
 	})
 	t.Run("authorizer fails", func(t *testing.T) {
 		boom := errors.New("no tokens")
-		c := p.dial(t, ClientConfig{Authorizer: &authorizer{err: boom}})
+		c := p.dial(t, h3.Config{Authorizer: &authorizer{err: boom}})
 		if _, err := c.ListenUDP(testContext(t), echo.String()); !errors.Is(err, boom) {
 			t.Fatalf("err = %v, want %v", err, boom)
 		}
 	})
 	t.Run("no authorizer", func(t *testing.T) {
-		c := p.dial(t, ClientConfig{})
+		c := p.dial(t, h3.Config{})
 		_, err := c.DialTCP(testContext(t), tcpEcho.String())
-		var pe *ProxyError
+		var pe *h3.ProxyError
 		if !errors.As(err, &pe) || pe.StatusCode != http.StatusProxyAuthRequired {
 			t.Fatalf("err = %v, want 407", err)
 		}

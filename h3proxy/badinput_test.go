@@ -1,6 +1,7 @@
 package h3proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // udpRequest is a CONNECT-UDP request for a raw (already escaped) path.
@@ -32,6 +36,37 @@ func connectRequest(target string) *http.Request {
 	return &http.Request{Method: http.MethodConnect, Host: target, URL: &url.URL{Host: target}, Header: http.Header{}}
 }
 
+// rawClient is an HTTP/3 connection to p that sends requests as they are
+// given, for the malformed ones no client of ours would build.
+type rawClient struct{ cc *http3.RawClientConn }
+
+func (p *testProxy) dialRaw(t testing.TB) rawClient {
+	t.Helper()
+	tlsConf := testnet.NewCert(t).ClientTLS()
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	conn, err := quic.DialAddr(testContext(t), p.Addr.String(), tlsConf, &quic.Config{EnableDatagrams: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	return rawClient{(&http3.Transport{EnableDatagrams: true}).NewRawClientConn(conn)}
+}
+
+// roundTrip sends req on a request stream of its own and returns the
+// response, then ends the stream.
+func (c rawClient) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	rs, err := c.cc.OpenRequestStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeNoError))
+	defer rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeNoError))
+	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
+		return nil, err
+	}
+	return rs.ReadResponse()
+}
+
 // TestBadInput sends malformed and forbidden tunnel requests over real
 // HTTP/3 and checks each gets its status and Proxy-Status, and that the
 // connection keeps working afterwards.
@@ -39,7 +74,7 @@ func TestBadInput(t *testing.T) {
 	echoTCP := testnet.TCPEcho(t, testnet.IPv4)
 	echoUDP := testnet.UDPEcho(t, testnet.IPv4)
 	p := startProxy(t, testnet.IPv4, safeByDefault(t))
-	c := p.dial(t, ClientConfig{})
+	raw := p.dialRaw(t)
 	self := p.Addr.String()
 	tcpPort := strconv.Itoa(echoTCP.Port)
 	udpPort := strconv.Itoa(echoUDP.Port)
@@ -94,16 +129,16 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := c.roundTrip(testContext(t), tt.req)
-			var pe *ProxyError
-			if !errors.As(err, &pe) {
+			resp, err := raw.roundTrip(testContext(t), tt.req)
+			if err != nil {
 				t.Fatalf("got %v, want a %d refusal", err, tt.status)
 			}
-			if pe.StatusCode != tt.status {
-				t.Errorf("status %d, want %d (%s)", pe.StatusCode, tt.status, pe.ProxyStatus)
+			ps := resp.Header.Get("Proxy-Status")
+			if resp.StatusCode != tt.status {
+				t.Errorf("status %d, want %d (%s)", resp.StatusCode, tt.status, ps)
 			}
-			if !strings.HasPrefix(pe.ProxyStatus, "masqued; error="+tt.kind) {
-				t.Errorf("Proxy-Status %q, want error=%s", pe.ProxyStatus, tt.kind)
+			if !strings.HasPrefix(ps, "masqued; error="+tt.kind) {
+				t.Errorf("Proxy-Status %q, want error=%s", ps, tt.kind)
 			}
 		})
 	}
@@ -120,13 +155,13 @@ func TestBadInput(t *testing.T) {
 // policy but not on the network.
 func TestUnreachableTargets(t *testing.T) {
 	p := startProxy(t, testnet.IPv4)
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h3.Config{})
 	closed := testnet.TCP(t, testnet.IPv4)
 	addr := closed.Addr().String()
 	closed.Close() // nothing listens there now
 
 	_, err := c.DialTCP(testContext(t), addr)
-	var pe *ProxyError
+	var pe *h3.ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusBadGateway || !strings.Contains(pe.ProxyStatus, "error=connection_refused") {
 		t.Fatalf("closed port: got %v, want 502 connection_refused", err)
 	}
@@ -168,9 +203,9 @@ func fullListener(t *testing.T) string {
 func TestDialTimeout(t *testing.T) {
 	target := fullListener(t)
 	p := startProxy(t, testnet.IPv4, withLimits(tunnel.Limits{DialTimeout: 300 * time.Millisecond}))
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h3.Config{})
 	_, err := c.DialTCP(testnet.Context(t, 5*time.Second), target)
-	var pe *ProxyError
+	var pe *h3.ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusGatewayTimeout || !strings.Contains(pe.ProxyStatus, "error=connection_timeout") {
 		t.Fatalf("got %v, want 504 connection_timeout", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -30,7 +31,7 @@ func (zeros) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // fetch GETs n bytes from origin over HTTP/3, through u if it is not nil.
-func fetch(b *testing.B, origin *net.UDPAddr, u *UDPConn, n int) {
+func fetch(b *testing.B, origin *net.UDPAddr, u *h3.UDPConn, n int) {
 	var rt http.RoundTripper
 	if u != nil {
 		h3 := u.HTTP3(testnet.NewCert(b).ClientTLS(), nil)
@@ -66,7 +67,7 @@ func BenchmarkHTTP3Download(b *testing.B) {
 	})
 	b.Run("connect-udp", func(b *testing.B) {
 		p := startProxy(b, testnet.IPv4)
-		c := p.dial(b, ClientConfig{})
+		c := p.dial(b, h3.Config{})
 		b.SetBytes(size)
 		for b.Loop() {
 			u, err := c.ListenUDP(context.Background(), origin.String())

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -72,14 +73,14 @@ func startProxy(t testing.TB, host string, opts ...proxyOption) *testProxy {
 }
 
 // dial connects a client to p, closed at cleanup.
-func (p *testProxy) dial(t testing.TB, cfg ClientConfig) *Client {
+func (p *testProxy) dial(t testing.TB, cfg h3.Config) *h3.Client {
 	t.Helper()
 	if cfg.TLSConfig == nil {
 		cfg.TLSConfig = testnet.NewCert(t).ClientTLS()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, p.URL, cfg)
+	c, err := h3.Dial(ctx, p.URL, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func (d *loopbackOnly) Dial(ctx context.Context, network string, addrs []netip.A
 
 // ping sends msg through a UDP tunnel to an echo server and checks that it
 // comes back.
-func ping(t testing.TB, u *UDPConn, msg string) {
+func ping(t testing.TB, u *h3.UDPConn, msg string) {
 	t.Helper()
 	if _, err := u.WriteTo([]byte(msg), nil); err != nil {
 		t.Fatal(err)

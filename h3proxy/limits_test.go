@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -27,7 +28,7 @@ func TestTunnelLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := startProxy(t, testnet.IPv4, withLimits(tt.limits))
-			c := p.dial(t, ClientConfig{})
+			c := p.dial(t, h3.Config{})
 			ctx := testContext(t)
 			a, err := c.DialTCP(ctx, echo.String())
 			if err != nil {
@@ -39,7 +40,7 @@ func TestTunnelLimits(t *testing.T) {
 			}
 			defer b.Close()
 			_, err = c.DialTCP(ctx, echo.String())
-			var pe *ProxyError
+			var pe *h3.ProxyError
 			if !errors.As(err, &pe) || pe.StatusCode != tt.status || !strings.Contains(pe.ProxyStatus, "error=connection_limit_reached") {
 				t.Fatalf("third tunnel: got %v, want %d connection_limit_reached", err, tt.status)
 			}
@@ -63,7 +64,7 @@ func TestIdleTimeout(t *testing.T) {
 	const idle = 500 * time.Millisecond
 	echo := testnet.TCPEcho(t, testnet.IPv4)
 	p := startProxy(t, testnet.IPv4, withLimits(tunnel.Limits{IdleTimeout: idle}))
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h3.Config{})
 	quiet, err := c.DialTCP(testContext(t), echo.String())
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestHalfClose(t *testing.T) {
 		served <- err
 	}()
 	p := startProxy(t, testnet.IPv4)
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h3.Config{})
 	conn, err := c.DialTCP(testContext(t), l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestCloseDuringBlockedWrite(t *testing.T) {
 		close(accepted)
 	}()
 	p := startProxy(t, testnet.IPv4)
-	c := p.dial(t, ClientConfig{})
+	c := p.dial(t, h3.Config{})
 	conn, err := c.DialTCP(testContext(t), l.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -16,7 +17,7 @@ func TestTCPEcho(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			echo := testnet.TCPEcho(t, host)
 			p := startProxy(t, host)
-			c := p.dial(t, ClientConfig{})
+			c := p.dial(t, h3.Config{})
 			conn, err := c.DialTCP(testContext(t), echo.String())
 			if err != nil {
 				t.Fatal(err)
@@ -43,7 +44,7 @@ func TestUDPEcho(t *testing.T) {
 		t.Run("datagrams="+strconv.FormatBool(dgrams), func(t *testing.T) {
 			echo := testnet.UDPEcho(t, testnet.IPv4)
 			p := startProxy(t, testnet.IPv4)
-			c := p.dial(t, ClientConfig{DisableDatagrams: !dgrams})
+			c := p.dial(t, h3.Config{DisableDatagrams: !dgrams})
 			if c.Datagrams() != dgrams {
 				t.Fatalf("Datagrams() = %v, want %v", c.Datagrams(), dgrams)
 			}
@@ -72,7 +73,7 @@ func TestHTTP3InsideConnectUDP(t *testing.T) {
 	for _, dgrams := range []bool{true, false} {
 		t.Run("datagrams="+strconv.FormatBool(dgrams), func(t *testing.T) {
 			p := startProxy(t, testnet.IPv4)
-			c := p.dial(t, ClientConfig{DisableDatagrams: !dgrams})
+			c := p.dial(t, h3.Config{DisableDatagrams: !dgrams})
 			u, err := c.ListenUDP(testContext(t), origin.String())
 			if err != nil {
 				t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
 )
@@ -19,8 +20,8 @@ func TestTargetRefused(t *testing.T) {
 	p := startProxy(t, testnet.IPv4)
 	for i, mode := range []struct {
 		name string
-		cfg  ClientConfig
-	}{{"datagrams", ClientConfig{}}, {"capsules", ClientConfig{DisableDatagrams: true}}} {
+		cfg  h3.Config
+	}{{"datagrams", h3.Config{}}, {"capsules", h3.Config{DisableDatagrams: true}}} {
 		t.Run(mode.name, func(t *testing.T) {
 			u, err := p.dial(t, mode.cfg).ListenUDP(testContext(t), target)
 			if err != nil {
@@ -41,7 +42,7 @@ func TestTargetRefusedOrigin(t *testing.T) {
 	target := testnet.ClosedUDP(t, testnet.IPv4)
 	testnet.SkipWithoutICMP(t, target)
 	p := startProxy(t, testnet.IPv4)
-	u, err := p.dial(t, ClientConfig{}).ListenUDP(testContext(t), target)
+	u, err := p.dial(t, h3.Config{}).ListenUDP(testContext(t), target)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,7 @@
 // Package h3proxy is masqued's HTTP/3 front: it serves CONNECT (TCP tunnels,
 // RFC 9114 §4.4) and CONNECT-UDP (RFC 9298) over QUIC, adapting HTTP/3 request
-// streams and QUIC DATAGRAM frames to the tunnel core, and it has the client
-// side of both: Dial returns a Client, which opens TCP tunnels (DialTCP) and
-// UDP tunnels (ListenUDP) over one QUIC connection.
+// streams and QUIC DATAGRAM frames to the tunnel core. Its client side is
+// package client/h3.
 //
 // The front only adapts: parsing, policy, dialing and relaying live in
 // internal/tunnel, shared with the HTTP/2 front.
@@ -23,6 +22,7 @@ import (
 
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
 // Server serves tunnels over HTTP/3. Set the fields, then call Serve; do not
@@ -176,7 +176,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var dc tunnel.DatagramConn // nil: capsules on the stream carry the payloads
 	if withDatagrams {
-		dc = &datagrams{quicDatagrams: newQUICDatagrams(ci.conn, str.StreamID()), str: str}
+		dc = &datagrams{QUICDatagrams: capsule.NewQUICDatagrams(ci.conn, str.StreamID()), str: str}
 	}
 	_ = t.Relay(&stream{str}, dc) // Relay logs how the tunnel ended
 }
@@ -224,7 +224,7 @@ func (s *stream) reset(code http3.ErrCode) error {
 // datagrams adapts QUIC DATAGRAM frames of one request stream to
 // tunnel.DatagramConn.
 type datagrams struct {
-	quicDatagrams
+	capsule.QUICDatagrams
 	str *http3.Stream
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 )
@@ -32,7 +33,7 @@ func TestShutdownDrains(t *testing.T) {
 		}
 	}()
 	ctx := testContext(t)
-	c, err := Dial(ctx, "https://"+pc.LocalAddr().String(), ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS()})
+	c, err := h3.Dial(ctx, "https://"+pc.LocalAddr().String(), h3.Config{TLSConfig: testnet.NewCert(t).ClientTLS()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +49,9 @@ func TestShutdownDrains(t *testing.T) {
 		defer cancel()
 		shutdown <- srv.Shutdown(sctx)
 	}()
-	eventually(t, "the client to see GOAWAY", func() bool { return c.ctl.goAway.Load() })
-	if _, err := c.DialTCP(ctx, echo.String()); !errors.Is(err, errGoAway) {
-		t.Errorf("new tunnel after GOAWAY: %v, want errGoAway", err)
+	eventually(t, "the client to see GOAWAY", func() bool { return !c.Usable() })
+	if _, err := c.DialTCP(ctx, echo.String()); !errors.Is(err, h3.ErrGoAway) {
+		t.Errorf("new tunnel after GOAWAY: %v, want h3.ErrGoAway", err)
 	}
 	// The open tunnel still carries data both ways.
 	conn.SetDeadline(time.Now().Add(5 * time.Second))

@@ -16,7 +16,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
@@ -65,7 +65,7 @@ func TestOurClientThroughMasqueGoProxy(t *testing.T) {
 		t.Fatalf("no certificate in %s", certFile)
 	}
 	proxyURL := "https://" + addr
-	got, _ := proxytest.FetchH3(t, proxyURL, h3proxy.ClientConfig{
+	got, _ := proxytest.FetchH3(t, proxyURL, h3.Config{
 		TLSConfig: &tls.Config{RootCAs: pool},
 		Template:  proxyURL + "/.well-known/masque/udp/{target_host}/{target_port}/",
 	}, origin, "/")
@@ -86,7 +86,7 @@ func TestOriginPMTUDThroughOurProxy(t *testing.T) {
 	// through a new tunnel, until the proxy has dropped a probe.
 	var proxyDrops float64
 	for fetch := 1; proxyDrops == 0 && fetch <= 5; fetch++ {
-		got, clientDrops := proxytest.FetchH3(t, p.URL, h3proxy.ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS()}, origin, "/")
+		got, clientDrops := proxytest.FetchH3(t, p.URL, h3.Config{TLSConfig: testnet.NewCert(t).ClientTLS()}, origin, "/")
 		checkBody(t, got)
 		proxyDrops = p.Metric(t, "masqued_datagrams_dropped_total", "reason", tunnel.DropTooLarge)
 		t.Logf("fetch %d: datagrams dropped as too large: %v by the proxy in all, %d by the client", fetch, proxyDrops, clientDrops)

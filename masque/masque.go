@@ -18,6 +18,7 @@
 package masque
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"syscall"
@@ -56,3 +57,14 @@ var ErrDatagramTooLarge = errors.New("datagram too large for the transport")
 // errors.Is; never modify it.
 var ErrTargetRefused = &Error{HTTPStatus: http.StatusBadGateway, Kind: StatusConnectionRefused,
 	Details: "the target answered with ICMP port unreachable", Err: syscall.ECONNREFUSED}
+
+// Authorizer supplies Proxy-Authorization for a client's tunnel requests; a
+// Privacy Pass token pool (privacypass.Client) is one. It is the client's
+// side of the proxy's 407: any implementation works with any transport.
+type Authorizer interface {
+	// Authorize returns a Proxy-Authorization field value for the next
+	// tunnel request, or "" for none. challenges holds the
+	// Proxy-Authenticate field values of the 407 that answered the previous
+	// attempt, or is nil before the first attempt.
+	Authorize(ctx context.Context, challenges []string) (string, error)
+}

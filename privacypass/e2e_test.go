@@ -15,11 +15,12 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/masque"
 )
 
 // syncBuffer is a log sink for concurrent writers.
@@ -78,9 +79,9 @@ func (o onceAuthorizer) Authorize(context.Context, []string) (string, error) {
 	}
 }
 
-func dialProxy(t *testing.T, p *testProxy, a proxyclient.Authorizer) *h3proxy.Client {
+func dialProxy(t *testing.T, p *testProxy, a masque.Authorizer) *h3.Client {
 	t.Helper()
-	c, err := h3proxy.Dial(testnet.Context(t, 30*time.Second), p.url, h3proxy.ClientConfig{TLSConfig: testnet.NewCert(t).ClientTLS(), Authorizer: a})
+	c, err := h3.Dial(testnet.Context(t, 30*time.Second), p.url, h3.Config{TLSConfig: testnet.NewCert(t).ClientTLS(), Authorizer: a})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func dialProxy(t *testing.T, p *testProxy, a proxyclient.Authorizer) *h3proxy.Cl
 
 // udpPing opens a CONNECT-UDP tunnel to echo and checks a round trip, or
 // returns the error of opening it.
-func udpPing(t *testing.T, c *h3proxy.Client, echo *net.UDPAddr) error {
+func udpPing(t *testing.T, c *h3.Client, echo *net.UDPAddr) error {
 	t.Helper()
 	u, err := c.ListenUDP(testnet.Context(t, 30*time.Second), echo.String())
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqued/masqued/h2proxy"
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h2"
+	"github.com/masqued/masqued/client/h3"
 )
 
 // open starts c's download with our client and returns its body; closing
@@ -22,11 +22,11 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 	if c.tls {
 		return e.openTLS(ctx, c)
 	}
-	var client *h3proxy.Client
+	var client *h3.Client
 	if c.via != direct {
 		p := e.proxies[c.via]
 		var err error
-		if client, err = h3proxy.Dial(ctx, p.url, h3proxy.ClientConfig{TLSConfig: p.tls, Template: p.template}); err != nil {
+		if client, err = h3.Dial(ctx, p.url, h3.Config{TLSConfig: p.tls, Template: p.template}); err != nil {
 			return nil, err
 		}
 	}
@@ -51,7 +51,7 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 			body, err = e.fetch(ctx, c, tr, func() error { return errors.Join(tr.Close(), qt.Close(), pc.Close()) })
 		}
 	default:
-		var u *h3proxy.UDPConn
+		var u *h3.UDPConn
 		if u, err = client.ListenUDP(ctx, e.h3Origin.String()); err == nil {
 			tr := u.HTTP3(e.originTLS, originQUICConfig())
 			body, err = e.fetch(ctx, c, tr, func() error { return errors.Join(tr.Close(), u.Close()) })
@@ -70,7 +70,7 @@ func (e *env) openTLS(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 		return (&tls.Dialer{Config: e.originTLS}).DialContext(ctx, "tcp", e.tlsOrigin.String())
 	}
 	p := e.proxies[c.via]
-	client, err := h2proxy.Dial(ctx, p.url, h2proxy.ClientConfig{TLSConfig: p.tls})
+	client, err := h2.Dial(ctx, p.url, h2.Config{TLSConfig: p.tls})
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +121,11 @@ func (e *env) fetch(ctx context.Context, c benchCase, rt http.RoundTripper, clos
 
 // originQUICConfig is our client's QUIC configuration towards the origin,
 // directly or inside a tunnel: the flow-control windows of the connection
-// to the proxy (h3proxy.DefaultClientQUICConfig), so that neither layer
+// to the proxy (h3.DefaultQUICConfig), so that neither layer
 // limits the other. Its packets stay at 1280 bytes, which fit into the
 // proxy connection's DATAGRAM frames.
 func originQUICConfig() *quic.Config {
-	outer := h3proxy.DefaultClientQUICConfig()
+	outer := h3.DefaultQUICConfig()
 	return &quic.Config{
 		MaxIdleTimeout:                 outer.MaxIdleTimeout,
 		InitialStreamReceiveWindow:     outer.InitialStreamReceiveWindow,

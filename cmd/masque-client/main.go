@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client"
-	"github.com/masqued/masqued/geoegress"
+	"github.com/masqued/masqued/geoegress/geohint"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/masque"
@@ -43,11 +43,11 @@ type options struct {
 	timeout                                 time.Duration
 	tunnel                                  string // -via's tunnel: udp or tcp
 	transport                               client.Transport
-	url                                     *url.URL               // fetch's argument
-	serve                                   bool                   // the command is serve
-	authorizer                              proxyclient.Authorizer // Privacy Pass tokens, with -account-key
-	socks5, http                            string                 // serve's listen addresses
-	geohash                                 string                 // Sec-CH-Geohash hint, "" for none
+	url                                     *url.URL          // fetch's argument
+	serve                                   bool              // the command is serve
+	authorizer                              masque.Authorizer // Privacy Pass tokens, with -account-key
+	socks5, http                            string            // serve's listen addresses
+	geohash                                 string            // Sec-CH-Geohash hint, "" for none
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
@@ -105,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.timeout <= 0 {
 		return nil, cli.Usagef(fs, "-timeout wants a duration above zero, such as 30s, not %s", o.timeout)
 	}
-	if _, err := geoegress.ParseHint(o.geohash); o.geohash != "" && err != nil {
+	if _, err := geohint.Parse(o.geohash); o.geohash != "" && err != nil {
 		return nil, cli.Usagef(fs, "-geohash %q: %v", o.geohash, err)
 	}
 	if o.serve {
@@ -184,7 +184,7 @@ func (o *options) header() http.Header {
 	if o.geohash == "" {
 		return nil
 	}
-	return http.Header{geoegress.HintHeader: {o.geohash}}
+	return http.Header{geohint.Header: {o.geohash}}
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

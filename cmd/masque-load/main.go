@@ -29,7 +29,6 @@ import (
 	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
 )
@@ -224,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // dialer returns the dialer to the proxy, with authorization from a.
-func (o *options) dialer(proxyTLS *tls.Config, a proxyclient.Authorizer) *client.Dialer {
+func (o *options) dialer(proxyTLS *tls.Config, a masque.Authorizer) *client.Dialer {
 	return &client.Dialer{
 		TLSConfig:        proxyTLS,
 		Template:         o.template,

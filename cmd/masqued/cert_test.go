@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client"
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
@@ -101,7 +101,7 @@ func TestCertKept(t *testing.T) {
 				t.Errorf("second start: SPKI %s, want the first start's %s", got, pin)
 			}
 			tlsConf := trust(t, ca)
-			body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: tlsConf}, origin, "/")
+			body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3.Config{TLSConfig: tlsConf}, origin, "/")
 			if string(body) != "kept" {
 				t.Errorf("fetched %q through the second start", body)
 			}
@@ -178,7 +178,7 @@ func TestCertReplaced(t *testing.T) {
 			}
 			checkMode(t, certs.KeyFileFor(certFile), 0o600)
 			ctx := testnet.Context(t, 30*time.Second)
-			c, err := h3proxy.Dial(ctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: trust(t, certFile)})
+			c, err := h3.Dial(ctx, "https://"+addr, h3.Config{TLSConfig: trust(t, certFile)})
 			if err != nil {
 				t.Fatalf("connecting with the certificate masqued printed: %v", err)
 			}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -30,9 +30,9 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	tlsConf := trust(t, p.line(t, "certificate "))
 	ctx := testnet.Context(t, time.Minute)
 
-	h3, h2 := dialFronts(t, ctx, addr, tlsConf)
+	c3, c2 := dialFronts(t, ctx, addr, tlsConf)
 	var ts tunnels
-	ts.tcpTransfers(t, ctx, 20, h3, h2, echo.String(), 256<<10, 3*time.Second)
+	ts.tcpTransfers(t, ctx, 20, c3, c2, echo.String(), 256<<10, 3*time.Second)
 	ts.Underway() // SIGTERM finds every tunnel carrying data
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
-	for name, dial := range map[string]func(context.Context, string) (net.Conn, error){"HTTP/3": h3.DialTCP, "HTTP/2": h2.DialTCP} {
+	for name, dial := range map[string]func(context.Context, string) (net.Conn, error){"HTTP/3": c3.DialTCP, "HTTP/2": c2.DialTCP} {
 		eventually(t, 5*time.Second, "new tunnels on the "+name+" connection refused (GOAWAY)", func() bool {
 			c, err := dial(ctx, echo.String())
 			if err == nil {
@@ -58,7 +58,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if c, err := h3proxy.Dial(qctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf}); err == nil {
+	if c, err := h3.Dial(qctx, "https://"+addr, h3.Config{TLSConfig: tlsConf}); err == nil {
 		c.Close()
 		t.Error("a new QUIC connection was accepted while draining")
 	}

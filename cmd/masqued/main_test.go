@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
@@ -100,7 +100,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // CONNECT-UDP, trusting the certificate d printed.
 func (d *daemon) fetch(t *testing.T, origin *net.UDPAddr) string {
 	t.Helper()
-	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)}, origin, "/hello")
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3.Config{TLSConfig: trust(t, d.certPath)}, origin, "/hello")
 	return string(body)
 }
 
@@ -269,7 +269,7 @@ func TestEgressFlags(t *testing.T) {
 	d := start(t, "-listen", "127.0.0.1:0", "-allow-private-targets", "-egress-pools", pools, "-resolver", "udp://127.0.0.1:53")
 	origin := testnet.WhoAmI(t, testnet.IPv4)
 	ctx := testnet.Context(t, 20*time.Second)
-	c, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: trust(t, d.certPath)})
+	c, err := h3.Dial(ctx, "https://"+d.addr, h3.Config{TLSConfig: trust(t, d.certPath)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,10 +24,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/masqued/masqued/h2proxy"
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h2"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/masque"
 )
 
 // scrape reads /metrics from the admin listener and parses it as
@@ -85,7 +86,7 @@ func (b bearer) Authorize(context.Context, []string) (string, error) {
 	return "Bearer " + string(b), nil
 }
 
-var _ proxyclient.Authorizer = bearer("")
+var _ masque.Authorizer = bearer("")
 
 // TestMetrics runs tunnels of each kind over both fronts through masqued
 // with bearer auth, and checks, on /metrics parsed as Prometheus would, that
@@ -121,23 +122,23 @@ func TestMetrics(t *testing.T) {
 
 	ctx := testnet.Context(t, 30*time.Second)
 	tlsConf := trust(t, d.certPath)
-	h3, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: tlsConf, Authorizer: bearer("metrics-secret")})
+	c3, err := h3.Dial(ctx, "https://"+d.addr, h3.Config{TLSConfig: tlsConf, Authorizer: bearer("metrics-secret")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h3.Close()
-	h2, err := h2proxy.Dial(ctx, "https://"+d.addr, h2proxy.ClientConfig{TLSConfig: tlsConf, Authorizer: bearer("metrics-secret")})
+	defer c3.Close()
+	c2, err := h2.Dial(ctx, "https://"+d.addr, h2.Config{TLSConfig: tlsConf, Authorizer: bearer("metrics-secret")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h2.Close()
+	defer c2.Close()
 	const tcpBytes = 10000
 	payload := make([]byte, tcpBytes)
 	for i := range 5 {
-		dial, target := h3.DialTCP, echo.String()
+		dial, target := c3.DialTCP, echo.String()
 		switch i {
 		case 3:
-			dial = h2.DialTCP
+			dial = c2.DialTCP
 		case 4: // a name to resolve
 			target = net.JoinHostPort("localhost", strconv.Itoa(echo.Port))
 		}
@@ -155,7 +156,7 @@ func TestMetrics(t *testing.T) {
 	}
 	const datagrams, size = 5, 300
 	for range 2 {
-		u, err := h3.ListenUDP(ctx, udpEcho.String())
+		u, err := c3.ListenUDP(ctx, udpEcho.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,12 +172,12 @@ func TestMetrics(t *testing.T) {
 		}
 		u.Close()
 	}
-	_, err = h3.DialTCP(ctx, closed)
+	_, err = c3.DialTCP(ctx, closed)
 	var pe *proxyclient.ProxyError
 	if !errors.As(err, &pe) {
 		t.Fatalf("tunnel to a closed port: %v", err)
 	}
-	noAuth, err := h3proxy.Dial(ctx, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
+	noAuth, err := h3.Dial(ctx, "https://"+d.addr, h3.Config{TLSConfig: tlsConf})
 	if err != nil {
 		t.Fatal(err)
 	}

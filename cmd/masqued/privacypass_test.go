@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
@@ -57,12 +57,12 @@ func TestPrivacyPassEmbedded(t *testing.T) {
 	}
 	tlsConf := &tls.Config{RootCAs: pool}
 
-	c, err := h3proxy.Dial(testnet.Context(t, time.Minute), "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
+	c, err := h3.Dial(testnet.Context(t, time.Minute), "https://"+d.addr, h3.Config{TLSConfig: tlsConf})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.ListenUDP(testnet.Context(t, time.Minute), origin.String())
-	var pe *h3proxy.ProxyError
+	var pe *h3.ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusProxyAuthRequired || len(privacypass.ParseChallenges(pe.Challenges)) == 0 {
 		t.Fatalf("without a token: %v", err)
 	}
@@ -80,7 +80,7 @@ func TestPrivacyPassEmbedded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tokens.Close()
-	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3proxy.ClientConfig{TLSConfig: tlsConf, Authorizer: tokens}, origin, "/hello")
+	body, _ := proxytest.FetchH3(t, "https://"+d.addr, h3.Config{TLSConfig: tlsConf, Authorizer: tokens}, origin, "/hello")
 	if string(body) != "hello from /hello" {
 		t.Fatalf("body %q", body)
 	}

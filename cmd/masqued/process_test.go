@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h2proxy"
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h2"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proc"
 )
 
@@ -261,14 +261,14 @@ func (ts *tunnels) Wait() error {
 }
 
 // tcpTransfers opens n TCP tunnels to the echo server at target,
-// alternately over h3 and h2, and has each transfer size bytes over about
+// alternately over c3 (HTTP/3) and c2 (HTTP/2), and has each transfer size bytes over about
 // pace; a tunnel has carried data once its first chunk is echoed.
-func (ts *tunnels) tcpTransfers(t *testing.T, ctx context.Context, n int, h3 *h3proxy.Client, h2 *h2proxy.Client, target string, size int, pace time.Duration) {
+func (ts *tunnels) tcpTransfers(t *testing.T, ctx context.Context, n int, c3 *h3.Client, c2 *h2.Client, target string, size int, pace time.Duration) {
 	t.Helper()
 	for i := range n {
-		dial := h3.DialTCP
+		dial := c3.DialTCP
 		if i%2 == 1 {
-			dial = h2.DialTCP
+			dial = c2.DialTCP
 		}
 		c, err := dial(ctx, target)
 		if err != nil {
@@ -290,19 +290,19 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // dialFronts connects to masqued at addr over HTTP/3 and over HTTP/2, for
 // tunnels on both fronts; the connections close with the test.
-func dialFronts(t *testing.T, ctx context.Context, addr string, tlsConf *tls.Config) (*h3proxy.Client, *h2proxy.Client) {
+func dialFronts(t *testing.T, ctx context.Context, addr string, tlsConf *tls.Config) (*h3.Client, *h2.Client) {
 	t.Helper()
-	h3, err := h3proxy.Dial(ctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
+	c3, err := h3.Dial(ctx, "https://"+addr, h3.Config{TLSConfig: tlsConf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h3.Close() })
-	h2, err := h2proxy.Dial(ctx, "https://"+addr, h2proxy.ClientConfig{TLSConfig: tlsConf})
+	t.Cleanup(func() { c3.Close() })
+	c2, err := h2.Dial(ctx, "https://"+addr, h2.Config{TLSConfig: tlsConf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h2.Close() })
-	return h3, h2
+	t.Cleanup(func() { c2.Close() })
+	return c3, c2
 }
 
 // pidFrom reads a PID file, 0 if there is none yet.

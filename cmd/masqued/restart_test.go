@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/masqued/masqued/client"
-	"github.com/masqued/masqued/h3proxy"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -51,15 +51,15 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	eventually(t, 10*time.Second, "the PID file", func() bool { return pidFrom(pidFile) == parent })
 	ctx := testnet.Context(t, 2*time.Minute)
 
-	h3, h2 := dialFronts(t, ctx, addr, tlsConf)
+	c3, c2 := dialFronts(t, ctx, addr, tlsConf)
 
 	// The tunnels established before the restart, all transferring
 	// through it.
 	const pace = 5 * time.Second
 	var ts tunnels
-	ts.tcpTransfers(t, ctx, 50, h3, h2, echo.String(), 256<<10, pace)
+	ts.tcpTransfers(t, ctx, 50, c3, c2, echo.String(), 256<<10, pace)
 	for i := range 10 {
-		u, err := h3.ListenUDP(ctx, origin.String())
+		u, err := c3.ListenUDP(ctx, origin.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	eventually(t, 10*time.Second, "HTTP/3 from the new process", func() bool {
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		c, err := h3proxy.Dial(qctx, "https://"+addr, h3proxy.ClientConfig{TLSConfig: tlsConf})
+		c, err := h3.Dial(qctx, "https://"+addr, h3.Config{TLSConfig: tlsConf})
 		if err == nil {
 			c.Close()
 		}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/h2proxy"
+	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/proc"
 	"github.com/masqued/masqued/internal/testnet"
@@ -35,7 +35,7 @@ func checkTCPFront(t *testing.T, addr, certPath string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := h2proxy.Dial(ctx, "https://"+addr, h2proxy.ClientConfig{TLSConfig: trust(t, certPath)})
+	c, err := h2.Dial(ctx, "https://"+addr, h2.Config{TLSConfig: trust(t, certPath)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package proxyclient holds what the client sides of masqued's fronts
-// (h3proxy over QUIC, h2proxy over TLS+TCP) share: a proxy's refusal as an
-// error, proxy authorization with one retry after a 407, the UDP tunnel as a
+// (client/h3 over QUIC, client/h2 over TLS+TCP) share: a proxy's refusal as an
+// error, proxy authorization (masque.Authorizer) with one retry after a 407, the UDP tunnel as a
 // net.PacketConn (UDPConn), and HTTP/3 to an origin through one. Keeping it
 // here means a token pool or any other Authorizer works with either
 // transport, and a UDP tunnel behaves the same over both.
@@ -12,17 +12,9 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-)
 
-// Authorizer supplies Proxy-Authorization for tunnel requests; a Privacy Pass
-// token pool is one.
-type Authorizer interface {
-	// Authorize returns a Proxy-Authorization field value for the next
-	// tunnel request, or "" for none. challenges holds the
-	// Proxy-Authenticate field values of the 407 that answered the previous
-	// attempt, or is nil before the first attempt.
-	Authorize(ctx context.Context, challenges []string) (string, error)
-}
+	"github.com/masqued/masqued/masque"
+)
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and,
 // on a 407, its challenges.
@@ -53,7 +45,7 @@ func Refusal(resp *http.Response) *ProxyError {
 // it is given, with authorization from a (nil for none). When the proxy
 // answers 407, it asks a for credentials for the challenges and tries once
 // more: a second 407 means the credentials were refused.
-func Do[T any](ctx context.Context, a Authorizer, attempt func(authorization string) (T, error)) (T, error) {
+func Do[T any](ctx context.Context, a masque.Authorizer, attempt func(authorization string) (T, error)) (T, error) {
 	if a == nil {
 		return attempt("")
 	}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+
+	"github.com/masqued/masqued/masque"
 )
 
 // scripted answers Authorize from a list and records the challenges.
@@ -45,7 +47,7 @@ func TestDo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var sent []string
 			i := 0
-			var a Authorizer
+			var a masque.Authorizer
 			if tc.auth != nil {
 				a = tc.auth
 			}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
@@ -130,11 +131,11 @@ func (p *Proxy) Metric(t testing.TB, name string, labels ...string) float64 {
 // that a client opens through the proxy at proxyURL, and returns the body
 // and the packets the client's tunnel dropped. Any failure or non-200 status
 // fails the test.
-func FetchH3(t testing.TB, proxyURL string, cfg h3proxy.ClientConfig, origin *net.UDPAddr, path string) ([]byte, uint64) {
+func FetchH3(t testing.TB, proxyURL string, cfg h3.Config, origin *net.UDPAddr, path string) ([]byte, uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := h3proxy.Dial(ctx, proxyURL, cfg)
+	c, err := h3.Dial(ctx, proxyURL, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,10 @@ import (
 	"sync"
 
 	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/masque"
 )
 
-// StaticAuthorization is a proxyclient.Authorizer that sends the same
+// StaticAuthorization is a masque.Authorizer that sends the same
 // Proxy-Authorization value with every tunnel request, such as a Basic
 // credential.
 type StaticAuthorization string
@@ -25,7 +26,7 @@ var ErrTokensUsedUp = errors.New("the pre-minted tokens are used up: mint more")
 
 // Tokens is a pool of credentials minted before the run, each presented
 // once, so that the run measures the proxy's redemption and not the
-// issuance. It is a proxyclient.Authorizer and safe for concurrent use.
+// issuance. It is a masque.Authorizer and safe for concurrent use.
 type Tokens struct {
 	mu    sync.Mutex
 	creds []string // guarded by mu
@@ -34,7 +35,7 @@ type Tokens struct {
 // MintTokens has a mint n credentials for the proxy's challenges (the
 // Proxy-Authenticate values of its 407), parallel at a time. a is a
 // Privacy Pass client, say, that mints a token on every call.
-func MintTokens(ctx context.Context, a proxyclient.Authorizer, challenges []string, n, parallel int) (*Tokens, error) {
+func MintTokens(ctx context.Context, a masque.Authorizer, challenges []string, n, parallel int) (*Tokens, error) {
 	t := &Tokens{creds: make([]string, 0, n)}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

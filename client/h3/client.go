@@ -1,4 +1,12 @@
-package h3proxy
+// Package h3 is the client side of MASQUE over HTTP/3: Dial connects to a
+// proxy over QUIC and returns a Client, which opens TCP tunnels (DialTCP,
+// CONNECT) and UDP tunnels (ListenUDP, CONNECT-UDP with QUIC DATAGRAM frames or
+// DATAGRAM capsules) over that one connection.
+//
+// It lives apart from the proxy's HTTP/3 front (h3proxy) so that a client
+// imports only the shared MASQUE vocabulary (masque, masque/capsule) and
+// quic-go, never the server's tunnel core or its metrics.
+package h3
 
 import (
 	"context"
@@ -16,17 +24,18 @@ import (
 
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/capsule"
 )
 
-// ClientConfig configures a Client. The zero value trusts the system roots,
+// Config configures a Client. The zero value trusts the system roots,
 // uses the default CONNECT-UDP template and HTTP Datagrams where the proxy
 // supports them.
-type ClientConfig struct {
+type Config struct {
 	// TLSConfig verifies the proxy. ServerName defaults to the proxy URL's
 	// host; NextProtos is set to h3.
 	TLSConfig *tls.Config
 	// QUICConfig tunes the connection to the proxy; nil means
-	// DefaultClientQUICConfig().
+	// DefaultQUICConfig().
 	QUICConfig *quic.Config
 	// Template is the proxy's CONNECT-UDP URI template; "" means
 	// masque.DefaultUDPTemplate. {proxy} expands to the proxy URL's host:port.
@@ -36,17 +45,17 @@ type ClientConfig struct {
 	DisableDatagrams bool
 	// Authorizer supplies Proxy-Authorization for each tunnel request and
 	// answers a 407 once; nil sends none.
-	Authorizer proxyclient.Authorizer
+	Authorizer masque.Authorizer
 	// Header holds extra fields for every tunnel request, such as a
 	// Sec-CH-Geohash location hint. Fields the client sets itself win.
 	Header http.Header
 }
 
-// DefaultClientQUICConfig is the client's QUIC configuration unless one is
+// DefaultQUICConfig is the client's QUIC configuration unless one is
 // given. Its first packets are large enough that a tunnelled QUIC connection's
 // 1280-byte packets fit into DATAGRAM frames from the start, and keep-alives
 // hold idle tunnels open.
-func DefaultClientQUICConfig() *quic.Config {
+func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
 		EnableDatagrams:                true,
 		InitialPacketSize:              1350,
@@ -68,8 +77,8 @@ type Client struct {
 	tr        *http3.Transport
 	authority string // the proxy's host:port
 	template  *masque.Template
-	auth      proxyclient.Authorizer
-	header    http.Header // ClientConfig.Header
+	auth      masque.Authorizer
+	header    http.Header // Config.Header
 	datagrams bool        // both sides negotiated HTTP Datagrams
 }
 
@@ -79,14 +88,14 @@ type ProxyError = proxyclient.ProxyError
 
 // Dial connects to the proxy at proxyURL ("https://host:port") and waits for
 // its HTTP/3 SETTINGS.
-func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
+func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	p, err := proxyclient.NewProxy(proxyURL, c.Template, c.TLSConfig, http3.NextProtoH3)
 	if err != nil {
 		return nil, err
 	}
 	qc := c.QUICConfig
 	if qc == nil {
-		qc = DefaultClientQUICConfig()
+		qc = DefaultQUICConfig()
 	}
 	qc = qc.Clone()
 	qc.EnableDatagrams = !c.DisableDatagrams
@@ -130,8 +139,9 @@ func (c *Client) Close() error {
 	return err
 }
 
-// errGoAway reports a tunnel not opened because the proxy is shutting down.
-var errGoAway = errors.New("proxy sent GOAWAY: open a new connection")
+// ErrGoAway reports a tunnel not opened because the proxy is going away (it
+// sent GOAWAY): open a new Client.
+var ErrGoAway = errors.New("proxy sent GOAWAY: open a new connection")
 
 // roundTrip opens a request stream, sends req and reads the response; a non-2xx
 // answer becomes a *ProxyError.
@@ -148,7 +158,7 @@ func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http3.Reque
 
 func (c *Client) openStream(ctx context.Context) (*http3.RequestStream, error) {
 	if c.ctl.goAway.Load() {
-		return nil, errGoAway
+		return nil, ErrGoAway
 	}
 	rs, err := c.cc.OpenRequestStream(ctx)
 	if err != nil {
@@ -229,7 +239,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		str := &udpStream{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, qsid: uint64(rs.StreamID() / 4)}
 		var dg proxyclient.Datagrams // nil: capsules on the stream carry the packets
 		if c.datagrams {
-			qd := newQUICDatagrams(c.conn, rs.StreamID())
+			qd := capsule.NewQUICDatagrams(c.conn, rs.StreamID())
 			dg = &qd
 		}
 		u := proxyclient.NewUDPConn(str, dg, c.conn.LocalAddr(), proxyclient.AddrOf(target, "udp"))

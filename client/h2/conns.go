@@ -1,4 +1,4 @@
-package h2proxy
+package h2
 
 import (
 	"errors"
@@ -53,7 +53,7 @@ func (c *tcpConn) SetWriteDeadline(t time.Time) error {
 }
 
 // UDPConn is the client side of a CONNECT-UDP tunnel as a net.PacketConn,
-// the same type over HTTP/2 and HTTP/1.1 as over h3proxy's HTTP/3: every
+// the same type over HTTP/2 and HTTP/1.1 as over client/h3's HTTP/3: every
 // packet goes to the tunnel's one target in a DATAGRAM capsule, and comes
 // back in one. Once the proxy has ended the tunnel because its target
 // refused the packets (see stream.Refused), ReadFrom and WriteTo return a

@@ -1,4 +1,13 @@
-package h2proxy
+// Package h2 is the client side of MASQUE over TLS+TCP, for networks that
+// block UDP: Dial connects to a proxy with HTTP/2 (or HTTP/1.1 where the proxy
+// offers only that) and returns a Client, which opens TCP tunnels (DialTCP,
+// CONNECT) and UDP tunnels (ListenUDP, CONNECT-UDP with DATAGRAM capsules on
+// the stream) over it.
+//
+// It lives apart from the proxy's TLS+TCP front (h2proxy) so that a client
+// imports only the shared MASQUE vocabulary, never the server's tunnel core
+// or its metrics.
+package h2
 
 import (
 	"bufio"
@@ -18,9 +27,9 @@ import (
 	"github.com/masqued/masqued/masque"
 )
 
-// ClientConfig configures a Client. The zero value trusts the system roots,
+// Config configures a Client. The zero value trusts the system roots,
 // uses the default CONNECT-UDP template and prefers HTTP/2.
-type ClientConfig struct {
+type Config struct {
 	// TLSConfig verifies the proxy. ServerName defaults to the proxy URL's
 	// host; NextProtos is set by the client.
 	TLSConfig *tls.Config
@@ -29,7 +38,7 @@ type ClientConfig struct {
 	Template string
 	// Authorizer supplies Proxy-Authorization for each tunnel request and
 	// answers a 407 once; nil sends none.
-	Authorizer proxyclient.Authorizer
+	Authorizer masque.Authorizer
 	// Header holds extra fields for every tunnel request, such as a
 	// Sec-CH-Geohash location hint. Fields the client sets itself win.
 	Header http.Header
@@ -48,8 +57,8 @@ type Client struct {
 	proxyURL  string // as the caller gave it, for errors
 	tlsConf   *tls.Config
 	template  *masque.Template
-	auth      proxyclient.Authorizer
-	header    http.Header // ClientConfig.Header
+	auth      masque.Authorizer
+	header    http.Header // Config.Header
 	//lint:ignore SA1019 http.Transport.NewClientConn dials for itself; we need
 	// the TLS connection we dialled, to fall back to HTTP/1.1 on it when the
 	// proxy picks http/1.1 in ALPN.
@@ -62,7 +71,7 @@ type Client struct {
 
 // Dial connects to the proxy at proxyURL ("https://host:port") over TLS and
 // returns a Client once the handshake is done.
-func Dial(ctx context.Context, proxyURL string, c ClientConfig) (*Client, error) {
+func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	protos := []string{"h2", "http/1.1"}
 	if c.HTTP1 {
 		protos = []string{"http/1.1"}

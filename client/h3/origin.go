@@ -1,4 +1,4 @@
-package h3proxy
+package h3
 
 import "github.com/masqued/masqued/internal/proxyclient"
 

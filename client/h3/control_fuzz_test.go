@@ -1,4 +1,4 @@
-package h3proxy
+package h3
 
 import (
 	"bufio"
