@@ -279,7 +279,7 @@ func TestEgressHappyEyeballs(t *testing.T) {
 }
 
 // TestEgressUDP: a CONNECT-UDP tunnel's socket is bound to the selected
-// address too. h3proxy's client comes from 127.0.0.1, which the database
+// address too. client/h3's client comes from 127.0.0.1, which the database
 // does not place: the default pool.
 func TestEgressUDP(t *testing.T) {
 	e := startE2E(t)

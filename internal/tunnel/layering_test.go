@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -12,13 +13,14 @@ import (
 // the proxy runs may import the interop suite. A pkg ending in /... covers
 // every package under it.
 func TestLayering(t *testing.T) {
-	// serverSide is what client-side packages must not import.
-	serverSide := []string{
+	// serverSide is what client-side packages must not import: the
+	// server's code and its metrics.
+	serverCode := []string{
 		"github.com/masqued/masqued/internal/tunnel",
 		"github.com/masqued/masqued/h3proxy",
 		"github.com/masqued/masqued/h2proxy",
-		"github.com/prometheus",
 	}
+	serverSide := slices.Concat(serverCode, []string{"github.com/prometheus"})
 	rules := []struct {
 		pkg       string
 		forbidden []string
@@ -32,14 +34,17 @@ func TestLayering(t *testing.T) {
 		// The public vocabulary is what clients build on: it knows neither
 		// the server core nor its metrics nor a front.
 		{"github.com/masqued/masqued/masque", serverSide},
-		{"github.com/masqued/masqued/masque/capsule", append([]string{
+		{"github.com/masqued/masqued/masque/capsule", slices.Concat(serverSide, []string{
 			"github.com/quic-go/quic-go/http3",
-		}, serverSide...)},
-		// Client-side code, down to the command, builds on that vocabulary
-		// alone.
+		})},
+		// Client-side code builds on that vocabulary alone.
 		{"github.com/masqued/masqued/client/...", serverSide},
 		{"github.com/masqued/masqued/internal/proxyclient", serverSide},
 		{"github.com/masqued/masqued/geoegress/geohint", serverSide},
+		// The command also links privacypass for its token pool, whose
+		// package holds the issuer and redeemer too, with their metrics:
+		// prometheus is allowed here until that package splits.
+		{"github.com/masqued/masqued/cmd/masque-client/...", serverCode},
 		{"github.com/masqued/masqued/h3proxy", []string{
 			"github.com/masqued/masqued/interop",
 			"github.com/masqued/masqued/h2proxy",
