@@ -10,6 +10,8 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -312,7 +314,7 @@ func (c *Client) listed(ctx context.Context, t TokenType, key *PublicKey) (*Publ
 	if k != nil {
 		return k, nil
 	}
-	d, err := fetchDirectory(ctx, c.cfg.HTTPClient, c.cfg.DirectoryURL)
+	d, err := FetchDirectory(ctx, c.cfg.HTTPClient, c.cfg.DirectoryURL)
 	if err != nil {
 		return nil, err
 	}
@@ -322,8 +324,9 @@ func (c *Client) listed(ctx context.Context, t TokenType, key *PublicKey) (*Publ
 	return find(d), nil
 }
 
-// fetchDirectory gets and parses the issuer directory at url.
-func fetchDirectory(ctx context.Context, client *http.Client, url string) (*Directory, error) {
+// FetchDirectory gets and parses the issuer directory at url, as a client
+// or a proxy that checks tokens with the issuer's keys does.
+func FetchDirectory(ctx context.Context, client *http.Client, url string) (*Directory, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -362,7 +365,7 @@ func (c *Client) mint(ctx context.Context, p *tokenPool) ([]byte, error) {
 		return nil, fmt.Errorf("requesting a token: %w", err)
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxTokenRequestBytes))
+	body, err := io.ReadAll(io.LimitReader(res.Body, MaxTokenRequestBytes))
 	if err != nil {
 		return nil, fmt.Errorf("requesting a token: %w", err)
 	}
@@ -392,4 +395,30 @@ func (e *MintError) Error() string {
 		s += " (retry after " + e.RetryAfter + "s)"
 	}
 	return s
+}
+
+// Pooled returns how many tokens c holds ready for the next tunnels, 0
+// without a pool (ClientConfig.PoolSize).
+func (c *Client) Pooled() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pool == nil {
+		return 0
+	}
+	return len(c.pool.tokens)
+}
+
+// ReadAPIKey reads an API key file: the first line that is not blank or a
+// # comment.
+func ReadAPIKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			return line, nil
+		}
+	}
+	return "", fmt.Errorf("%s holds no API key", path)
 }

@@ -4,23 +4,14 @@
 //
 // An attester checks a client's account and relays its blinded token request
 // to an issuer, which signs it without seeing the account; the proxy checks
-// the unblinded token in Proxy-Authorization without seeing either. The
-// package has the wire structures of both issuance protocols (type 0x0001,
-// VOPRF P-384/SHA-384, and type 0x0002, blind RSA 2048), the header scheme,
-// the issuer and attester HTTP handlers, the proxy's redemption
-// (a tunnel authenticator) with its spent-nonce stores, and the client's
-// token pool. The cryptography is cloudflare/circl's; the token layer is ours.
-//
-// A token admits one tunnel by default. A proxy may instead let it admit its
-// connection (tunnel.Config.AuthPerConn): that spends fewer tokens and loses
-// no privacy, since the proxy links the tunnels of one connection anyway, but
-// one token then buys any number of tunnels for as long as the client keeps
-// the connection open, which weakens the attester's rate limit.
-//
-// Deployments: an Issuer and an Attester in one process with the proxy
-// (StartProxyAuth without an issuer directory: masqued's quick start), or
-// apart (cmd/pp-issuer), the proxy following the issuer's directory
-// (DirectoryKeys) and sharing spent tokens with its fleet through Redis.
+// the unblinded token in Proxy-Authorization without seeing either. This
+// package has what every party shares: the wire structures of both issuance
+// protocols (type 0x0001, VOPRF P-384/SHA-384, and type 0x0002, blind RSA
+// 2048), keys, the header scheme and the issuer directory; and the client's
+// side, its token pool (Client). The issuer, the attester and the proxy's
+// redemption live in privacypass/ppserver, so that a client links none of
+// the servers' stores and metrics. The cryptography is cloudflare/circl's;
+// the token layer is ours.
 //
 // Nothing here logs a token, a nonce, an API key or an account id.
 package privacypass

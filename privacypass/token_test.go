@@ -257,7 +257,10 @@ func TestGeneratedKeysRoundTrip(t *testing.T) {
 }
 
 func TestBlindSignRejectsOutOfRange(t *testing.T) {
-	sk := testKeys()[1]
+	sk, err := GenerateKey(TypePublic, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req := TokenRequest{Type: TypePublic, TruncatedKeyID: sk.Public().id[KeyIDLen-1], BlindedMsg: bytes.Repeat([]byte{0xff}, rsaNk)}
 	if _, err := sk.Issue(&req); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("a blinded message above the modulus: %v", err)

@@ -13,13 +13,14 @@ import (
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/privacypass/ppserver"
 )
 
 // TestFetchWithTokens fetches through a proxy that wants Privacy Pass tokens,
 // over its HTTP/3 and its TCP front, minting them with an account at the
 // proxy's in-process attester.
 func TestFetchWithTokens(t *testing.T) {
-	pa, err := privacypass.StartProxyAuth(privacypass.ProxyConfig{Listen: "127.0.0.1:0", TLSConfig: testnet.NewCert(t).ServerTLS(), StateDir: t.TempDir()})
+	pa, err := ppserver.StartProxyAuth(ppserver.ProxyConfig{Listen: "127.0.0.1:0", TLSConfig: testnet.NewCert(t).ServerTLS(), StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
-	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/privacypass/ppserver"
 )
 
 // challenge is the refusal of a request without the right credentials.
@@ -60,7 +60,7 @@ func TestProxyAuthorization(t *testing.T) {
 // Privacy Pass: tokens minted before the run through the proxy's attester,
 // one presented per tunnel; when they run out, the breakdown says so.
 func TestPrivacyPassTokens(t *testing.T) {
-	pa, err := privacypass.StartProxyAuth(privacypass.ProxyConfig{Listen: "127.0.0.1:0", TLSConfig: testnet.NewCert(t).ServerTLS(), StateDir: t.TempDir()})
+	pa, err := ppserver.StartProxyAuth(ppserver.ProxyConfig{Listen: "127.0.0.1:0", TLSConfig: testnet.NewCert(t).ServerTLS(), StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

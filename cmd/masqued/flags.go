@@ -19,7 +19,7 @@ import (
 	"github.com/masqued/masqued/internal/config"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
-	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/privacypass/ppserver"
 )
 
 // flags is masqued's command line; -config FILE sets the same names.
@@ -36,7 +36,7 @@ type flags struct {
 	auth, authCredentials                                   string
 	authRate                                                float64
 	authBurst                                               int
-	pp                                                      privacypass.ProxyConfig
+	pp                                                      ppserver.ProxyConfig
 	ppPerConn                                               bool
 	interopBreak                                            string
 

@@ -23,7 +23,7 @@ import (
 	"github.com/masqued/masqued/internal/restart"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
-	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/privacypass/ppserver"
 )
 
 // setup is what masqued builds from its flags before it listens: all that
@@ -131,7 +131,7 @@ func (s *setup) authenticator(c *flags, proxyName string) (tunnel.Authenticator,
 			}
 			c.pp.TLSConfig, c.pp.ProxyName, c.pp.Logger = &tls.Config{Certificates: []tls.Certificate{s.cert}}, proxyName, s.logger
 			c.pp.Registerer = s.registry
-			pp, err := privacypass.StartProxyAuth(c.pp)
+			pp, err := ppserver.StartProxyAuth(c.pp)
 			if err != nil {
 				return nil, fmt.Errorf("-auth privacypass: %w", err)
 			}

@@ -27,7 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/privacypass/ppserver"
 )
 
 func main() { cli.Main("pp-issuer", run) }
@@ -42,7 +42,7 @@ Serves a Privacy Pass issuer (-keys), an attester (-accounts), or both.
 // config is pp-issuer's command line.
 type config struct {
 	listen, tlsCert, tlsKey, keys, accounts, issuerURL, logLevel string
-	issuer                                                       privacypass.IssuerConfig
+	issuer                                                       ppserver.IssuerConfig
 	rate                                                         float64
 	burst                                                        int
 }
@@ -96,10 +96,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sc := privacypass.ServicesConfig{IssuerURL: c.issuerURL, Rate: rate.Limit(c.rate), Burst: c.burst, Logger: logger}
+	sc := ppserver.ServicesConfig{IssuerURL: c.issuerURL, Rate: rate.Limit(c.rate), Burst: c.burst, Logger: logger}
 	if c.keys != "" {
 		c.issuer.Dir, c.issuer.Logger = c.keys, logger
-		if sc.Issuer, err = privacypass.NewIssuer(c.issuer); err != nil {
+		if sc.Issuer, err = ppserver.NewIssuer(c.issuer); err != nil {
 			return err
 		}
 		var wg sync.WaitGroup
@@ -109,11 +109,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wg.Go(func() { sc.Issuer.Run(rotateCtx) })
 	}
 	if c.accounts != "" {
-		if sc.Accounts, err = privacypass.LoadAccounts(c.accounts); err != nil {
+		if sc.Accounts, err = ppserver.LoadAccounts(c.accounts); err != nil {
 			return fmt.Errorf("-accounts: %w", err)
 		}
 	}
-	h, err := privacypass.NewServicesHandler(sc)
+	h, err := ppserver.NewServicesHandler(sc)
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func newAccount(args []string, stdout, stderr io.Writer) error {
 	if *file == "" || fs.NArg() != 1 {
 		return cli.Usagef(fs, "give -accounts FILE and one account NAME")
 	}
-	key, line := privacypass.NewAPIKey(fs.Arg(0))
+	key, line := ppserver.NewAPIKey(fs.Arg(0))
 	f, err := os.OpenFile(*file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err

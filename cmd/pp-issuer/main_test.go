@@ -16,6 +16,7 @@ import (
 
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/privacypass/ppserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -89,13 +90,13 @@ func TestSplitDeployment(t *testing.T) {
 	if err != nil || len(d.Keys) != 2 {
 		t.Fatalf("directory: %v, %s", err, b)
 	}
-	rd, err := privacypass.NewRedeemer(privacypass.RedeemerConfig{IssuerName: "issuer.example",
-		Keys: privacypass.StaticKeys{d.Current(privacypass.TypePublic, time.Now())}})
+	rd, err := ppserver.NewRedeemer(ppserver.RedeemerConfig{IssuerName: "issuer.example",
+		Keys: ppserver.StaticKeys{d.Current(privacypass.TypePublic, time.Now())}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest(http.MethodConnect, "https://proxy.example", nil)
-	var ref *privacypass.Refusal
+	var ref *ppserver.Refusal
 	if !errors.As(rd.Authenticate(req), &ref) {
 		t.Fatal("no refusal without a token")
 	}

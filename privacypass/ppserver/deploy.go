@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/masqued/masqued/privacypass"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -45,7 +46,7 @@ type ServicesConfig struct {
 func NewServicesHandler(c ServicesConfig) (http.Handler, error) {
 	mux := http.NewServeMux()
 	if c.Issuer != nil {
-		mux.Handle(DirectoryPath, c.Issuer)
+		mux.Handle(privacypass.DirectoryPath, c.Issuer)
 	}
 	switch {
 	case c.Accounts != nil:
@@ -62,7 +63,7 @@ func NewServicesHandler(c ServicesConfig) (http.Handler, error) {
 		if err != nil {
 			return nil, err
 		}
-		mux.Handle(DefaultRequestPath, a)
+		mux.Handle(privacypass.DefaultRequestPath, a)
 	case c.Issuer != nil:
 		mux.Handle(requestPath(c.Issuer.cfg.RequestURI), c.Issuer)
 	default:
@@ -88,7 +89,7 @@ type DirectoryKeys struct {
 	url    string
 	client *http.Client
 	logger *slog.Logger
-	keys   atomic.Pointer[[]Verifier]
+	keys   atomic.Pointer[[]privacypass.Verifier]
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -135,13 +136,13 @@ func (d *DirectoryKeys) refreshLoop(ctx context.Context, every time.Duration) {
 }
 
 func (d *DirectoryKeys) fetch(ctx context.Context) error {
-	dir, err := fetchDirectory(ctx, d.client, d.url)
+	dir, err := privacypass.FetchDirectory(ctx, d.client, d.url)
 	if err != nil {
 		return err
 	}
-	var keys []Verifier
+	var keys []privacypass.Verifier
 	for _, k := range dir.Keys {
-		if k.Type == TypePublic {
+		if k.Type == privacypass.TypePublic {
 			keys = append(keys, k)
 		}
 	}
@@ -153,7 +154,7 @@ func (d *DirectoryKeys) fetch(ctx context.Context) error {
 }
 
 // VerificationKeys returns the directory's type-2 keys.
-func (d *DirectoryKeys) VerificationKeys() []Verifier { return *d.keys.Load() }
+func (d *DirectoryKeys) VerificationKeys() []privacypass.Verifier { return *d.keys.Load() }
 
 // Close stops the refresh.
 func (d *DirectoryKeys) Close() error {
@@ -202,21 +203,6 @@ func NewEmbedded(stateDir string, logger *slog.Logger, reg prometheus.Registerer
 		return nil, err
 	}
 	return e, nil
-}
-
-// ReadAPIKey reads an API key file: the first line that is not blank or a
-// # comment.
-func ReadAPIKey(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	for line := range strings.Lines(string(b)) {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			return line, nil
-		}
-	}
-	return "", fmt.Errorf("%s holds no API key", path)
 }
 
 // ProxyConfig is the Privacy Pass side of a proxy (masqued -auth privacypass).
@@ -324,7 +310,7 @@ func (pa *ProxyAuth) startEmbedded(c ProxyConfig, rc *RedeemerConfig) error {
 	}()
 	pa.closers = append(pa.closers, func() error { cancel(); return srv.Close() })
 	base := "https://" + ln.Addr().String()
-	pa.DirectoryURL, pa.AttesterURL, pa.KeyFile = base+DirectoryPath, base+DefaultRequestPath, e.KeyFile
+	pa.DirectoryURL, pa.AttesterURL, pa.KeyFile = base+privacypass.DirectoryPath, base+privacypass.DefaultRequestPath, e.KeyFile
 	rc.IssuerName, rc.Keys = ln.Addr().String(), e.Issuer
 	return nil
 }

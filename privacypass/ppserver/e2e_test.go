@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/privacypass"
 )
 
 // syncBuffer is a log sink for concurrent writers.
@@ -117,7 +118,7 @@ func want407(t *testing.T, err error, what string) {
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusProxyAuthRequired {
 		t.Fatalf("%s: got %v, want 407", what, err)
 	}
-	if len(ParseChallenges(pe.Challenges)) == 0 {
+	if len(privacypass.ParseChallenges(pe.Challenges)) == 0 {
 		t.Fatalf("%s: 407 without a usable challenge: %q", what, pe.Challenges)
 	}
 }
@@ -129,7 +130,7 @@ func TestEndToEnd(t *testing.T) {
 	proxy := startTestProxy(t, ta.issuer, nil, false)
 	echo := testnet.UDPEcho(t, "127.0.0.1")
 
-	cl := newTestClient(t, ta, ClientConfig{DirectoryURL: ta.directory})
+	cl := newTestClient(t, ta, privacypass.ClientConfig{DirectoryURL: ta.directory})
 	c := dialProxy(t, proxy, cl)
 	for i := range 3 { // the first answers a 407, the others use the pool or mint again
 		if err := udpPing(t, c, echo); err != nil {
@@ -146,8 +147,8 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := ParseCredentials(cred)
-	other, err := GenerateKey(TypePublic, time.Time{}, time.Time{})
+	tok, _ := privacypass.ParseCredentials(cred)
+	other, err := privacypass.GenerateKey(privacypass.TypePublic, time.Time{}, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestEndToEnd(t *testing.T) {
 		"wrong type": wrongType,
 		"truncated":  tok[:len(tok)-1],
 	} {
-		want407(t, udpPing(t, dialProxy(t, proxy, fixedAuthorizer(FormatCredentials(spoilt))), echo), name)
+		want407(t, udpPing(t, dialProxy(t, proxy, fixedAuthorizer(privacypass.FormatCredentials(spoilt))), echo), name)
 	}
 	if err := udpPing(t, dialProxy(t, proxy, fixedAuthorizer(cred)), echo); err != nil {
 		t.Fatalf("the unspoilt token: %v", err)
@@ -185,7 +186,7 @@ func TestReplayAcrossProxies(t *testing.T) {
 	a := startTestProxy(t, keys, NewRedisStore(newRedisClient(t, r.addr), "pp:"), false)
 	b := startTestProxy(t, keys, NewRedisStore(newRedisClient(t, r.addr), "pp:"), false)
 	echo := testnet.UDPEcho(t, "127.0.0.1")
-	cred := FormatCredentials(mint(t, ks[1], testChallenge))
+	cred := privacypass.FormatCredentials(mint(t, ks[1], testChallenge))
 	if err := udpPing(t, dialProxy(t, a, fixedAuthorizer(cred)), echo); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestTokenPerConnection(t *testing.T) {
 	for _, perConn := range []bool{false, true} {
 		proxy := startTestProxy(t, StaticKeys{ks[1]}, nil, perConn)
 		a := onceAuthorizer{cred: make(chan string, 1)}
-		a.cred <- FormatCredentials(mint(t, ks[1], testChallenge))
+		a.cred <- privacypass.FormatCredentials(mint(t, ks[1], testChallenge))
 		c := dialProxy(t, proxy, a)
 		if err := udpPing(t, c, echo); err != nil {
 			t.Fatal(err)

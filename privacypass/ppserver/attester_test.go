@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/privacypass"
 	"golang.org/x/time/rate"
 )
 
@@ -58,14 +59,14 @@ func newTestAuthority(t *testing.T, limit rate.Limit, burst int) *testAuthority 
 	ta.spy = &issuerSpy{h: ta.issuer}
 	issuerSrv := httptest.NewServer(ta.spy)
 	t.Cleanup(issuerSrv.Close)
-	ta.directory = issuerSrv.URL + DirectoryPath
+	ta.directory = issuerSrv.URL + privacypass.DirectoryPath
 	var line string
 	ta.key, line = NewAPIKey(ta.account)
 	accounts, err := ParseAccounts(strings.NewReader("# test\n\n" + line))
 	if err != nil {
 		t.Fatal(err)
 	}
-	att, err := NewAttester(AttesterConfig{Accounts: accounts, IssuerURL: issuerSrv.URL + DefaultRequestPath, Rate: limit, Burst: burst})
+	att, err := NewAttester(AttesterConfig{Accounts: accounts, IssuerURL: issuerSrv.URL + privacypass.DefaultRequestPath, Rate: limit, Burst: burst})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func newTestAuthority(t *testing.T, limit rate.Limit, burst int) *testAuthority 
 
 func (ta *testAuthority) post(t *testing.T, key, contentType string, body []byte) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, ta.attester.URL+DefaultRequestPath, bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, ta.attester.URL+privacypass.DefaultRequestPath, bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -93,13 +94,13 @@ func (ta *testAuthority) post(t *testing.T, key, contentType string, body []byte
 func TestAttester(t *testing.T) {
 	ta := newTestAuthority(t, rate.Every(time.Hour), 3)
 	pk := ta.issuer.VerificationKeys()[0].Public()
-	raw, _ := (&TokenChallenge{Type: pk.Type, IssuerName: "issuer.example"}).MarshalBinary()
+	raw, _ := (&privacypass.TokenChallenge{Type: pk.Type, IssuerName: "issuer.example"}).MarshalBinary()
 	p, err := pk.NewPendingToken(raw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, body := ta.post(t, ta.key, MediaTypeRequest, p.Request)
-	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != MediaTypeResponse {
+	res, body := ta.post(t, ta.key, privacypass.MediaTypeRequest, p.Request)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != privacypass.MediaTypeResponse {
 		t.Fatalf("%s %s", res.Status, body)
 	}
 	tok, err := p.Finalize(body)
@@ -116,19 +117,19 @@ func TestAttester(t *testing.T) {
 		body             []byte
 		status           int
 	}{
-		"no key":       {"", MediaTypeRequest, p.Request, http.StatusUnauthorized},
-		"wrong key":    {ta.key + "x", MediaTypeRequest, p.Request, http.StatusUnauthorized},
+		"no key":       {"", privacypass.MediaTypeRequest, p.Request, http.StatusUnauthorized},
+		"wrong key":    {ta.key + "x", privacypass.MediaTypeRequest, p.Request, http.StatusUnauthorized},
 		"media type":   {ta.key, "text/plain", p.Request, http.StatusUnsupportedMediaType},
-		"short":        {ta.key, MediaTypeRequest, p.Request[:10], http.StatusUnprocessableEntity},
-		"issuer's 422": {ta.key, MediaTypeRequest, bad, http.StatusUnprocessableEntity},
+		"short":        {ta.key, privacypass.MediaTypeRequest, p.Request[:10], http.StatusUnprocessableEntity},
+		"issuer's 422": {ta.key, privacypass.MediaTypeRequest, bad, http.StatusUnprocessableEntity},
 		// The burst of 3 is spent by the first request, "issuer's 422" and this one.
 	} {
 		if res, body := ta.post(t, tt.key, tt.contentType, tt.body); res.StatusCode != tt.status {
 			t.Errorf("%s: %s %s, want %d", name, res.Status, body, tt.status)
 		}
 	}
-	req, _ := http.NewRequest(http.MethodPost, ta.attester.URL+DefaultRequestPath, bytes.NewReader(p.Request))
-	req.Header.Set("Content-Type", MediaTypeRequest)
+	req, _ := http.NewRequest(http.MethodPost, ta.attester.URL+privacypass.DefaultRequestPath, bytes.NewReader(p.Request))
+	req.Header.Set("Content-Type", privacypass.MediaTypeRequest)
 	req.Header.Set("Authorization", "bearer  "+ta.key) // the scheme is case-insensitive
 	res, err = ta.attester.Client().Do(req)
 	if err != nil {
@@ -138,7 +139,7 @@ func TestAttester(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("third token: %s", res.Status)
 	}
-	res, _ = ta.post(t, ta.key, MediaTypeRequest, p.Request)
+	res, _ = ta.post(t, ta.key, privacypass.MediaTypeRequest, p.Request)
 	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("past the limit: %s, Retry-After %q", res.Status, res.Header.Get("Retry-After"))
 	}
@@ -180,11 +181,11 @@ func TestParseAccountsRejects(t *testing.T) {
 func TestReadAPIKey(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "key")
 	os.WriteFile(f, []byte("# a comment\n\n  secret-key  \nsecond\n"), 0o600)
-	if key, err := ReadAPIKey(f); err != nil || key != "secret-key" {
+	if key, err := privacypass.ReadAPIKey(f); err != nil || key != "secret-key" {
 		t.Fatalf("%q, %v", key, err)
 	}
 	os.WriteFile(f, []byte("# only a comment\n"), 0o600)
-	if _, err := ReadAPIKey(f); err == nil {
+	if _, err := privacypass.ReadAPIKey(f); err == nil {
 		t.Fatal("a file without a key: no error")
 	}
 }

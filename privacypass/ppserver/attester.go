@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/masqued/masqued/privacypass"
 	"golang.org/x/time/rate"
 )
 
@@ -157,7 +158,7 @@ func (a *Attester) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "issuer refused: "+http.StatusText(status), status)
 		return
 	}
-	w.Header().Set("Content-Type", MediaTypeResponse)
+	w.Header().Set("Content-Type", privacypass.MediaTypeResponse)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(resp)
 }
@@ -181,8 +182,8 @@ func (a *Attester) relay(ctx context.Context, body []byte) ([]byte, int, error) 
 	if err != nil {
 		return nil, 0, err
 	}
-	req.Header.Set("Content-Type", MediaTypeRequest)
-	req.Header.Set("Accept", MediaTypeResponse)
+	req.Header.Set("Content-Type", privacypass.MediaTypeRequest)
+	req.Header.Set("Accept", privacypass.MediaTypeResponse)
 	res, err := a.cfg.Client.Do(req)
 	if err != nil {
 		return nil, 0, err
@@ -194,9 +195,9 @@ func (a *Attester) relay(ctx context.Context, body []byte) ([]byte, int, error) 
 	if res.StatusCode != http.StatusOK {
 		return nil, 0, fmt.Errorf("issuer answered %s", res.Status)
 	}
-	if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != MediaTypeResponse {
+	if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != privacypass.MediaTypeResponse {
 		return nil, 0, fmt.Errorf("issuer answered Content-Type %q", res.Header.Get("Content-Type"))
 	}
-	resp, err := io.ReadAll(io.LimitReader(res.Body, maxTokenRequestBytes))
+	resp, err := io.ReadAll(io.LimitReader(res.Body, privacypass.MaxTokenRequestBytes))
 	return resp, http.StatusOK, err
 }

@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/masqued/masqued/privacypass"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -17,7 +18,7 @@ type SpentStore interface {
 	// Spend records nonce under keyID until expiry and reports whether it
 	// was unspent. It is safe for concurrent use. On error the caller
 	// refuses the token: a store that cannot answer must not admit replays.
-	Spend(ctx context.Context, keyID [KeyIDLen]byte, nonce [NonceLen]byte, expiry time.Time) (bool, error)
+	Spend(ctx context.Context, keyID [privacypass.KeyIDLen]byte, nonce [privacypass.NonceLen]byte, expiry time.Time) (bool, error)
 }
 
 // MemoryStore is a SpentStore for one proxy process. Nonces are kept per
@@ -27,22 +28,22 @@ type MemoryStore struct {
 	now func() time.Time
 
 	mu        sync.Mutex
-	keys      map[[KeyIDLen]byte]*spentSet // guarded by mu
-	nextSweep time.Time                    // guarded by mu
+	keys      map[[privacypass.KeyIDLen]byte]*spentSet // guarded by mu
+	nextSweep time.Time                                // guarded by mu
 }
 
 type spentSet struct {
 	expiry time.Time
-	nonces map[[NonceLen]byte]struct{}
+	nonces map[[privacypass.NonceLen]byte]struct{}
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{now: time.Now, keys: map[[KeyIDLen]byte]*spentSet{}}
+	return &MemoryStore{now: time.Now, keys: map[[privacypass.KeyIDLen]byte]*spentSet{}}
 }
 
 // Spend implements SpentStore.
-func (m *MemoryStore) Spend(_ context.Context, keyID [KeyIDLen]byte, nonce [NonceLen]byte, expiry time.Time) (bool, error) {
+func (m *MemoryStore) Spend(_ context.Context, keyID [privacypass.KeyIDLen]byte, nonce [privacypass.NonceLen]byte, expiry time.Time) (bool, error) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -51,7 +52,7 @@ func (m *MemoryStore) Spend(_ context.Context, keyID [KeyIDLen]byte, nonce [Nonc
 	}
 	s := m.keys[keyID]
 	if s == nil {
-		s = &spentSet{nonces: map[[NonceLen]byte]struct{}{}}
+		s = &spentSet{nonces: map[[privacypass.NonceLen]byte]struct{}{}}
 		m.keys[keyID] = s
 	}
 	s.expiry = later(s.expiry, expiry)
@@ -105,12 +106,12 @@ func NewRedisStore(client redis.UniversalClient, prefix string) *RedisStore {
 }
 
 // Spend implements SpentStore.
-func (s *RedisStore) Spend(ctx context.Context, keyID [KeyIDLen]byte, nonce [NonceLen]byte, expiry time.Time) (bool, error) {
+func (s *RedisStore) Spend(ctx context.Context, keyID [privacypass.KeyIDLen]byte, nonce [privacypass.NonceLen]byte, expiry time.Time) (bool, error) {
 	ttl := time.Until(expiry)
 	if ttl < time.Second {
 		ttl = time.Second // the key is retiring: remember briefly rather than not at all
 	}
-	key := make([]byte, 0, len(s.prefix)+KeyIDLen+NonceLen)
+	key := make([]byte, 0, len(s.prefix)+privacypass.KeyIDLen+privacypass.NonceLen)
 	key = append(append(append(key, s.prefix...), keyID[:]...), nonce[:]...)
 	fresh, err := s.client.SetNX(ctx, string(key), 1, ttl).Result()
 	if err != nil {

@@ -1,8 +1,24 @@
-package privacypass
+// Package ppserver is the server side of Privacy Pass (package privacypass):
+// the Issuer and Attester HTTP handlers, the proxy's redemption (Redeemer, a
+// tunnel authenticator) with its spent-nonce stores in memory or Redis, and
+// the deployments that wire them together.
+//
+// A token admits one tunnel by default. A proxy may instead let it admit its
+// connection (tunnel.Config.AuthPerConn): that spends fewer tokens and loses
+// no privacy, since the proxy links the tunnels of one connection anyway, but
+// one token then buys any number of tunnels for as long as the client keeps
+// the connection open, which weakens the attester's rate limit.
+//
+// Deployments: an Issuer and an Attester in one process with the proxy
+// (StartProxyAuth without an issuer directory: masqued's quick start), or
+// apart (cmd/pp-issuer), the proxy following the issuer's directory
+// (DirectoryKeys) and sharing spent tokens with its fleet through Redis.
+//
+// Nothing here logs a token, a nonce, an API key or an account id.
+package ppserver
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,17 +36,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/masqued/masqued/privacypass"
 	"github.com/prometheus/client_golang/prometheus"
-)
-
-// Media types and the well-known path of RFC 9578.
-const (
-	DirectoryPath        = "/.well-known/private-token-issuer-directory"
-	MediaTypeDirectory   = "application/private-token-issuer-directory"
-	MediaTypeRequest     = "application/private-token-request"
-	MediaTypeResponse    = "application/private-token-response"
-	DefaultRequestPath   = "/token-request"
-	maxTokenRequestBytes = 1024
 )
 
 // IssuerConfig configures an Issuer.
@@ -39,7 +46,7 @@ type IssuerConfig struct {
 	// in memory only, so they die with the process.
 	Dir string
 	// Types are the token types issued; nil = both.
-	Types []TokenType
+	Types []privacypass.TokenType
 	// Lifetime is how long each key is used for issuance; 0 = 30 days.
 	Lifetime time.Duration
 	// Overlap is how long a successor key is published before it is used,
@@ -71,16 +78,16 @@ type Issuer struct {
 
 // issuerState is an immutable snapshot of the live keys.
 type issuerState struct {
-	keys      []*PrivateKey // newest NotBefore first
-	verifiers []Verifier    // the same keys
-	directory []byte        // JSON
-	maxAge    int           // directory Cache-Control max-age, seconds
+	keys      []*privacypass.PrivateKey // newest NotBefore first
+	verifiers []privacypass.Verifier    // the same keys
+	directory []byte                    // JSON
+	maxAge    int                       // directory Cache-Control max-age, seconds
 }
 
 // NewIssuer loads the keys in c.Dir and rotates them to now.
 func NewIssuer(c IssuerConfig) (*Issuer, error) {
 	if c.Types == nil {
-		c.Types = []TokenType{TypePublic, TypePrivate}
+		c.Types = []privacypass.TokenType{privacypass.TypePublic, privacypass.TypePrivate}
 	}
 	if c.Lifetime == 0 {
 		c.Lifetime = 30 * 24 * time.Hour
@@ -92,7 +99,7 @@ func NewIssuer(c IssuerConfig) (*Issuer, error) {
 		return nil, errors.New("privacypass: the key overlap must be shorter than the key lifetime")
 	}
 	if c.RequestURI == "" {
-		c.RequestURI = DefaultRequestPath
+		c.RequestURI = privacypass.DefaultRequestPath
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -109,7 +116,7 @@ func NewIssuer(c IssuerConfig) (*Issuer, error) {
 			is.issued.WithLabelValues(r)
 		}
 	}
-	var keys []*PrivateKey
+	var keys []*privacypass.PrivateKey
 	if c.Dir != "" {
 		if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("issuer key directory: %w", err)
@@ -123,18 +130,18 @@ func NewIssuer(c IssuerConfig) (*Issuer, error) {
 	return is, is.Rotate(time.Now())
 }
 
-func loadKeys(dir string) ([]*PrivateKey, error) {
+func loadKeys(dir string) ([]*privacypass.PrivateKey, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.pem"))
 	if err != nil {
 		return nil, err
 	}
-	var keys []*PrivateKey
+	var keys []*privacypass.PrivateKey
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
-		k, err := ParsePrivateKeyPEM(b)
+		k, err := privacypass.ParsePrivateKeyPEM(b)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
@@ -144,7 +151,7 @@ func loadKeys(dir string) ([]*PrivateKey, error) {
 }
 
 // keyFile is where k is kept in dir.
-func keyFile(dir string, k *PrivateKey) string {
+func keyFile(dir string, k *privacypass.PrivateKey) string {
 	id := k.Public().ID()
 	return filepath.Join(dir, fmt.Sprintf("type%d-%d-%s.pem", k.Public().Type, k.Public().NotBefore.Unix(), hex.EncodeToString(id[:4])))
 }
@@ -156,7 +163,7 @@ func (is *Issuer) Rotate(now time.Time) error {
 	is.rotateMu.Lock()
 	defer is.rotateMu.Unlock()
 	c := is.cfg
-	keys := slices.DeleteFunc(slices.Clone(is.state.Load().keys), func(k *PrivateKey) bool {
+	keys := slices.DeleteFunc(slices.Clone(is.state.Load().keys), func(k *privacypass.PrivateKey) bool {
 		if now.Before(k.Public().NotAfter) {
 			return false
 		}
@@ -169,7 +176,7 @@ func (is *Issuer) Rotate(now time.Time) error {
 		return true
 	})
 	for _, t := range c.Types {
-		var newest *PrivateKey
+		var newest *privacypass.PrivateKey
 		for _, k := range keys {
 			if k.Public().Type == t && (newest == nil || k.Public().NotBefore.After(newest.Public().NotBefore)) {
 				newest = k
@@ -212,17 +219,17 @@ func (is *Issuer) Run(ctx context.Context) {
 
 // generate makes a key of type t from start whose truncated id differs from
 // those of the other live keys of its type (RFC 9578 §5.5), and stores it.
-func (is *Issuer) generate(t TokenType, start time.Time, live []*PrivateKey) (*PrivateKey, error) {
+func (is *Issuer) generate(t privacypass.TokenType, start time.Time, live []*privacypass.PrivateKey) (*privacypass.PrivateKey, error) {
 	start = start.Truncate(time.Second)
 	for range 64 {
-		k, err := GenerateKey(t, start, start.Add(is.cfg.Lifetime+is.cfg.Overlap))
+		k, err := privacypass.GenerateKey(t, start, start.Add(is.cfg.Lifetime+is.cfg.Overlap))
 		if err != nil {
 			return nil, err
 		}
 		id := k.Public().ID()
-		if slices.ContainsFunc(live, func(o *PrivateKey) bool {
+		if slices.ContainsFunc(live, func(o *privacypass.PrivateKey) bool {
 			oid := o.Public().ID()
-			return o.Public().Type == t && oid[KeyIDLen-1] == id[KeyIDLen-1]
+			return o.Public().Type == t && oid[privacypass.KeyIDLen-1] == id[privacypass.KeyIDLen-1]
 		}) {
 			continue
 		}
@@ -237,7 +244,7 @@ func (is *Issuer) generate(t TokenType, start time.Time, live []*PrivateKey) (*P
 }
 
 // writeKey stores k in dir atomically, readable by the owner only.
-func writeKey(dir string, k *PrivateKey) error {
+func writeKey(dir string, k *privacypass.PrivateKey) error {
 	b, err := k.MarshalPEM()
 	if err != nil {
 		return err
@@ -258,98 +265,40 @@ func writeKey(dir string, k *PrivateKey) error {
 	return os.Rename(f.Name(), keyFile(dir, k))
 }
 
-// directoryJSON is the issuer directory (RFC 9578 §4).
-type directoryJSON struct {
-	RequestURI string         `json:"issuer-request-uri"`
-	TokenKeys  []tokenKeyJSON `json:"token-keys"`
-}
-
-type tokenKeyJSON struct {
-	Type      TokenType `json:"token-type"`
-	Key       string    `json:"token-key"`
-	NotBefore int64     `json:"not-before,omitempty"`
-}
-
-// Directory is a parsed issuer directory.
-type Directory struct {
-	RequestURI string
-	Keys       []*PublicKey // in the issuer's order of preference
-}
-
-// ParseDirectory decodes an issuer directory. Keys of unsupported types are
-// skipped; a malformed key of a supported type is an error.
-func ParseDirectory(b []byte) (*Directory, error) {
-	var dj directoryJSON
-	if err := json.Unmarshal(b, &dj); err != nil {
-		return nil, fmt.Errorf("%w issuer directory: %w", ErrMalformed, err)
-	}
-	d := &Directory{RequestURI: dj.RequestURI}
-	for _, kj := range dj.TokenKeys {
-		if authenticatorLen(kj.Type) == 0 {
-			continue
-		}
-		enc, err := decodeBase64URL(kj.Key)
-		if err != nil {
-			return nil, malformed("issuer directory: token-key is not base64url")
-		}
-		k, err := ParsePublicKey(kj.Type, enc)
-		if err != nil {
-			return nil, err
-		}
-		if kj.NotBefore != 0 {
-			k.NotBefore = time.Unix(kj.NotBefore, 0)
-		}
-		d.Keys = append(d.Keys, k)
-	}
-	return d, nil
-}
-
-// Current is the first key of type t usable at now: the first without a
-// not-before in the future (RFC 9578 §4), or nil.
-func (d *Directory) Current(t TokenType, now time.Time) *PublicKey {
-	for _, k := range d.Keys {
-		if k.Type == t && !k.NotBefore.After(now) {
-			return k
-		}
-	}
-	return nil
-}
-
 // publish makes keys the live set.
-func (is *Issuer) publish(keys []*PrivateKey) {
+func (is *Issuer) publish(keys []*privacypass.PrivateKey) {
 	keys = slices.Clone(keys)
-	slices.SortFunc(keys, func(a, b *PrivateKey) int { // newest first; type 2 first among equals
+	slices.SortFunc(keys, func(a, b *privacypass.PrivateKey) int { // newest first; type 2 first among equals
 		if c := b.Public().NotBefore.Compare(a.Public().NotBefore); c != 0 {
 			return c
 		}
 		return int(b.Public().Type) - int(a.Public().Type)
 	})
 	st := &issuerState{keys: keys, maxAge: int(min(time.Hour, is.cfg.Overlap/2) / time.Second)}
-	dir := directoryJSON{RequestURI: is.cfg.RequestURI, TokenKeys: []tokenKeyJSON{}}
+	dir := &privacypass.Directory{RequestURI: is.cfg.RequestURI}
 	for _, k := range keys {
 		st.verifiers = append(st.verifiers, k)
-		dir.TokenKeys = append(dir.TokenKeys, tokenKeyJSON{Type: k.Public().Type,
-			Key: base64.URLEncoding.EncodeToString(k.Public().Encoded()), NotBefore: k.Public().NotBefore.Unix()})
+		dir.Keys = append(dir.Keys, k.Public())
 	}
 	st.directory, _ = json.Marshal(dir) // cannot fail: strings and numbers
 	is.state.Store(st)
 }
 
 // VerificationKeys returns the live keys, newest first (a KeySource).
-func (is *Issuer) VerificationKeys() []Verifier { return is.state.Load().verifiers }
+func (is *Issuer) VerificationKeys() []privacypass.Verifier { return is.state.Load().verifiers }
 
 // ServeHTTP serves the directory at DirectoryPath and issuance at the path
 // of RequestURI.
 func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case DirectoryPath:
+	case privacypass.DirectoryPath:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
 		st := is.state.Load()
-		w.Header().Set("Content-Type", MediaTypeDirectory)
+		w.Header().Set("Content-Type", privacypass.MediaTypeDirectory)
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(st.maxAge))
 		w.Write(st.directory)
 	case requestPath(is.cfg.RequestURI):
@@ -379,11 +328,11 @@ func (is *Issuer) serveIssue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	var key *PrivateKey
+	var key *privacypass.PrivateKey
 	for _, k := range is.state.Load().keys { // newest first
 		pk := k.Public()
 		id := pk.ID()
-		if pk.Type == req.Type && id[KeyIDLen-1] == req.TruncatedKeyID &&
+		if pk.Type == req.Type && id[privacypass.KeyIDLen-1] == req.TruncatedKeyID &&
 			!pk.NotBefore.After(now) && now.Before(pk.NotAfter.Add(-is.cfg.Overlap)) {
 			key = k
 			break
@@ -401,7 +350,7 @@ func (is *Issuer) serveIssue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	is.count("issued")
-	w.Header().Set("Content-Type", MediaTypeResponse)
+	w.Header().Set("Content-Type", privacypass.MediaTypeResponse)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(resp)
 }
@@ -417,21 +366,21 @@ func (is *Issuer) count(result string) {
 // other than MediaTypeRequest, 400 for an unreadable or oversized body, 422
 // for an unsupported token type or a blinded message of the wrong size.
 // The attester uses it too, so that a bad request dies before the issuer.
-func readTokenRequest(w http.ResponseWriter, r *http.Request) (*TokenRequest, int, string) {
+func readTokenRequest(w http.ResponseWriter, r *http.Request) (*privacypass.TokenRequest, int, string) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		return nil, http.StatusMethodNotAllowed, "POST a token request"
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != MediaTypeRequest {
-		return nil, http.StatusUnsupportedMediaType, "want Content-Type: " + MediaTypeRequest
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != privacypass.MediaTypeRequest {
+		return nil, http.StatusUnsupportedMediaType, "want Content-Type: " + privacypass.MediaTypeRequest
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequestBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, privacypass.MaxTokenRequestBytes))
 	if err != nil {
 		return nil, http.StatusBadRequest, "unreadable or oversized token request"
 	}
-	req := new(TokenRequest)
+	req := new(privacypass.TokenRequest)
 	switch err := req.UnmarshalBinary(body); {
-	case errors.Is(err, ErrUnsupportedType):
+	case errors.Is(err, privacypass.ErrUnsupportedType):
 		return nil, http.StatusUnprocessableEntity, "unsupported token type"
 	case len(body) < 3:
 		return nil, http.StatusBadRequest, "truncated token request"

@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"crypto/sha256"
@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/masqued/masqued/privacypass"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,14 +18,14 @@ type KeySource interface {
 	// VerificationKeys returns the live keys, preferred first. It is called
 	// on every redemption, so it must be cheap (return a cached slice, not a
 	// copy) and safe for concurrent use; callers do not modify the slice.
-	VerificationKeys() []Verifier
+	VerificationKeys() []privacypass.Verifier
 }
 
 // StaticKeys is a fixed KeySource.
-type StaticKeys []Verifier
+type StaticKeys []privacypass.Verifier
 
 // VerificationKeys returns k.
-func (k StaticKeys) VerificationKeys() []Verifier { return k }
+func (k StaticKeys) VerificationKeys() []privacypass.Verifier { return k }
 
 // RedeemerConfig configures a Redeemer.
 type RedeemerConfig struct {
@@ -72,7 +73,7 @@ const (
 // safe for concurrent use.
 type Redeemer struct {
 	cfg        RedeemerConfig
-	challenges map[TokenType]challengeInfo
+	challenges map[privacypass.TokenType]challengeInfo
 	results    map[string]prometheus.Counter // by result; nil when not counted
 }
 
@@ -95,7 +96,7 @@ func NewRedeemer(c RedeemerConfig) (*Redeemer, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	rd := &Redeemer{cfg: c, challenges: map[TokenType]challengeInfo{}}
+	rd := &Redeemer{cfg: c, challenges: map[privacypass.TokenType]challengeInfo{}}
 	if c.Registerer != nil {
 		vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "masqued_privacypass_redemptions_total", Help: "Tunnel requests checked for a Privacy Pass token, by result.",
@@ -108,8 +109,8 @@ func NewRedeemer(c RedeemerConfig) (*Redeemer, error) {
 			rd.results[r] = vec.WithLabelValues(r)
 		}
 	}
-	for _, t := range []TokenType{TypePrivate, TypePublic} {
-		tc := TokenChallenge{Type: t, IssuerName: c.IssuerName, RedemptionContext: c.RedemptionContext, OriginInfo: c.OriginInfo}
+	for _, t := range []privacypass.TokenType{privacypass.TypePrivate, privacypass.TypePublic} {
+		tc := privacypass.TokenChallenge{Type: t, IssuerName: c.IssuerName, RedemptionContext: c.RedemptionContext, OriginInfo: c.OriginInfo}
 		raw, err := tc.MarshalBinary()
 		if err != nil {
 			return nil, err
@@ -180,29 +181,29 @@ func (rd *Redeemer) count(result string) {
 
 // check finds, parses and verifies the token of r. It returns a nil token
 // and nil error when r carries none.
-func (rd *Redeemer) check(r *http.Request, keys []Verifier) (*Token, Verifier, error) {
+func (rd *Redeemer) check(r *http.Request, keys []privacypass.Verifier) (*privacypass.Token, privacypass.Verifier, error) {
 	var raw []byte
 	for _, v := range r.Header.Values("Proxy-Authorization") {
 		var err error
-		if raw, err = ParseCredentials(v); err == nil {
+		if raw, err = privacypass.ParseCredentials(v); err == nil {
 			break
-		} else if !errors.Is(err, ErrNoCredentials) {
+		} else if !errors.Is(err, privacypass.ErrNoCredentials) {
 			return nil, nil, err
 		}
 	}
 	if raw == nil {
 		return nil, nil, nil
 	}
-	tok := new(Token)
+	tok := new(privacypass.Token)
 	if err := tok.UnmarshalBinary(raw); err != nil {
 		return nil, nil, err
 	}
 	if ci, ok := rd.challenges[tok.Type]; !ok || ci.digest != tok.ChallengeDigest {
-		return nil, nil, fmt.Errorf("%w: minted for another challenge", ErrInvalidToken)
+		return nil, nil, fmt.Errorf("%w: minted for another challenge", privacypass.ErrInvalidToken)
 	}
-	i := slices.IndexFunc(keys, func(k Verifier) bool { return k.Public().id == tok.KeyID })
+	i := slices.IndexFunc(keys, func(k privacypass.Verifier) bool { return k.Public().ID() == tok.KeyID })
 	if i < 0 {
-		return nil, nil, fmt.Errorf("%w: unknown or retired key", ErrInvalidToken)
+		return nil, nil, fmt.Errorf("%w: unknown or retired key", privacypass.ErrInvalidToken)
 	}
 	if err := keys[i].Verify(tok); err != nil {
 		return nil, nil, err
@@ -212,27 +213,27 @@ func (rd *Redeemer) check(r *http.Request, keys []Verifier) (*Token, Verifier, e
 
 // refuse builds a 407 with a challenge for the preferred usable key of each
 // token type, type 2 first (anyone can verify it, so clients should prefer it).
-func (rd *Redeemer) refuse(keys []Verifier, reason string, err error) *Refusal {
+func (rd *Redeemer) refuse(keys []privacypass.Verifier, reason string, err error) *Refusal {
 	rd.count(reason)
 	rd.cfg.Logger.Debug("token refused", "reason", reason)
 	h := http.Header{}
 	now := time.Now()
-	for _, t := range []TokenType{TypePublic, TypePrivate} {
-		i := slices.IndexFunc(keys, func(k Verifier) bool {
+	for _, t := range []privacypass.TokenType{privacypass.TypePublic, privacypass.TypePrivate} {
+		i := slices.IndexFunc(keys, func(k privacypass.Verifier) bool {
 			pk := k.Public()
 			return pk.Type == t && !pk.NotBefore.After(now) && verifiable(k)
 		})
 		if i < 0 {
 			continue
 		}
-		c := Challenge{Raw: rd.challenges[t].raw, TokenKey: keys[i].Public().Encoded(), MaxAge: -1}
+		c := privacypass.Challenge{Raw: rd.challenges[t].raw, TokenKey: keys[i].Public().Encoded(), MaxAge: -1}
 		h.Add("Proxy-Authenticate", c.String())
 	}
 	return &Refusal{Status: http.StatusProxyAuthRequired, Reason: reason, header: h, err: err}
 }
 
 // verifiable reports whether k can check tokens: type 1 needs the private key.
-func verifiable(k Verifier) bool {
-	_, private := k.(*PrivateKey)
-	return private || k.Public().Type == TypePublic
+func verifiable(k privacypass.Verifier) bool {
+	_, private := k.(*privacypass.PrivateKey)
+	return private || k.Public().Type == privacypass.TypePublic
 }

@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"bytes"
@@ -13,17 +13,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/privacypass"
 )
 
-func getDirectory(t *testing.T, h http.Handler) (*Directory, *http.Response) {
+func getDirectory(t *testing.T, h http.Handler) (*privacypass.Directory, *http.Response) {
 	t.Helper()
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, DirectoryPath, nil))
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, privacypass.DirectoryPath, nil))
 	res := w.Result()
-	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != MediaTypeDirectory {
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != privacypass.MediaTypeDirectory {
 		t.Fatalf("directory: %s, %q", res.Status, res.Header.Get("Content-Type"))
 	}
-	d, err := ParseDirectory(w.Body.Bytes())
+	d, err := privacypass.ParseDirectory(w.Body.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func getDirectory(t *testing.T, h http.Handler) (*Directory, *http.Response) {
 }
 
 func postTokenRequest(h http.Handler, contentType string, body []byte) *http.Response {
-	r := httptest.NewRequest(http.MethodPost, DefaultRequestPath, bytes.NewReader(body))
+	r := httptest.NewRequest(http.MethodPost, privacypass.DefaultRequestPath, bytes.NewReader(body))
 	r.Header.Set("Content-Type", contentType)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
@@ -45,7 +46,7 @@ func TestIssuerPersistsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, res := getDirectory(t, is)
-	if d.RequestURI != DefaultRequestPath || len(d.Keys) != 2 || res.Header.Get("Cache-Control") != "max-age=3600" {
+	if d.RequestURI != privacypass.DefaultRequestPath || len(d.Keys) != 2 || res.Header.Get("Cache-Control") != "max-age=3600" {
 		t.Fatalf("directory %+v, Cache-Control %q", d, res.Header.Get("Cache-Control"))
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -74,7 +75,7 @@ func TestIssuerPersistsKeys(t *testing.T) {
 
 func TestIssuerRotation(t *testing.T) {
 	dir := t.TempDir()
-	c := IssuerConfig{Dir: dir, Types: []TokenType{TypePrivate}, Lifetime: 10 * time.Hour, Overlap: time.Hour}
+	c := IssuerConfig{Dir: dir, Types: []privacypass.TokenType{privacypass.TypePrivate}, Lifetime: 10 * time.Hour, Overlap: time.Hour}
 	is, err := NewIssuer(c)
 	if err != nil {
 		t.Fatal(err)
@@ -92,14 +93,14 @@ func TestIssuerRotation(t *testing.T) {
 	if len(d.Keys) != 2 || !d.Keys[0].NotBefore.Equal(now.Add(10*time.Hour)) || d.Keys[1].ID() != first.ID() {
 		t.Fatalf("after publishing the successor: %+v", d.Keys)
 	}
-	if cur := d.Current(TypePrivate, now.Add(9*time.Hour+time.Minute)); cur.ID() != first.ID() {
+	if cur := d.Current(privacypass.TypePrivate, now.Add(9*time.Hour+time.Minute)); cur.ID() != first.ID() {
 		t.Error("clients are told to use the successor before its not-before")
 	}
-	if cur := d.Current(TypePrivate, now.Add(10*time.Hour)); cur.ID() == first.ID() {
+	if cur := d.Current(privacypass.TypePrivate, now.Add(10*time.Hour)); cur.ID() == first.ID() {
 		t.Error("clients are told to keep the old key after the successor's not-before")
 	}
 	id1, id2 := d.Keys[0].ID(), d.Keys[1].ID()
-	if id1[KeyIDLen-1] == id2[KeyIDLen-1] {
+	if id1[privacypass.KeyIDLen-1] == id2[privacypass.KeyIDLen-1] {
 		t.Error("live keys share a truncated key id")
 	}
 	// After the overlap the first key retires and its file goes.
@@ -121,16 +122,16 @@ func TestIssuerIssues(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _ := getDirectory(t, is)
-	for _, typ := range []TokenType{TypePublic, TypePrivate} {
+	for _, typ := range []privacypass.TokenType{privacypass.TypePublic, privacypass.TypePrivate} {
 		pk := d.Current(typ, time.Now())
-		raw, _ := (&TokenChallenge{Type: typ, IssuerName: "issuer.example"}).MarshalBinary()
+		raw, _ := (&privacypass.TokenChallenge{Type: typ, IssuerName: "issuer.example"}).MarshalBinary()
 		p, err := pk.NewPendingToken(raw, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := postTokenRequest(is, MediaTypeRequest, p.Request)
+		res := postTokenRequest(is, privacypass.MediaTypeRequest, p.Request)
 		body, _ := io.ReadAll(res.Body)
-		if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != MediaTypeResponse {
+		if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != privacypass.MediaTypeResponse {
 			t.Fatalf("%v: %s %s", typ, res.Status, body)
 		}
 		tok, err := p.Finalize(body)
@@ -151,13 +152,13 @@ func TestIssuerIssues(t *testing.T) {
 			status      int
 		}{
 			"media type":   {"application/octet-stream", p.Request, http.StatusUnsupportedMediaType},
-			"no key":       {MediaTypeRequest, otherKey, http.StatusUnprocessableEntity},
-			"token type":   {MediaTypeRequest, wrongType, http.StatusUnprocessableEntity},
-			"short":        {MediaTypeRequest, p.Request[:len(p.Request)-1], http.StatusUnprocessableEntity},
-			"long":         {MediaTypeRequest, append(bytes.Clone(p.Request), 0), http.StatusUnprocessableEntity},
-			"truncated":    {MediaTypeRequest, p.Request[:2], http.StatusBadRequest},
-			"oversized":    {MediaTypeRequest, make([]byte, 2000), http.StatusBadRequest},
-			"with charset": {MediaTypeRequest + "; charset=x", p.Request, http.StatusOK},
+			"no key":       {privacypass.MediaTypeRequest, otherKey, http.StatusUnprocessableEntity},
+			"token type":   {privacypass.MediaTypeRequest, wrongType, http.StatusUnprocessableEntity},
+			"short":        {privacypass.MediaTypeRequest, p.Request[:len(p.Request)-1], http.StatusUnprocessableEntity},
+			"long":         {privacypass.MediaTypeRequest, append(bytes.Clone(p.Request), 0), http.StatusUnprocessableEntity},
+			"truncated":    {privacypass.MediaTypeRequest, p.Request[:2], http.StatusBadRequest},
+			"oversized":    {privacypass.MediaTypeRequest, make([]byte, 2000), http.StatusBadRequest},
+			"with charset": {privacypass.MediaTypeRequest + "; charset=x", p.Request, http.StatusOK},
 		} {
 			if res := postTokenRequest(is, tt.contentType, tt.body); res.StatusCode != tt.status {
 				t.Errorf("%v %s: %s, want %d", typ, name, res.Status, tt.status)
@@ -165,7 +166,7 @@ func TestIssuerIssues(t *testing.T) {
 		}
 	}
 	w := httptest.NewRecorder()
-	is.ServeHTTP(w, httptest.NewRequest(http.MethodGet, DefaultRequestPath, nil))
+	is.ServeHTTP(w, httptest.NewRequest(http.MethodGet, privacypass.DefaultRequestPath, nil))
 	if w.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET issuance: %d", w.Code)
 	}
@@ -176,7 +177,7 @@ func TestIssuerIssues(t *testing.T) {
 	}
 }
 
-func slicesIndexType(ks []Verifier, t TokenType) int {
+func slicesIndexType(ks []privacypass.Verifier, t privacypass.TokenType) int {
 	for i, k := range ks {
 		if k.Public().Type == t {
 			return i
@@ -195,12 +196,12 @@ func FuzzParseDirectory(f *testing.F) {
 	f.Add(is.state.Load().directory)
 	f.Add([]byte(`{"issuer-request-uri":"/r","token-keys":[{"token-type":1,"token-key":"AA=="},{"token-type":9,"token-key":"x"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := ParseDirectory(b)
+		d, err := privacypass.ParseDirectory(b)
 		if err != nil {
 			return
 		}
 		for _, k := range d.Keys {
-			if again, err := ParsePublicKey(k.Type, k.Encoded()); err != nil || again.ID() != k.ID() {
+			if again, err := privacypass.ParsePublicKey(k.Type, k.Encoded()); err != nil || again.ID() != k.ID() {
 				t.Fatalf("a parsed key does not parse again: %v", err)
 			}
 		}

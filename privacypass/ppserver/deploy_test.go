@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"net/http"
@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/masqued/masqued/privacypass"
 	"golang.org/x/time/rate"
 )
 
@@ -23,13 +24,13 @@ func TestProxyAuthWithIssuerElsewhere(t *testing.T) {
 	if pa.AttesterURL != "" {
 		t.Errorf("an attester URL %q without an embedded attester", pa.AttesterURL)
 	}
-	cs := ParseChallenges(refusal(t, pa.Authenticate(tunnelRequest()), http.StatusProxyAuthRequired).Header().Values("Proxy-Authenticate"))
+	cs := privacypass.ParseChallenges(refusal(t, pa.Authenticate(tunnelRequest()), http.StatusProxyAuthRequired).Header().Values("Proxy-Authenticate"))
 	u, _ := url.Parse(ta.directory)
-	if len(cs) != 1 || cs[0].TokenChallenge.Type != TypePublic || cs[0].TokenChallenge.OriginInfo != "" ||
+	if len(cs) != 1 || cs[0].TokenChallenge.Type != privacypass.TypePublic || cs[0].TokenChallenge.OriginInfo != "" ||
 		cs[0].TokenChallenge.IssuerName != u.Host {
 		t.Fatalf("challenges %+v", cs)
 	}
-	cl := newTestClient(t, ta, ClientConfig{DirectoryURL: ta.directory})
+	cl := newTestClient(t, ta, privacypass.ClientConfig{DirectoryURL: ta.directory})
 	cred, err := cl.Authorize(t.Context(), []string{cs[0].String()})
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +46,8 @@ func TestStartProxyAuthFails(t *testing.T) {
 	dead.Close()
 	for name, c := range map[string]ProxyConfig{
 		"relative directory":    {IssuerDirectory: "/.well-known/private-token-issuer-directory"},
-		"unreachable directory": {IssuerDirectory: dead.URL + DirectoryPath},
-		"unreachable redis":     {IssuerDirectory: dead.URL + DirectoryPath, Redis: t.TempDir() + "/none.sock"},
+		"unreachable directory": {IssuerDirectory: dead.URL + privacypass.DirectoryPath},
+		"unreachable redis":     {IssuerDirectory: dead.URL + privacypass.DirectoryPath, Redis: t.TempDir() + "/none.sock"},
 		"listen":                {Listen: "127.0.0.1:99999", StateDir: t.TempDir()},
 	} {
 		if pa, err := StartProxyAuth(c); err == nil {

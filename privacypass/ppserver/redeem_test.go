@@ -1,4 +1,4 @@
-package privacypass
+package ppserver
 
 import (
 	"bytes"
@@ -19,13 +19,14 @@ import (
 
 	"github.com/masqued/masqued/internal/proc"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/privacypass"
 )
 
 // testKeys are one key of each type, made once: RSA key generation is slow.
-var testKeys = sync.OnceValue(func() [2]*PrivateKey {
-	var ks [2]*PrivateKey
-	for i, t := range []TokenType{TypePrivate, TypePublic} {
-		k, err := GenerateKey(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+var testKeys = sync.OnceValue(func() [2]*privacypass.PrivateKey {
+	var ks [2]*privacypass.PrivateKey
+	for i, t := range []privacypass.TokenType{privacypass.TypePrivate, privacypass.TypePublic} {
+		k, err := privacypass.GenerateKey(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
 		if err != nil {
 			panic(err)
 		}
@@ -34,8 +35,22 @@ var testKeys = sync.OnceValue(func() [2]*PrivateKey {
 	return ks
 })
 
+// issue has sk answer p's request, as the issuer does.
+func issue(t testing.TB, sk *privacypass.PrivateKey, p *privacypass.PendingToken) []byte {
+	t.Helper()
+	var req privacypass.TokenRequest
+	if err := req.UnmarshalBinary(p.Request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := sk.Issue(&req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // mint makes a token for challenge c under sk, as client and issuer would.
-func mint(t testing.TB, sk *PrivateKey, c TokenChallenge) []byte {
+func mint(t testing.TB, sk *privacypass.PrivateKey, c privacypass.TokenChallenge) []byte {
 	t.Helper()
 	c.Type = sk.Public().Type
 	raw, err := c.MarshalBinary()
@@ -86,17 +101,17 @@ func newTestRedeemer(t testing.TB, spent SpentStore) *Redeemer {
 	return rd
 }
 
-var testChallenge = TokenChallenge{IssuerName: "issuer.example", OriginInfo: "proxy.example"}
+var testChallenge = privacypass.TokenChallenge{IssuerName: "issuer.example", OriginInfo: "proxy.example"}
 
 func TestRedeemerChallenges(t *testing.T) {
 	rd := newTestRedeemer(t, nil)
 	ref := refusal(t, rd.Authenticate(tunnelRequest()), http.StatusProxyAuthRequired)
-	cs := ParseChallenges(ref.Header().Values("Proxy-Authenticate"))
+	cs := privacypass.ParseChallenges(ref.Header().Values("Proxy-Authenticate"))
 	if len(cs) != 2 {
 		t.Fatalf("%d challenges: %v", len(cs), ref.Header())
 	}
 	ks := testKeys()
-	for i, want := range []*PrivateKey{ks[1], ks[0]} { // type 2 first
+	for i, want := range []*privacypass.PrivateKey{ks[1], ks[0]} { // type 2 first
 		c := cs[i]
 		if c.TokenChallenge.Type != want.Public().Type || c.TokenChallenge.IssuerName != "issuer.example" ||
 			c.TokenChallenge.OriginInfo != "proxy.example" || len(c.TokenChallenge.RedemptionContext) != 0 ||
@@ -106,7 +121,7 @@ func TestRedeemerChallenges(t *testing.T) {
 	}
 	// A client minting from the challenge itself is admitted.
 	raw := cs[0].Raw
-	pk, err := ParsePublicKey(cs[0].TokenChallenge.Type, cs[0].TokenKey)
+	pk, err := privacypass.ParsePublicKey(cs[0].TokenChallenge.Type, cs[0].TokenKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,14 +134,14 @@ func TestRedeemerChallenges(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc, _ := tok.MarshalBinary()
-	if err := rd.Authenticate(tunnelRequest(FormatCredentials(enc))); err != nil {
+	if err := rd.Authenticate(tunnelRequest(privacypass.FormatCredentials(enc))); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestRedeemerRefuses(t *testing.T) {
 	ks := testKeys()
-	other, err := GenerateKey(TypePrivate, time.Time{}, time.Time{})
+	other, err := privacypass.GenerateKey(privacypass.TypePrivate, time.Time{}, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,17 +159,17 @@ func TestRedeemerRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, cred := range map[string]string{
-		"forged":         FormatCredentials(forged),
-		"wrong key":      FormatCredentials(mint(t, other, testChallenge)),
-		"wrong type":     FormatCredentials(wrongType),
-		"truncated":      FormatCredentials(good[:len(good)-1]),
-		"other origin":   FormatCredentials(mint(t, ks[1], otherOrigin)),
+		"forged":         privacypass.FormatCredentials(forged),
+		"wrong key":      privacypass.FormatCredentials(mint(t, other, testChallenge)),
+		"wrong type":     privacypass.FormatCredentials(wrongType),
+		"truncated":      privacypass.FormatCredentials(good[:len(good)-1]),
+		"other origin":   privacypass.FormatCredentials(mint(t, ks[1], otherOrigin)),
 		"not base64":     `PrivateToken token="%%%"`,
 		"empty":          `PrivateToken token=""`,
 		"another scheme": `Basic dXNlcjpwYXNz`,
 	} {
 		ref := refusal(t, rd.Authenticate(tunnelRequest(cred)), http.StatusProxyAuthRequired)
-		if len(ParseChallenges(ref.Header().Values("Proxy-Authenticate"))) != 2 {
+		if len(privacypass.ParseChallenges(ref.Header().Values("Proxy-Authenticate"))) != 2 {
 			t.Errorf("%s: the 407 carries no challenges", name)
 		}
 		if strings.Contains(ref.Error(), cred) {
@@ -163,7 +178,7 @@ func TestRedeemerRefuses(t *testing.T) {
 	}
 	// Both types are admitted once, then refused as spent.
 	for _, sk := range ks {
-		cred := FormatCredentials(mint(t, sk, testChallenge))
+		cred := privacypass.FormatCredentials(mint(t, sk, testChallenge))
 		if err := rd.Authenticate(tunnelRequest(`Basic x`, cred)); err != nil {
 			t.Fatalf("%v: %v", sk.Public().Type, err)
 		}
@@ -184,19 +199,19 @@ func TestMemoryStoreExpiry(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	m.now = func() time.Time { return now }
 	ctx := context.Background()
-	k1, k2 := [KeyIDLen]byte{1}, [KeyIDLen]byte{2}
+	k1, k2 := [privacypass.KeyIDLen]byte{1}, [privacypass.KeyIDLen]byte{2}
 	for _, step := range []struct {
-		key   [KeyIDLen]byte
+		key   [privacypass.KeyIDLen]byte
 		nonce byte
 		fresh bool
 	}{{k1, 1, true}, {k1, 1, false}, {k2, 1, true}, {k1, 2, true}} {
-		fresh, _ := m.Spend(ctx, step.key, [NonceLen]byte{step.nonce}, now.Add(time.Hour))
+		fresh, _ := m.Spend(ctx, step.key, [privacypass.NonceLen]byte{step.nonce}, now.Add(time.Hour))
 		if fresh != step.fresh {
 			t.Fatalf("key %d nonce %d: fresh %v", step.key[0], step.nonce, fresh)
 		}
 	}
 	now = now.Add(2 * time.Hour)
-	if fresh, _ := m.Spend(ctx, [KeyIDLen]byte{3}, [NonceLen]byte{}, now.Add(time.Hour)); !fresh || m.Len() != 1 {
+	if fresh, _ := m.Spend(ctx, [privacypass.KeyIDLen]byte{3}, [privacypass.NonceLen]byte{}, now.Add(time.Hour)); !fresh || m.Len() != 1 {
 		t.Fatalf("after expiry: %d nonces held, want 1", m.Len())
 	}
 }
@@ -284,7 +299,7 @@ func TestRedisReplayAcrossProxies(t *testing.T) {
 	b := newTestRedeemer(t, NewRedisStore(newRedisClient(t, r.sock), "pp:"))
 	ks := testKeys()
 	for _, sk := range ks {
-		cred := FormatCredentials(mint(t, sk, testChallenge))
+		cred := privacypass.FormatCredentials(mint(t, sk, testChallenge))
 		if err := a.Authenticate(tunnelRequest(cred)); err != nil {
 			t.Fatal(err)
 		}
@@ -308,5 +323,5 @@ func TestRedisDown(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: filepath.Join(t.TempDir(), "none.sock"), MaxRetries: -1})
 	defer c.Close()
 	rd := newTestRedeemer(t, NewRedisStore(c, "pp:"))
-	refusal(t, rd.Authenticate(tunnelRequest(FormatCredentials(mint(t, testKeys()[1], testChallenge)))), http.StatusServiceUnavailable)
+	refusal(t, rd.Authenticate(tunnelRequest(privacypass.FormatCredentials(mint(t, testKeys()[1], testChallenge)))), http.StatusServiceUnavailable)
 }
