@@ -10,7 +10,7 @@ import (
 
 	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // inNetns marks the test process that TestAnyIPv6 starts in a network

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // detailDialer has something to tell every client it dials for.

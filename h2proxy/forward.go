@@ -8,8 +8,8 @@ import (
 	"net/http/httputil"
 	"strings"
 
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // forwarder forwards plain http:// requests, as an HTTP proxy does for

@@ -16,7 +16,7 @@ import (
 
 	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 func TestMain(m *testing.M) {

@@ -11,7 +11,7 @@ import (
 	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 func TestPerConnectionLimit(t *testing.T) {

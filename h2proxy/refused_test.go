@@ -8,7 +8,7 @@ import (
 
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // TestTargetRefused: over HTTP/2 and HTTP/1.1, a UDP tunnel whose target

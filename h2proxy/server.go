@@ -7,7 +7,7 @@
 //
 // The front only adapts: it turns an HTTP/2 stream or a hijacked HTTP/1.1
 // connection into a tunnel.Stream. Parsing, policy, authentication, dialing
-// and relaying live in internal/tunnel, shared with h3proxy.
+// and relaying live in tunnel, shared with h3proxy.
 //
 // CONNECT-UDP over HTTP/2 needs net/http started with GODEBUG=http2xconnect=1:
 // call xconnect.Enable at the top of main. Serve refuses to start without it.
@@ -28,9 +28,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/internal/xconnect"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // Server serves tunnels over HTTP/2 and HTTP/1.1 on TLS. Set the fields, then

@@ -10,7 +10,7 @@ import (
 
 	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // signalDialer is the core's NetDialer that tells the test when a tunnel

@@ -10,7 +10,7 @@ import (
 
 	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // refusal is an Authenticator's 407: a status and a challenge.

@@ -14,8 +14,8 @@ import (
 
 	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )

@@ -4,7 +4,7 @@
 // package client/h3.
 //
 // The front only adapts: parsing, policy, dialing and relaying live in
-// internal/tunnel, shared with the HTTP/2 front.
+// tunnel, shared with the HTTP/2 front.
 package h3proxy
 
 import (
@@ -20,9 +20,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // Server serves tunnels over HTTP/3. Set the fields, then call Serve; do not

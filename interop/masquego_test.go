@@ -19,7 +19,7 @@ import (
 	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // body is what the origins serve: 5 MB that no shifted or repeated copy of

@@ -23,7 +23,7 @@ import (
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/proc"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

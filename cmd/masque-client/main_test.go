@@ -16,8 +16,8 @@ import (
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 func TestMain(m *testing.M) { testnet.MainHTTP2(m) }

@@ -11,9 +11,9 @@ import (
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/privacypass"
 	"github.com/masqued/masqued/privacypass/ppserver"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // TestFetchWithTokens fetches through a proxy that wants Privacy Pass tokens,

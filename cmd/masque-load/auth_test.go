@@ -9,8 +9,8 @@ import (
 	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/privacypass/ppserver"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // challenge is the refusal of a request without the right credentials.

@@ -17,7 +17,7 @@ import (
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/admin"
 	"github.com/masqued/masqued/internal/restart"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // server is masqued as a daemon: the HTTP/3 front on its UDP socket, the TCP

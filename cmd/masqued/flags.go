@@ -17,9 +17,9 @@ import (
 	"github.com/masqued/masqued/geoegress"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/config"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass/ppserver"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // flags is masqued's command line; -config FILE sets the same names.

@@ -21,9 +21,9 @@ import (
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/restart"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass/ppserver"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // setup is what masqued builds from its flags before it listens: all that

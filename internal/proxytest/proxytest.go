@@ -25,7 +25,7 @@ import (
 	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // Proxy is a running test proxy.

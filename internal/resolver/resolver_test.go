@@ -23,8 +23,8 @@ import (
 
 	"github.com/masqued/masqued/internal/resolver"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -19,9 +19,9 @@ import (
 	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // syncBuffer is a log sink for concurrent writers.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 func addrPort(a *net.TCPAddr) netip.AddrPort { return a.AddrPort() }

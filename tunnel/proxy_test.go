@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // request builds a request as a front hands it to the core: uri is the

@@ -11,6 +11,15 @@
 // authenticates, enforces limits and the SSRF policy, resolves and dials,
 // and relays, counting every drop. It never listens on its own and does not
 // import any front.
+//
+// The package is public so that a server can be built outside this module,
+// with a front of its own or with h3proxy and h2proxy. What is stable is
+// what that takes: Config, New and Proxy's methods; the Front API a front is
+// built on (Proxy.Front, Front's methods, ConnState, Tunnel, Stream,
+// DatagramConn); the seams Config names (Policy, Resolver, Dialer,
+// Authenticator); and the names and labels of the metrics NewMetrics
+// registers, which dashboards and alerts depend on. Anything else may change
+// before v1.0.
 package tunnel
 
 import (

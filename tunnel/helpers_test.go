@@ -13,8 +13,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/tunnel"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

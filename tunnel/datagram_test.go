@@ -15,9 +15,9 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // capsuleRelay is a UDP tunnel in capsule mode: DATAGRAM capsules on a real

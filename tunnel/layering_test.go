@@ -16,7 +16,7 @@ func TestLayering(t *testing.T) {
 	// serverSide is what client-side packages must not import: the
 	// server's code and its metrics.
 	serverSide := []string{
-		"github.com/masqued/masqued/internal/tunnel",
+		"github.com/masqued/masqued/tunnel",
 		"github.com/masqued/masqued/h3proxy",
 		"github.com/masqued/masqued/h2proxy",
 		"github.com/prometheus",
@@ -25,9 +25,10 @@ func TestLayering(t *testing.T) {
 		pkg       string
 		forbidden []string
 	}{
-		{"github.com/masqued/masqued/internal/tunnel", []string{
+		{"github.com/masqued/masqued/tunnel", []string{
 			"github.com/masqued/masqued/h3proxy",
 			"github.com/masqued/masqued/h2proxy",
+			"github.com/masqued/masqued/client",
 			"github.com/quic-go/quic-go/http3",
 			"golang.org/x/net/http2",
 		}},
@@ -52,18 +53,18 @@ func TestLayering(t *testing.T) {
 			"github.com/masqued/masqued/privacypass",
 		}},
 		{"github.com/masqued/masqued/privacypass/...", []string{ // satisfies the core's seams with standard-library types
-			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/masqued/masqued/tunnel",
 			"github.com/masqued/masqued/h3proxy",
 			"github.com/masqued/masqued/h2proxy",
 			"github.com/quic-go/quic-go",
 		}},
 		{"github.com/masqued/masqued/internal/auth", []string{ // like privacypass: the core's seam, standard-library types
-			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/masqued/masqued/tunnel",
 			"github.com/masqued/masqued/h3proxy",
 			"github.com/masqued/masqued/h2proxy",
 		}},
 		{"github.com/masqued/masqued/internal/restart", []string{ // sockets only; it knows no front
-			"github.com/masqued/masqued/internal/tunnel",
+			"github.com/masqued/masqued/tunnel",
 			"github.com/masqued/masqued/h3proxy",
 			"github.com/masqued/masqued/h2proxy",
 		}},

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/internal/testnet"
-	"github.com/masqued/masqued/internal/tunnel"
+	"github.com/masqued/masqued/tunnel"
 )
 
 // streamRelay is a TCP tunnel relaying between two real loopback
