@@ -21,7 +21,7 @@ import (
 
 	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/client/h3"
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/masque"
 )
 
@@ -108,7 +108,7 @@ type Conn struct {
 // tunneler is what h3.Client and h2.Client have in common.
 type tunneler interface {
 	DialTCP(ctx context.Context, target string) (net.Conn, error)
-	ListenUDP(ctx context.Context, target string) (*proxyclient.UDPConn, error)
+	ListenUDP(ctx context.Context, target string) (*proxyconn.UDPConn, error)
 	Datagrams() bool
 	Usable() bool
 	Close() error
@@ -128,7 +128,7 @@ func (c *Conn) FallbackReason() error { return c.whyNotH3 }
 func (c *Conn) Datagrams() bool { return c.tunneler.Datagrams() }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP.
-// The conn is a *proxyclient.UDPConn whichever transport carries it.
+// The conn is a *proxyconn.UDPConn whichever transport carries it.
 func (c *Conn) ListenUDP(ctx context.Context, target string) (net.PacketConn, error) {
 	u, err := c.tunneler.ListenUDP(ctx, target)
 	if err != nil {
@@ -139,11 +139,11 @@ func (c *Conn) ListenUDP(ctx context.Context, target string) (net.PacketConn, er
 
 // Dial connects to the proxy at proxyURL ("https://host:port").
 func (d *Dialer) Dial(ctx context.Context, proxyURL string) (*Conn, error) {
-	authority, err := proxyclient.Authority(proxyURL)
+	authority, err := proxyconn.Authority(proxyURL)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := proxyclient.ParseTemplate(d.Template); err != nil {
+	if _, err := proxyconn.ParseTemplate(d.Template); err != nil {
 		return nil, err // fails both transports alike: no race
 	}
 	switch d.Transport {
@@ -169,7 +169,7 @@ func (d *Dialer) Dial(ctx context.Context, proxyURL string) (*Conn, error) {
 // away, as Dial does except that a TCP win is not remembered: a connection
 // that ended is no evidence against HTTP/3.
 func (d *Dialer) redial(ctx context.Context, proxyURL string) (*Conn, error) {
-	authority, err := proxyclient.Authority(proxyURL)
+	authority, err := proxyconn.Authority(proxyURL)
 	if err != nil || d.Transport != Auto || d.rememberedTCP(authority) {
 		return d.Dial(ctx, proxyURL)
 	}

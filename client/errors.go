@@ -4,42 +4,42 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // CertError reports a certificate that did not verify, and whose: the
 // proxy's (from Dial) or an origin's (inside a tunnel). Peer and Problem
 // tell a program which trust setting its user has to fix.
-type CertError = proxyclient.CertError
+type CertError = proxyconn.CertError
 
 // Peer names the end whose certificate failed: PeerProxy or PeerOrigin.
-type Peer = proxyclient.Peer
+type Peer = proxyconn.Peer
 
 // CertProblem says why a certificate did not verify.
-type CertProblem = proxyclient.CertProblem
+type CertProblem = proxyconn.CertProblem
 
 // The peers and problems a CertError names.
 const (
-	PeerProxy     = proxyclient.PeerProxy
-	PeerOrigin    = proxyclient.PeerOrigin
-	CertUntrusted = proxyclient.CertUntrusted
-	CertWrongName = proxyclient.CertWrongName
-	CertExpired   = proxyclient.CertExpired
-	CertInvalid   = proxyclient.CertInvalid
+	PeerProxy     = proxyconn.PeerProxy
+	PeerOrigin    = proxyconn.PeerOrigin
+	CertUntrusted = proxyconn.CertUntrusted
+	CertWrongName = proxyconn.CertWrongName
+	CertExpired   = proxyconn.CertExpired
+	CertInvalid   = proxyconn.CertInvalid
 )
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
 // challenges.
-type ProxyError = proxyclient.ProxyError
+type ProxyError = proxyconn.ProxyError
 
 // SilentTargetError reports a UDP tunnel's target from which nothing came
 // back while QUIC tried to reach it.
-type SilentTargetError = proxyclient.SilentTargetError
+type SilentTargetError = proxyconn.SilentTargetError
 
 // TargetRefusedError reports a UDP tunnel that the proxy ended because its
 // target refused the packets (ICMP port unreachable) before answering any:
 // ReadFrom and WriteTo of the tunnel return it, and so does HTTP/3 over it.
-type TargetRefusedError = proxyclient.TargetRefusedError
+type TargetRefusedError = proxyconn.TargetRefusedError
 
 // NotListeningError reports a proxy address where nothing listens: TCP was
 // refused, and QUIC had no answer within the grace Dial gives it after that.

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // Session is a long-lived way to a proxy for programs that open tunnels for
@@ -59,7 +59,7 @@ func NewSession(ctx context.Context, d *Dialer, proxyURL string) (*Session, erro
 	if err != nil {
 		return nil, err
 	}
-	authority, _ := proxyclient.Authority(proxyURL) // Dial has checked it
+	authority, _ := proxyconn.Authority(proxyURL) // Dial has checked it
 	s := &Session{d: d, proxyURL: proxyURL, authority: authority, conn: c}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil

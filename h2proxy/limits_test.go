@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client/h2"
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/tunnel"
 )
@@ -23,7 +23,7 @@ func TestPerConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.DialTCP(testContext(t), echo.String())
-	var pe *proxyclient.ProxyError
+	var pe *proxyconn.ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("second tunnel on the connection: %v, want 429", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -80,7 +80,7 @@ func TestHTTP3ThroughCapsules(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer u.Close()
-			h3 := proxyclient.NewOriginTransport(u, testnet.NewCert(t).ClientTLS(), nil)
+			h3 := proxyconn.NewOriginTransport(u, testnet.NewCert(t).ClientTLS(), nil)
 			defer h3.Close()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+origin.String()+"/", nil)
 			resp, err := h3.RoundTrip(req)

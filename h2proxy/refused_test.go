@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/tunnel"
 )
 
 // TestTargetRefused: over HTTP/2 and HTTP/1.1, a UDP tunnel whose target
 // refuses its first packet (ICMP port unreachable) ends in the way the
-// client reads as a *proxyclient.TargetRefusedError, and the proxy counts it
+// client reads as a *proxyconn.TargetRefusedError, and the proxy counts it
 // as connection_refused; a tunnel that ends otherwise (here, idle) gives
 // net.ErrClosed, not a refusal.
 func TestTargetRefused(t *testing.T) {
@@ -31,7 +31,7 @@ func TestTargetRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer u.Close()
-			testnet.ExpectRefused(t, u, func(e *proxyclient.TargetRefusedError) bool { return e.Target == target })
+			testnet.ExpectRefused(t, u, func(e *proxyconn.TargetRefusedError) bool { return e.Target == target })
 			hang := time.Now().Add(10 * time.Second) // the proxy counts as it closes the tunnel
 			for p.metric(t, "masqued_tunnel_errors_total", "front", mode.front, "proxy_status", "connection_refused") != 1 {
 				if time.Now().After(hang) {

@@ -6,13 +6,13 @@ import (
 	"testing"
 
 	"github.com/masqued/masqued/client/h3"
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
 // TestTargetRefused: a UDP tunnel whose target refuses its first packet
 // (ICMP port unreachable) ends with a reset that the client reads as a
-// *proxyclient.TargetRefusedError, in datagram and in capsule mode, and the
+// *proxyconn.TargetRefusedError, in datagram and in capsule mode, and the
 // proxy counts it as connection_refused.
 func TestTargetRefused(t *testing.T) {
 	target := testnet.ClosedUDP(t, testnet.IPv4)
@@ -28,7 +28,7 @@ func TestTargetRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer u.Close()
-			testnet.ExpectRefused(t, u, func(e *proxyclient.TargetRefusedError) bool { return e.Target == target })
+			testnet.ExpectRefused(t, u, func(e *proxyconn.TargetRefusedError) bool { return e.Target == target })
 			eventually(t, "a connection_refused tunnel error", func() bool {
 				return p.metric(t, "masqued_tunnel_errors_total", "front", "h3", "proxy_status", "connection_refused") == float64(i+1)
 			})
@@ -55,8 +55,8 @@ func TestTargetRefusedOrigin(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("RoundTrip succeeded")
 	}
-	var refused *proxyclient.TargetRefusedError
-	var silent *proxyclient.SilentTargetError
+	var refused *proxyconn.TargetRefusedError
+	var silent *proxyconn.SilentTargetError
 	if !errors.As(err, &refused) || errors.As(err, &silent) {
 		t.Fatalf("RoundTrip = %v, want a TargetRefusedError and no SilentTargetError", err)
 	}

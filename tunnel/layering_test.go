@@ -19,6 +19,7 @@ func TestLayering(t *testing.T) {
 		"github.com/masqued/masqued/tunnel",
 		"github.com/masqued/masqued/h3proxy",
 		"github.com/masqued/masqued/h2proxy",
+		"github.com/masqued/masqued/privacypass/ppserver",
 		"github.com/prometheus",
 	}
 	rules := []struct {
@@ -40,10 +41,8 @@ func TestLayering(t *testing.T) {
 		})},
 		// Client-side code builds on that vocabulary alone.
 		{"github.com/masqued/masqued/client/...", serverSide},
-		{"github.com/masqued/masqued/internal/proxyclient", serverSide},
 		{"github.com/masqued/masqued/geoegress/geohint", serverSide},
 		{"github.com/masqued/masqued/privacypass", slices.Concat(serverSide, []string{
-			"github.com/masqued/masqued/privacypass/ppserver",
 			"github.com/redis",
 		})},
 		{"github.com/masqued/masqued/cmd/masque-client/...", serverSide},

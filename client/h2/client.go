@@ -23,7 +23,7 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/masque"
 )
 
@@ -76,7 +76,7 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	if c.HTTP1 {
 		protos = []string{"http/1.1"}
 	}
-	p, err := proxyclient.NewProxy(proxyURL, c.Template, c.TLSConfig, protos...)
+	p, err := proxyconn.NewProxy(proxyURL, c.Template, c.TLSConfig, protos...)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (c *Client) dialTLS(ctx context.Context) (*tls.Conn, error) {
 	d := &tls.Dialer{Config: c.tlsConf}
 	conn, err := d.DialContext(ctx, "tcp", c.authority)
 	if err != nil {
-		return nil, proxyclient.CheckCert(proxyclient.PeerProxy, c.proxyURL, fmt.Errorf("connecting to proxy: %w", err))
+		return nil, proxyconn.CheckCert(proxyconn.PeerProxy, c.proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
 	return conn.(*tls.Conn), nil
 }
@@ -145,10 +145,10 @@ func (c *Client) Close() error {
 // the returned conn ends the tunnel; CloseWrite half-closes it. Deadlines
 // work on HTTP/1.1 tunnels only.
 func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
-	if err := proxyclient.CheckTCPTarget(target); err != nil {
+	if err := proxyconn.CheckTCPTarget(target); err != nil {
 		return nil, err
 	}
-	return proxyclient.Do(ctx, c.auth, func(authz string) (net.Conn, error) {
+	return proxyconn.Do(ctx, c.auth, func(authz string) (net.Conn, error) {
 		req := &http.Request{
 			Method: http.MethodConnect,
 			Host:   target,
@@ -159,18 +159,18 @@ func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &tcpConn{stream: s, remote: proxyclient.AddrOf(target, "tcp")}, nil
+		return &tcpConn{stream: s, remote: proxyconn.AddrOf(target, "tcp")}, nil
 	})
 }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP,
 // DATAGRAM capsules on the stream carrying the packets.
 func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error) {
-	reqURL, err := proxyclient.ExpandUDP(c.template, c.authority, target)
+	reqURL, err := proxyconn.ExpandUDP(c.template, c.authority, target)
 	if err != nil {
 		return nil, err
 	}
-	return proxyclient.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
+	return proxyconn.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
 		req := &http.Request{
 			Method: http.MethodConnect,
 			Host:   reqURL.Host,
@@ -188,7 +188,7 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 		if err != nil {
 			return nil, err
 		}
-		u := proxyclient.NewUDPConn(udpStream{s}, nil, s.local, proxyclient.AddrOf(target, "udp"))
+		u := proxyconn.NewUDPConn(udpStream{s}, nil, s.local, proxyconn.AddrOf(target, "udp"))
 		u.Start()
 		return u, nil
 	})
@@ -206,7 +206,7 @@ type stream struct {
 
 // open sends req and returns the tunnel once the proxy accepts it.
 func (c *Client) open(ctx context.Context, req *http.Request, authz string) (*stream, error) {
-	proxyclient.SetRequestHeader(req, c.header, authz)
+	proxyconn.SetRequestHeader(req, c.header, authz)
 	if c.cc != nil {
 		return c.openH2(ctx, req)
 	}
@@ -238,7 +238,7 @@ func (c *Client) openH2(ctx context.Context, req *http.Request) (*stream, error)
 		cancel()
 		pw.Close()
 		resp.Body.Close()
-		return nil, proxyclient.Refusal(resp)
+		return nil, proxyconn.Refusal(resp)
 	}
 	return &stream{
 		Reader: resp.Body,
@@ -281,7 +281,7 @@ func (c *Client) openH1(ctx context.Context, req *http.Request) (*stream, error)
 	}
 	if resp.StatusCode != want && !(want == http.StatusOK && resp.StatusCode/100 == 2) {
 		conn.Close()
-		return nil, proxyclient.Refusal(resp)
+		return nil, proxyconn.Refusal(resp)
 	}
 	return &stream{
 		Reader:    br,

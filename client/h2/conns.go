@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // errNoDeadline: an HTTP/2 stream has no deadlines of its own, and emulating
@@ -57,8 +57,8 @@ func (c *tcpConn) SetWriteDeadline(t time.Time) error {
 // packet goes to the tunnel's one target in a DATAGRAM capsule, and comes
 // back in one. Once the proxy has ended the tunnel because its target
 // refused the packets (see stream.Refused), ReadFrom and WriteTo return a
-// *proxyclient.TargetRefusedError.
-type UDPConn = proxyclient.UDPConn
+// *proxyconn.TargetRefusedError.
+type UDPConn = proxyconn.UDPConn
 
 // udpStream is a UDP tunnel's stream as UDPConn uses it.
 type udpStream struct{ *stream }

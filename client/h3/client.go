@@ -22,7 +22,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
 )
@@ -84,12 +84,12 @@ type Client struct {
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
 // challenges.
-type ProxyError = proxyclient.ProxyError
+type ProxyError = proxyconn.ProxyError
 
 // Dial connects to the proxy at proxyURL ("https://host:port") and waits for
 // its HTTP/3 SETTINGS.
 func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
-	p, err := proxyclient.NewProxy(proxyURL, c.Template, c.TLSConfig, http3.NextProtoH3)
+	p, err := proxyconn.NewProxy(proxyURL, c.Template, c.TLSConfig, http3.NextProtoH3)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +101,7 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	qc.EnableDatagrams = !c.DisableDatagrams
 	conn, err := quic.DialAddr(ctx, p.Authority, p.TLS, qc)
 	if err != nil {
-		return nil, proxyclient.CheckCert(proxyclient.PeerProxy, proxyURL, fmt.Errorf("connecting to proxy: %w", err))
+		return nil, proxyconn.CheckCert(proxyconn.PeerProxy, proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
@@ -187,7 +187,7 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 		return resetWith(fmt.Errorf("reading response: %w", err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resetWith(proxyclient.Refusal(resp))
+		return resetWith(proxyconn.Refusal(resp))
 	}
 	return nil
 }
@@ -195,21 +195,21 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 // DialTCP opens a TCP tunnel to target ("host:port") with CONNECT.
 // Closing the returned conn ends the tunnel; CloseWrite half-closes it.
 func (c *Client) DialTCP(ctx context.Context, target string) (net.Conn, error) {
-	rs, err := proxyclient.Do(ctx, c.auth, func(authz string) (*http3.RequestStream, error) {
+	rs, err := proxyconn.Do(ctx, c.auth, func(authz string) (*http3.RequestStream, error) {
 		req := &http.Request{
 			Method: http.MethodConnect,
 			Host:   target,
 			URL:    &url.URL{Host: target},
 			Header: http.Header{},
 		}
-		proxyclient.SetRequestHeader(req, c.header, authz)
+		proxyconn.SetRequestHeader(req, c.header, authz)
 		return c.roundTrip(ctx, req)
 	})
 	if err != nil {
 		return nil, err
 	}
 	c.ctl.opened()
-	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: proxyclient.AddrOf(target, "tcp")}, nil
+	return &tcpConn{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, local: c.conn.LocalAddr(), remote: proxyconn.AddrOf(target, "tcp")}, nil
 }
 
 // ListenUDP opens a UDP tunnel to target ("host:port") with CONNECT-UDP. The
@@ -219,11 +219,11 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 	if !c.ctl.settings.extendedConnect {
 		return nil, errors.New("the proxy does not offer extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL), so no CONNECT-UDP")
 	}
-	reqURL, err := proxyclient.ExpandUDP(c.template, c.authority, target)
+	reqURL, err := proxyconn.ExpandUDP(c.template, c.authority, target)
 	if err != nil {
 		return nil, err
 	}
-	u, err := proxyclient.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
+	u, err := proxyconn.Do(ctx, c.auth, func(authz string) (*UDPConn, error) {
 		req := &http.Request{
 			Method: http.MethodConnect,
 			Proto:  masque.ProtocolConnectUDP,
@@ -231,18 +231,18 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 			URL:    reqURL,
 			Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
 		}
-		proxyclient.SetRequestHeader(req, c.header, authz)
+		proxyconn.SetRequestHeader(req, c.header, authz)
 		rs, err := c.openStream(ctx)
 		if err != nil {
 			return nil, err
 		}
 		str := &udpStream{rs: rs, send: sendSide{rs: rs}, ctl: c.ctl, qsid: uint64(rs.StreamID() / 4)}
-		var dg proxyclient.Datagrams // nil: capsules on the stream carry the packets
+		var dg proxyconn.Datagrams // nil: capsules on the stream carry the packets
 		if c.datagrams {
 			qd := capsule.NewQUICDatagrams(c.conn, rs.StreamID())
 			dg = &qd
 		}
-		u := proxyclient.NewUDPConn(str, dg, c.conn.LocalAddr(), proxyclient.AddrOf(target, "udp"))
+		u := proxyconn.NewUDPConn(str, dg, c.conn.LocalAddr(), proxyconn.AddrOf(target, "udp"))
 		if c.datagrams {
 			// Registered before the request goes out: datagrams may follow
 			// the response faster than ReadResponse returns.

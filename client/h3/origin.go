@@ -1,7 +1,7 @@
 package h3
 
-import "github.com/masqued/masqued/internal/proxyclient"
+import "github.com/masqued/masqued/client/proxyconn"
 
 // OriginTransport speaks HTTP/3 to a UDP tunnel's target through the tunnel
 // (UDPConn.HTTP3).
-type OriginTransport = proxyclient.OriginTransport
+type OriginTransport = proxyconn.OriginTransport

@@ -6,7 +6,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // UDPConn is the client side of a CONNECT-UDP tunnel as a net.PacketConn,
@@ -15,8 +15,8 @@ import (
 // DATAGRAM capsules on the request stream otherwise. Once the proxy has
 // ended the tunnel because its target refused the packets (a reset with
 // H3_CONNECT_ERROR), ReadFrom and WriteTo return a
-// *proxyclient.TargetRefusedError.
-type UDPConn = proxyclient.UDPConn
+// *proxyconn.TargetRefusedError.
+type UDPConn = proxyconn.UDPConn
 
 // udpStream is a UDP tunnel's HTTP/3 request stream as UDPConn uses it.
 type udpStream struct {

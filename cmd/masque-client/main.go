@@ -26,9 +26,9 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/geoegress/geohint"
 	"github.com/masqued/masqued/internal/cli"
-	"github.com/masqued/masqued/internal/proxyclient"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/privacypass"
 )
@@ -96,10 +96,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.parseVia(); err != nil {
 		return nil, cli.Usagef(fs, "-via: %v", err)
 	}
-	if _, err := proxyclient.Authority(o.proxy); o.proxy != "" && err != nil {
+	if _, err := proxyconn.Authority(o.proxy); o.proxy != "" && err != nil {
 		return nil, cli.Usagef(fs, "-proxy wants a URL such as https://127.0.0.1:4433, not %q", o.proxy)
 	}
-	if _, err := proxyclient.ParseTemplate(o.template); err != nil {
+	if _, err := proxyconn.ParseTemplate(o.template); err != nil {
 		return nil, cli.Usagef(fs, "-udp-template: %v", err)
 	}
 	if o.timeout <= 0 {
@@ -262,7 +262,7 @@ func (o *options) fetch(ctx context.Context, proxyTLS, originTLS *tls.Config, st
 	if err != nil {
 		// Over -via udp the library has said so already; over -via tcp TLS
 		// to the origin is http.Transport's.
-		return proxyclient.CheckCert(proxyclient.PeerOrigin, target, err)
+		return proxyconn.CheckCert(proxyconn.PeerOrigin, target, err)
 	}
 	defer resp.Body.Close()
 	logf("%s %s, first byte after %s", resp.Proto, resp.Status, since(start))
@@ -288,7 +288,7 @@ func viaUDP(ctx context.Context, c *client.Conn, target string, originTLS *tls.C
 	if err != nil {
 		return nil, nil, err
 	}
-	h3 := proxyclient.NewOriginTransport(pc, originTLS, nil)
+	h3 := proxyconn.NewOriginTransport(pc, originTLS, nil)
 	return h3, func() error { return errors.Join(h3.Close(), pc.Close()) }, nil
 }
 

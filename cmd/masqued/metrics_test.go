@@ -26,7 +26,7 @@ import (
 
 	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/client/h3"
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/masque"
 )
@@ -173,7 +173,7 @@ func TestMetrics(t *testing.T) {
 		u.Close()
 	}
 	_, err = c3.DialTCP(ctx, closed)
-	var pe *proxyclient.ProxyError
+	var pe *proxyconn.ProxyError
 	if !errors.As(err, &pe) {
 		t.Fatalf("tunnel to a closed port: %v", err)
 	}

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/masqued/masqued/client/h3"
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/masque"
@@ -114,7 +114,7 @@ func udpPing(t *testing.T, c *h3.Client, echo *net.UDPAddr) error {
 // want407 asserts err is the proxy's 407 with a parseable challenge.
 func want407(t *testing.T, err error, what string) {
 	t.Helper()
-	var pe *proxyclient.ProxyError
+	var pe *proxyconn.ProxyError
 	if !errors.As(err, &pe) || pe.StatusCode != http.StatusProxyAuthRequired {
 		t.Fatalf("%s: got %v, want 407", what, err)
 	}
@@ -141,7 +141,7 @@ func TestEndToEnd(t *testing.T) {
 	want407(t, udpPing(t, dialProxy(t, proxy, nil), echo), "no token")
 
 	// Mint a token for the proxy's challenge, then spoil it in every way.
-	var pe *proxyclient.ProxyError
+	var pe *proxyconn.ProxyError
 	errors.As(udpPing(t, dialProxy(t, proxy, nil), echo), &pe)
 	cred, err := cl.Authorize(context.Background(), pe.Challenges)
 	if err != nil {

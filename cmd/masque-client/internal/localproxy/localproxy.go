@@ -21,14 +21,14 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/masque"
 )
 
 // Tunneler opens tunnels through a MASQUE proxy; *client.Conn is one, over
 // HTTP/3 or HTTP/2. Both methods must be safe for concurrent use and must
 // return once ctx is done. A refusal by the proxy should be an error that
-// errors.As finds as a *proxyclient.ProxyError,
+// errors.As finds as a *proxyconn.ProxyError,
 // so that its status and Proxy-Status reach the local client.
 type Tunneler interface {
 	// DialTCP opens a CONNECT tunnel to target ("host:port"). The conn's
@@ -100,7 +100,7 @@ func splice(a, b net.Conn) error {
 
 // refusal returns the MASQUE proxy's refusal in err, if it is one, and the
 // error type of its Proxy-Status (RFC 9209), if any.
-func refusal(err error) (pe *proxyclient.ProxyError, kind string) {
+func refusal(err error) (pe *proxyconn.ProxyError, kind string) {
 	if !errors.As(err, &pe) {
 		return nil, ""
 	}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -387,7 +387,7 @@ func TestSOCKS5PolicyRefusal(t *testing.T) {
 
 func TestSOCKSReply(t *testing.T) {
 	refused := func(status int, ps string) error {
-		return &proxyclient.ProxyError{StatusCode: status, ProxyStatus: ps}
+		return &proxyconn.ProxyError{StatusCode: status, ProxyStatus: ps}
 	}
 	for _, tc := range []struct {
 		err  error

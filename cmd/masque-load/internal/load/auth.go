@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/masque"
 )
 
@@ -92,7 +92,7 @@ func Challenges(ctx context.Context, c Conn, target string) ([]string, error) {
 	if err == nil {
 		return nil, conn.Close()
 	}
-	var pe *proxyclient.ProxyError
+	var pe *proxyconn.ProxyError
 	if errors.As(err, &pe) && pe.StatusCode == 407 && len(pe.Challenges) > 0 {
 		return pe.Challenges, nil
 	}

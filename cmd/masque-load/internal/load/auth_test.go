@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // counter mints numbered credentials for the challenges it is given, and
@@ -42,8 +42,8 @@ func TestTokens(t *testing.T) {
 	if _, err := tokens.Authorize(t.Context(), []string{"PrivateToken"}); !errors.Is(err, ErrTokensUsedUp) {
 		t.Errorf("101st token: %v", err)
 	}
-	// proxyclient wraps an Authorizer's failure: it counts as auth.
-	if c := Class(&proxyclient.AuthError{Err: ErrTokensUsedUp}); c != "auth" {
+	// proxyconn wraps an Authorizer's failure: it counts as auth.
+	if c := Class(&proxyconn.AuthError{Err: ErrTokensUsedUp}); c != "auth" {
 		t.Errorf("class %q", c)
 	}
 }

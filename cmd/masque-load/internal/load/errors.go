@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // errMismatch is an echo that did not send back what was sent.
@@ -26,8 +26,8 @@ func (e errStatus) Error() string { return "origin answered " + strconv.Itoa(int
 // connection_refused"), else a coarse class of the Go error: auth, timeout,
 // refused, reset, eof, closed, mismatch, origin NNN or other.
 func Class(err error) string {
-	var pe *proxyclient.ProxyError
-	var ae *proxyclient.AuthError
+	var pe *proxyconn.ProxyError
+	var ae *proxyconn.AuthError
 	var ne net.Error
 	var status errStatus
 	switch {

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 func TestClass(t *testing.T) {
@@ -21,11 +21,11 @@ func TestClass(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&proxyclient.ProxyError{StatusCode: 502, ProxyStatus: "masqued; error=connection_refused"}, "502 connection_refused"},
-		{fmt.Errorf("opening: %w", &proxyclient.ProxyError{StatusCode: 502, ProxyStatus: `masqued; error=dns_error; rcode="NXDOMAIN"`}), "502 dns_error"},
-		{&proxyclient.ProxyError{StatusCode: 407, Challenges: []string{"PrivateToken challenge=x"}}, "407"},
-		{&proxyclient.ProxyError{StatusCode: 403, ProxyStatus: "masqued"}, "403"},
-		{&proxyclient.AuthError{Err: errors.New("pool empty")}, "auth"},
+		{&proxyconn.ProxyError{StatusCode: 502, ProxyStatus: "masqued; error=connection_refused"}, "502 connection_refused"},
+		{fmt.Errorf("opening: %w", &proxyconn.ProxyError{StatusCode: 502, ProxyStatus: `masqued; error=dns_error; rcode="NXDOMAIN"`}), "502 dns_error"},
+		{&proxyconn.ProxyError{StatusCode: 407, Challenges: []string{"PrivateToken challenge=x"}}, "407"},
+		{&proxyconn.ProxyError{StatusCode: 403, ProxyStatus: "masqued"}, "403"},
+		{&proxyconn.AuthError{Err: errors.New("pool empty")}, "auth"},
 		{errStatus(404), "origin 404"},
 		{errMismatch, "mismatch"},
 		{context.DeadlineExceeded, "timeout"},

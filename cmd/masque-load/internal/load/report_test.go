@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // testRun is a run whose counts the test sets.
@@ -30,8 +30,8 @@ func TestReport(t *testing.T) {
 	}
 	r.setup.record(time.Millisecond)
 	r.op.record(500 * time.Microsecond)
-	r.fail(&proxyclient.ProxyError{StatusCode: 502, ProxyStatus: "masqued; error=connection_refused"})
-	r.fail(&proxyclient.ProxyError{StatusCode: 502, ProxyStatus: "masqued; error=connection_refused"})
+	r.fail(&proxyconn.ProxyError{StatusCode: 502, ProxyStatus: "masqued; error=connection_refused"})
+	r.fail(&proxyconn.ProxyError{StatusCode: 502, ProxyStatus: "masqued; error=connection_refused"})
 	r.fail(errMismatch)
 
 	rep := r.report(2*time.Second, 6)

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/masqued/masqued/internal/proxyclient"
+	"github.com/masqued/masqued/client/proxyconn"
 )
 
 // Conn is a connection that tunnels are opened on: a connection to the
@@ -131,14 +131,14 @@ type remoteAddr interface{ RemoteAddr() net.Addr }
 // CONNECT-UDP tunnel; the first request also makes the inner connection.
 type h3Get struct {
 	pc  net.PacketConn
-	tr  *proxyclient.OriginTransport
+	tr  *proxyconn.OriginTransport
 	url string
 }
 
 func newH3Get(pc net.PacketConn, target string, size int, originTLS *tls.Config) *h3Get {
 	return &h3Get{
 		pc:  pc,
-		tr:  proxyclient.NewOriginTransport(pc, originTLS, nil),
+		tr:  proxyconn.NewOriginTransport(pc, originTLS, nil),
 		url: "https://" + target + "/?n=" + strconv.Itoa(size),
 	}
 }

@@ -1,6 +1,6 @@
 //go:build race
 
-package proxyclient
+package proxyconn
 
 // raceEnabled: under the race detector sync.Pool drops items on purpose, so
 // allocation counts mean nothing.

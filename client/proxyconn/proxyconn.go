@@ -1,10 +1,18 @@
-// Package proxyclient holds what the client sides of masqued's fronts
-// (client/h3 over QUIC, client/h2 over TLS+TCP) share: a proxy's refusal as an
-// error, proxy authorization (masque.Authorizer) with one retry after a 407, the UDP tunnel as a
-// net.PacketConn (UDPConn), and HTTP/3 to an origin through one. Keeping it
-// here means a token pool or any other Authorizer works with either
+// Package proxyconn holds what the client sides of masqued's fronts
+// (client/h3 over QUIC, client/h2 over TLS+TCP) share about a connection to a
+// proxy and the tunnels over it: a proxy's refusal as an error, proxy
+// authorization (masque.Authorizer) with one retry after a 407, the UDP
+// tunnel as a net.PacketConn (UDPConn), and HTTP/3 to an origin through one.
+// Keeping it here means a token pool or any other Authorizer works with either
 // transport, and a UDP tunnel behaves the same over both.
-package proxyclient
+//
+// It is public because the types client/h3, client/h2 and client return are
+// its own (their UDPConn, ProxyError and the certificate and refusal errors
+// are aliases), and because a client side for another transport would be
+// built on the same helpers. The types and errors are stable; the helpers a
+// client side is built on (Do, NewProxy, ExpandUDP and the like) may change
+// before v1.0.
+package proxyconn
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package proxyclient
+package proxyconn
 
 import (
 	"context"

@@ -1,5 +1,5 @@
 //go:build !race
 
-package proxyclient
+package proxyconn
 
 const raceEnabled = false
