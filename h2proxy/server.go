@@ -10,7 +10,9 @@
 // and relaying live in tunnel, shared with h3proxy.
 //
 // CONNECT-UDP over HTTP/2 needs net/http started with GODEBUG=http2xconnect=1:
-// call xconnect.Enable at the top of main. Serve refuses to start without it.
+// start the program with it in the environment (masqued's own commands call
+// internal/xconnect's Enable at the top of main, which re-executes them with
+// it). Serve refuses to start without it.
 package h2proxy
 
 import (
