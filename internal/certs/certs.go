@@ -28,8 +28,9 @@ const Lifetime = 365 * 24 * time.Hour
 
 // SelfSigned returns a fresh ECDSA P-256 certificate for localhost,
 // 127.0.0.1, ::1 and hosts (IP addresses or DNS names), valid for Lifetime,
-// and its PEM encoding. The certificate is its own CA, so clients can trust
-// exactly it.
+// and its PEM encoding. Clients trust exactly it (Go, curl and Chromium take
+// a self-signed server certificate as its own trust anchor); it is not a CA,
+// because Firefox refuses a CA certificate as a server's.
 func SelfSigned(hosts ...string) (tls.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -45,10 +46,10 @@ func SelfSigned(hosts ...string) (tls.Certificate, []byte, error) {
 		Subject:               pkix.Name{CommonName: "masqued self-signed"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(Lifetime),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
+		IsCA:                  false,
 	}
 	seen := map[string]bool{}
 	for _, h := range append(slices.Clip(defaultHosts), hosts...) {

@@ -3,9 +3,14 @@ package certs
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io/fs"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +19,8 @@ import (
 )
 
 // TestSelfSigned: the certificate verifies, through Pool, for every name
-// masqued's default configuration is reached by, and for no other.
+// masqued's default configuration is reached by, and for no other; and it is
+// a server's certificate, not a CA.
 func TestSelfSigned(t *testing.T) {
 	cert, pemBytes, err := SelfSigned()
 	if err != nil {
@@ -32,6 +38,10 @@ func TestSelfSigned(t *testing.T) {
 	}
 	if _, err := Pool([]byte("not PEM")); err == nil {
 		t.Error("Pool accepted data without a certificate")
+	}
+	// Firefox refuses a CA certificate as a server's.
+	if cert.Leaf.IsCA || cert.Leaf.KeyUsage&x509.KeyUsageCertSign != 0 {
+		t.Error("the self-signed certificate is a CA")
 	}
 }
 
@@ -144,6 +154,7 @@ func TestKeptRefused(t *testing.T) {
 		{"not yet valid", nil, now.Add(-2 * time.Hour), "not valid before"},
 		{"another host", func(t *testing.T, k *Kept) { k.Hosts = append(k.Hosts, "192.0.2.1") }, now, "does not cover 192.0.2.1"},
 		{"another name", func(t *testing.T, k *Kept) { k.Hosts = []string{"proxy.example"} }, now, "does not cover proxy.example"},
+		{"a CA, as older masqueds made", func(t *testing.T, k *Kept) { writeCA(t, k) }, now, "a CA certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k, _ := newKept(t, "127.0.0.2")
@@ -161,6 +172,37 @@ func TestKeptRefused(t *testing.T) {
 	if _, err := k.Load(now.Add(Lifetime - Lifetime/10 - 2*time.Hour)); err != nil {
 		t.Errorf("Load before the renewal margin: %v", err)
 	}
+}
+
+// writeCA keeps a self-signed certificate that is its own CA, for every
+// name the kept one covered, as masqued made before Firefox needed a leaf.
+func writeCA(t *testing.T, k *Kept) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(Lifetime),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.IPv4(127, 0, 0, 2)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, k.CertFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	write(t, k.KeyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
 }
 
 // TestKeptStoreReplaces: Store replaces a corrupt pair, and a key file

@@ -72,6 +72,10 @@ func (k Kept) Load(now time.Time) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("the certificate is not valid before %s", leaf.NotBefore.Format(time.RFC3339))
 	case now.After(leaf.NotAfter):
 		return tls.Certificate{}, fmt.Errorf("the certificate expired at %s", leaf.NotAfter.Format(time.RFC3339))
+	case leaf.IsCA:
+		// Older masqueds made their certificate its own CA, which Firefox
+		// refuses for a server (MOZILLA_PKIX_ERROR_CA_CERT_USED_AS_END_ENTITY).
+		return tls.Certificate{}, errors.New("the certificate is a CA certificate, which browsers refuse for a server")
 	case leaf.NotAfter.Sub(now) < lifetime/renewFraction:
 		return tls.Certificate{}, fmt.Errorf("the certificate expires at %s, in less than a tenth of its lifetime", leaf.NotAfter.Format(time.RFC3339))
 	}
