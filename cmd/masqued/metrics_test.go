@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,12 +20,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/client/proxyconn"
+	"github.com/masqued/masqued/internal/promscrape"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/masque"
 )
@@ -35,20 +33,10 @@ import (
 // Prometheus scrapes it.
 func scrape(t *testing.T, admin string) prometheus.Gatherer {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	mfs, err := promscrape.Scrape(context.Background(), "http://"+admin+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %s", resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	byName, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
-	mfs := slices.Collect(maps.Values(byName))
 	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return mfs, nil })
 }
 
