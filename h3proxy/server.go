@@ -142,14 +142,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	kind, target, err := s.front.ParseRequest(r, protocol)
 	if err != nil {
-		s.front.WriteError(w, err)
+		s.refuse(w, r, err)
 		return
 	}
 	ci, _ := r.Context().Value(connKey{}).(*connInfo)
 	withDatagrams := false
 	if kind == tunnel.KindUDP {
 		if withDatagrams, err = s.negotiatedDatagrams(w, r, ci); err != nil {
-			s.front.WriteError(w, err)
+			s.refuse(w, r, err)
 			return
 		}
 	}
@@ -159,7 +159,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.front.Open(r.Context(), r, kind, target, state)
 	if err != nil {
-		s.front.WriteError(w, err)
+		s.refuse(w, r, err)
 		return
 	}
 	for k, vs := range t.Header() { // e.g. a Proxy-Status with details
