@@ -1,24 +1,33 @@
 # make test   what CI runs: gofmt, go vet, staticcheck, race tests, nested modules,
-#             and the interop matrix (into a temporary directory); every step
-#             runs, and the failed ones are named at the end
+#             the Firefox extension's node tests, and the interop matrix (into a
+#             temporary directory); every step runs, and the failed ones are
+#             named at the end
 # make interop the interop matrix (cmd/masque-interop) into INTEROP_OUT
 # make bench  the benchmark table (cmd/masque-bench; BENCH_ARGS)
 # make bench-patched  the same on quic-go with the patches we propose upstream
 # make load   masque-load against a fresh masqued on loopback (LOAD_ARGS)
 # make fuzz   every Fuzz target for FUZZTIME each
 # make build  binaries into bin/
+# make firefox the Firefox extension into browser/firefox/dist (npm, for its
+#             bundle only)
 #
-# Needs Go. staticcheck is installed into GOPATH/bin on first use; the
-# clients the tests drive (curl, Debian's chromium) and the redis-server the
-# Privacy Pass tests start (on loopback; they skip without it, except
-# under CI=true) are installed from Debian's packages if missing.
+# Needs Go, and Node.js with npm for the Firefox extension. staticcheck is
+# installed into GOPATH/bin on first use; the clients the tests drive (curl,
+# Debian's chromium and firefox-esr, with certutil to trust masqued's
+# certificate in Firefox's profile) and the redis-server the Privacy Pass
+# tests start (on loopback; they skip without it, except under CI=true) are
+# installed from Debian's packages if missing.
 
 GO                  ?= go
 FUZZTIME            ?= 60s
 TEST_TIMEOUT        ?= 10m
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
-DEB_PACKAGES        := curl chromium redis-server
+# command:package, for the Debian packages whose commands the tests run
+DEB_COMMANDS        := curl:curl chromium:chromium redis-server:redis-server firefox-esr:firefox-esr certutil:libnss3-tools
+BROWSERS            := chromium firefox-esr
+EXTENSION           := browser/firefox
+NPM                 ?= npm
 SUDO                := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NESTED_MODULES      := interop/peers/masquego
 INTEROP_OUT         ?= interop-results
@@ -28,11 +37,11 @@ BENCH_ARGS          ?=
 PATCHES             ?= $(wildcard cmd/masque-bench/patches/*.patch)
 LOAD_ARGS           ?= -mode setup -c 1 -t 50 -rate 1000 -d 10s -baseline
 
-.PHONY: test fmt vet lint deps unit nested interop test-interop bench bench-patched load fuzz build
+.PHONY: test fmt vet lint deps unit nested js firefox interop test-interop bench bench-patched load fuzz build
 
 # Every step runs even when an earlier one fails, so that one failure never
 # hides the rest; the failed steps are named at the end and make exits 1.
-TEST_STEPS          := fmt vet lint unit nested test-interop
+TEST_STEPS          := fmt vet lint unit nested js test-interop
 
 test:
 	@failed=""; for step in $(TEST_STEPS); do \
@@ -54,9 +63,8 @@ lint: $(STATICCHECK)
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-# Debian package names are also the commands' names.
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for cp in $(DEB_COMMANDS); do command -v $${cp%%:*} >/dev/null || missing="$$missing $${cp#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq$$missing; \
@@ -73,20 +81,32 @@ unit: deps
 	echo "$(UNIT_ALLOCS)"; $(UNIT_ALLOCS) || rc=1; \
 	exit $$rc
 
+# The extension's dependencies come from its lockfile; its tests are node's.
+$(EXTENSION)/node_modules: $(EXTENSION)/package-lock.json
+	cd $(EXTENSION) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+js: $(EXTENSION)/node_modules
+	cd $(EXTENSION) && $(NPM) test
+
+firefox: $(EXTENSION)/node_modules
+	cd $(EXTENSION) && $(NPM) run build
+
 nested:
 	@set -e; for m in $(NESTED_MODULES); do \
 		echo "== $$m"; \
 		(cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...); \
 	done
 
-# The full matrix: every case, client and server. Where Chromium cannot be
-# installed, its cells are reported unsupported, with a notice that says so.
-interop:
-	@$(MAKE) --no-print-directory deps || echo "could not install all of: $(DEB_PACKAGES)"
-	@flags=""; if ! command -v chromium >/dev/null; then \
-		echo "!!!!!!!! chromium is missing and could not be installed: the browser cells are NOT RUN (-no-browser) !!!!!!!!"; \
+# The full matrix: every case, client and server. Where a browser cannot be
+# installed, the browser cells are reported unsupported, with a notice that
+# says so. The runner builds the Firefox extension itself (npm run build).
+interop: $(EXTENSION)/node_modules
+	@$(MAKE) --no-print-directory deps || echo "could not install all of: $(DEB_COMMANDS)"
+	@flags=""; for b in $(BROWSERS); do if ! command -v $$b >/dev/null; then \
+		echo "!!!!!!!! $$b is missing and could not be installed: the browser cells are NOT RUN (-no-browser) !!!!!!!!"; \
 		flags="-no-browser"; \
-	fi; \
+	fi; done; \
 	$(GO) run ./cmd/masque-interop -out $(INTEROP_OUT) $$flags $(INTEROP_FLAGS)
 
 # Into a temporary directory, removed when every cell passed.

@@ -128,6 +128,9 @@ func (p *Process) Wait() error {
 	return nil
 }
 
+// Exited is closed once the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
 // Stop sends SIGTERM unless the process has exited, waits for it, and
 // returns nil if it exited 0, by itself or after Stop's SIGTERM. A process
 // that ctx ended shows ctx's error. Stop may be called more than once.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
@@ -17,8 +18,10 @@ type testCase struct {
 	needs      feature // of the server
 	// clientNeeds are further needs of the server for some clients' runs.
 	clientNeeds map[string]feature
-	timeout     time.Duration
-	clients     map[string]runFunc // absent: the client cannot play the case
+	// clientOpts replace opts for some clients' runs.
+	clientOpts map[string]proxyOptions
+	timeout    time.Duration
+	clients    map[string]runFunc // absent: the client cannot play the case
 }
 
 // echoPackets is how many packets connect-udp sends.
@@ -78,6 +81,7 @@ var cases = []*testCase{
 			"chromium": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				return c.chromiumHello(ctx, p, "https", c.env.origins.https)
 			},
+			"firefox": firefoxPage,
 		}),
 	},
 	{
@@ -117,12 +121,15 @@ var cases = []*testCase{
 	},
 	{
 		name: "h3-over-connect-udp",
-		desc: "HTTP/3 to an origin inside a CONNECT-UDP tunnel (QUIC in QUIC)",
+		desc: "HTTP/3 to an origin inside a CONNECT-UDP tunnel (QUIC in QUIC); Firefox learns the origin's HTTP/3 from Alt-Svc on a page it loaded through CONNECT",
+		// Firefox learns of HTTP/3 through a CONNECT tunnel first.
+		clientNeeds: map[string]feature{"firefox": connect},
 		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
 			return c.fetchHello(ctx, cl, p, "udp", "h3", c.env.origins.h3)
 		}), map[string]runFunc{
 			"masque-go": masqueGoHello,
 			"chromium":  chromiumQUICProxy,
+			"firefox":   firefoxH3,
 		}),
 	},
 	{
@@ -134,8 +141,8 @@ var cases = []*testCase{
 	},
 	{
 		name: "h2-fallback", needs: tcpFront,
-		desc:    "UDP to the proxy black-holed: the client (-via auto) falls back to HTTP/2 over TCP and tunnels HTTP/3 in capsules",
-		clients: map[string]runFunc{"masque-client/h3": h2Fallback},
+		desc:    "UDP to the proxy black-holed: the client (-via auto; Firefox's extension in its auto mode) falls back to HTTP/2 over TCP (masque-client then tunnels HTTP/3 in capsules; Firefox its page in CONNECT)",
+		clients: map[string]runFunc{"masque-client/h3": h2Fallback, "firefox": firefoxFallback},
 	},
 	{
 		name: "large-transfer", timeout: 3 * time.Minute,
@@ -208,7 +215,10 @@ var cases = []*testCase{
 	},
 	{
 		name: "auth-privacypass", needs: auth, opts: proxyOptions{auth: true},
-		desc: "a tunnel admitted with a Privacy Pass token minted by masqued's issuer for its demo account",
+		// A browser's tunnels share a connection whose first request's
+		// token admits them all (see browser/firefox).
+		clientOpts: map[string]proxyOptions{"firefox": {auth: true, perConn: true}},
+		desc:       "a tunnel admitted with a Privacy Pass token minted by masqued's issuer for its demo account (Firefox: the extension's pool, one token per connection with -pp-per-connection, refilled after the page)",
 		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
 			return c.fetchHello(ctx, cl, p, "udp", "h3", c.env.origins.h3,
 				"-account-key", p.pp.keyFile, "-attester", p.pp.attester, "-issuer-directory", p.pp.directory)
@@ -224,17 +234,23 @@ var cases = []*testCase{
 				}
 				return c.checkBody(p, body, hello(c.id, "https"))
 			},
+			"firefox": firefoxTokens,
 		}),
 	},
 	{
 		name: "auth-missing", needs: auth, opts: proxyOptions{auth: true},
-		desc:    "a tunnel without a token: 407 (curl also shows the PrivateToken challenge; the other clients report only the status), and nothing reaches the origin",
-		clients: refusals("407", "udp", hasPrivateToken),
+		desc: "a tunnel without a token: 407 (curl also shows the PrivateToken challenge; the other clients report only the status), and nothing reaches the origin",
+		clients: with(refusals("407", "udp", hasPrivateToken), map[string]runFunc{
+			"firefox": firefoxRefused([]string{"masqued_privacypass_redemptions_total", "result", "no_token"},
+				[]string{"masqued_tunnel_errors_total", "front", "h3"}),
+		}),
 	},
 	{
 		name: "auth-replay", needs: auth, opts: proxyOptions{auth: true},
-		desc: "a token used twice: the first tunnel opens, the second is refused; the origin sees one request",
+		clientOpts: map[string]proxyOptions{"firefox": {auth: true, perConn: true}},
+		desc:       "a token used twice: the first tunnel opens, the second is refused; the origin sees one request (Firefox: the extension's \"Check the proxy\", also without a token)",
 		clients: map[string]runFunc{
+			"firefox": firefoxReplay,
 			"curl": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				header, err := c.curlToken(ctx, p)
 				if err != nil {
@@ -272,6 +288,7 @@ var cases = []*testCase{
 			"chromium": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				return c.chromiumHello(ctx, p, "https", c.env.origins.https)
 			},
+			"firefox": firefoxPage,
 		}),
 	},
 	{
@@ -303,6 +320,7 @@ var cases = []*testCase{
 				}
 				return c.checkNone()
 			},
+			"firefox": firefoxRefused([]string{"masqued_tunnel_errors_total", "front", "h3", "proxy_status", "destination_ip_prohibited"}),
 		}),
 	},
 	{
@@ -322,7 +340,7 @@ var cases = []*testCase{
 	},
 	{
 		name: "browser-page", needs: connect,
-		desc: "Chromium loads an https page whose script sets the DOM; the origin saw both requests from the proxy's egress address",
+		desc: "a browser loads an https page whose script sets the DOM; the origin saw both requests from the proxy's egress address",
 		clients: map[string]runFunc{
 			"chromium": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				dom, loadErr, err := c.chromium(ctx, p, p.url, c.url("https", c.env.origins.https, "page"))
@@ -339,6 +357,7 @@ var cases = []*testCase{
 				}
 				return c.checkEgress(p, 2)
 			},
+			"firefox": firefoxPage,
 		},
 	},
 }
@@ -389,12 +408,11 @@ func refusals(status, tunnel string, challenged func([]string) bool) map[string]
 // same number drops everything, so HTTP/3 never answers: masque-client -via
 // auto must fall back to HTTP/2 and still fetch over HTTP/3 in CONNECT-UDP.
 func h2Fallback(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
-	front, stop, err := blackholedFront(p.addr)
+	front, stop, err := c.blackholed(p)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	fmt.Fprintf(c.log, "-- %s: TCP relayed to %s, UDP dropped\n", front, p.addr)
 	q := *p
 	q.url = "https://" + front.String()
 	args := []string{"-proxy", q.url, "-ca", p.certFile, "-origin-ca", c.env.origins.caFile, "-via", "udp,auto", "-v", "-timeout", "60s",
@@ -407,4 +425,14 @@ func h2Fallback(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 		return errors.New("masque-client did not report a fallback from HTTP/3")
 	}
 	return c.checkBody(p, body, hello(c.id, "h3"))
+}
+
+// blackholed puts p's TCP port behind a relay whose UDP port drops
+// everything (blackholedFront), so that HTTP/3 to it never answers.
+func (c *cellRun) blackholed(p *proxy) (netip.AddrPort, func(), error) {
+	front, stop, err := blackholedFront(p.addr)
+	if err == nil {
+		fmt.Fprintf(c.log, "-- %s: TCP relayed to %s, UDP dropped\n", front, p.addr)
+	}
+	return front, stop, err
 }

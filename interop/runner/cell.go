@@ -26,6 +26,7 @@ type cellRun struct {
 	log  io.Writer
 
 	stops []*proc.Process // started by start, stopped by stopAll
+	quits []func()        // ask programs to exit by themselves, before stops
 }
 
 // lookup finds a cell's case, client and server.
@@ -88,7 +89,11 @@ func (c *cellRun) run(ctx context.Context, tc *testCase, cl *client, sv *server)
 			err = serr
 		}
 	}()
-	p, err := sv.start(ctx, c, tc.opts)
+	opts, ok := tc.clientOpts[cl.name]
+	if !ok {
+		opts = tc.opts
+	}
+	p, err := sv.start(ctx, c, opts)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", sv.name, err)
 	}
@@ -167,6 +172,9 @@ func (c *cellRun) exec(ctx context.Context, path string, args ...string) (string
 // stopAll stops the cell's programs and logs their output. Its error
 // reports a server that did not exit cleanly.
 func (c *cellRun) stopAll() error {
+	for _, quit := range c.quits {
+		quit()
+	}
 	var errs []error
 	for i := len(c.stops) - 1; i >= 0; i-- {
 		p := c.stops[i]

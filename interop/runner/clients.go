@@ -33,6 +33,7 @@ var clients = []*client{
 	{name: "masque-go", program: "masquego"},
 	{name: "curl", program: "curl", needs: tcpFront | connect},
 	{name: "chromium", program: "chromium", needs: tcpFront | connect},
+	{name: "firefox", program: "firefox"},
 }
 
 // masqueClient returns masque-client's flags for p over the client's

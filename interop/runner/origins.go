@@ -152,7 +152,8 @@ func (o *origins) saw(cell string) []netip.AddrPort {
 
 // ServeHTTP serves /CELL/hello, /CELL/page and /CELL/sub.js (a page and the
 // script it loads), /CELL/large and /CELL/hold/N (held until manyTunnels of
-// the cell's requests are in at once).
+// the cell's requests are in at once); /CELL/alt/X serves X with an Alt-Svc
+// header naming the HTTP/3 origin.
 func (o *origins) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cell, what, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if !ok {
@@ -160,6 +161,11 @@ func (o *origins) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.note(cell, r.RemoteAddr)
+	if rest, ok := strings.CutPrefix(what, "alt/"); ok {
+		// How a browser learns that the origin speaks HTTP/3 (RFC 7838).
+		w.Header().Set("Alt-Svc", fmt.Sprintf(`h3=":%d"; ma=600`, o.h3.Port()))
+		what = rest
+	}
 	proto := "http"
 	switch {
 	case r.ProtoMajor == 3:

@@ -38,8 +38,9 @@ type Config struct {
 	// MasquedArgs are extra flags for every masqued the run starts, such as
 	// -interop-break capsules to check that the runner notices.
 	MasquedArgs []string
-	// NoBrowser reports the Chromium cells as unsupported, for machines
-	// where Chromium cannot be installed; without it they fail there.
+	// NoBrowser reports the Chromium and Firefox cells as unsupported, for
+	// machines where the browsers cannot be installed; without it they fail
+	// there.
 	NoBrowser bool
 	// Progress receives a line per finished cell; nil = none.
 	Progress io.Writer
@@ -128,8 +129,8 @@ func Run(ctx context.Context, c Config) (*Results, error) {
 					continue
 				}
 				why := unsupported(tc, cl, sv)
-				if why == "" && c.NoBrowser && cl.program == "chromium" {
-					why = "Chromium not installed here (-no-browser)"
+				if why == "" && c.NoBrowser && (cl.program == "chromium" || cl.program == "firefox") {
+					why = "browsers not installed here (-no-browser)"
 				}
 				if why != "" {
 					cell.Status, cell.Expected, cell.Detail = Unsupported, Unsupported, why
@@ -188,7 +189,7 @@ func weight(c Cell) int {
 	switch {
 	case c.Case == "large-transfer":
 		return 3
-	case c.Case == "many-tunnels", c.Client == "chromium":
+	case c.Case == "many-tunnels", c.Client == "chromium", c.Client == "firefox":
 		return 2
 	}
 	return 1
@@ -251,6 +252,10 @@ type env struct {
 	origins     *origins
 	chromium    string // path, or "" with chromiumWhy saying why
 	chromiumWhy string
+	firefox     string // path, or "" with firefoxWhy saying why
+	firefoxWhy  string
+	firefoxXPI  string // the extension, built for the run
+	firefoxErr  error  // why the extension did not build
 	needCurl    bool
 }
 
@@ -291,6 +296,12 @@ func newEnv(ctx context.Context, out string, masquedArgs []string, cells []Cell)
 	e.needCurl = need["curl"]
 	if need["chromium"] {
 		e.chromium, e.chromiumWhy = findChromium()
+	}
+	if need["firefox"] {
+		if e.firefox, e.firefoxWhy = findFirefox(); e.firefox != "" {
+			// A failed build fails the Firefox cells, not the run.
+			e.firefoxXPI, e.firefoxErr = buildExtension(ctx)
+		}
 	}
 	o, err := startOrigins(filepath.Join(out, "work"))
 	if err != nil {

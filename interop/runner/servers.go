@@ -16,6 +16,7 @@ import (
 
 	"github.com/masqued/masqued/geoegress/geotest"
 	"github.com/masqued/masqued/internal/proc"
+	"github.com/masqued/masqued/internal/promscrape"
 	"github.com/masqued/masqued/privacypass"
 )
 
@@ -49,6 +50,9 @@ type proxyOptions struct {
 	geo    bool // the client's location picks the egress address
 	hint   bool // with geo: the client sends manchesterHint
 	strict bool // no tunnels to loopback (the origins are there)
+	// perConn, with auth: a token admits a connection, not a tunnel
+	// (-pp-per-connection), as a browser's long-lived connection needs.
+	perConn bool
 }
 
 // server is a proxy the runner can start.
@@ -73,7 +77,36 @@ type proxy struct {
 	// Addr when the server has no say (masque-go's: the host's default).
 	egress netip.Addr
 	pp     *ppAccount // with proxyOptions.auth
+	admin  string     // masqued's admin listener (/metrics), "" for other servers
 	p      *proc.Process
+}
+
+// metric is the sum of the proxy's series of name whose labels include
+// labels ("key", "value", …): what masqued counted.
+func (x *proxy) metric(ctx context.Context, name string, labels ...string) (float64, error) {
+	if x.admin == "" {
+		return 0, errors.New("the server has no metrics")
+	}
+	mfs, err := promscrape.Scrape(ctx, "http://"+x.admin+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	return promscrape.Sum(mfs, name, labels...), nil
+}
+
+// counted checks that each of the proxy's counters (name, then label pairs)
+// is at least 1, naming the first that is not.
+func (x *proxy) counted(ctx context.Context, counters ...[]string) error {
+	for _, c := range counters {
+		n, err := x.metric(ctx, c[0], c[1:]...)
+		if err != nil {
+			return err
+		}
+		if n < 1 {
+			return fmt.Errorf("masqued counted no %s%q", c[0], c[1:])
+		}
+	}
+	return nil
 }
 
 // ppAccount is masqued's demo Privacy Pass account and where to use it.
@@ -104,7 +137,10 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 	if err := os.WriteFile(feed, []byte(egressFeed), 0o644); err != nil {
 		return nil, err
 	}
-	args := []string{"-listen", "127.0.0.1:0", "-cert-out", filepath.Join(c.dir, "cert.pem"), "-log-level", "info", "-egress-pools", feed}
+	args := []string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-cert-out", filepath.Join(c.dir, "cert.pem"), "-log-level", "info", "-egress-pools", feed,
+		// A browser that quits leaves its tunnels for the idle timeout to
+		// end; a cell's masqued need not wait 10 s for them.
+		"-drain-timeout", "2s"}
 	egress := defaultEgress
 	if o.geo {
 		db := filepath.Join(c.dir, "geo.mmdb")
@@ -130,6 +166,9 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 		}
 		pp = "127.0.0.1:" + port
 		args = append(args, "-auth", "privacypass", "-pp-listen", pp, "-pp-state", filepath.Join(c.dir, "pp"))
+		if o.perConn {
+			args = append(args, "-pp-per-connection")
+		}
 	}
 	args = append(args, c.env.masquedArgs...)
 	p, err := c.start(ctx, c.env.bin["masqued"], args...)
@@ -144,7 +183,11 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 	if err != nil {
 		return nil, err
 	}
-	x := &proxy{url: "https://" + addr, certFile: certFile, egress: egress, p: p}
+	admin, err := p.Line("admin on ")
+	if err != nil {
+		return nil, err
+	}
+	x := &proxy{url: "https://" + addr, certFile: certFile, egress: egress, admin: admin, p: p}
 	if x.addr, err = netip.ParseAddrPort(addr); err != nil {
 		return nil, err
 	}

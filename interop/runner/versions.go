@@ -32,6 +32,9 @@ func (e *env) versions(ctx context.Context) map[string]string {
 	if e.chromium != "" {
 		v["chromium"] = word(ctx, 1, e.chromium, "--version") // Chromium 156.0.8078.79 built on …
 	}
+	if e.firefox != "" {
+		v["firefox"] = word(ctx, 2, e.firefox, "--version") // Mozilla Firefox 153.8.0esr
+	}
 	return v
 }
 
