@@ -17,9 +17,10 @@ const TOKEN_WAIT_MS = 5_000;
 /** How long the check waits for a token (generous: minting is two round trips). */
 const CHECK_WAIT_MS = 30_000;
 /**
- * How long a probe may take. Through a "masque" proxy Firefox never reports
- * a 407 (see below), so there a refusal shows as no answer in this time;
- * an admitted fetch takes a second or two.
+ * How long a probe may take: a bound for a proxy that never answers. A
+ * refusal fails the fetch at once (over HTTP/3 since masqued stopped sending
+ * STOP_SENDING with it; before, Firefox hung); an admitted fetch takes a
+ * second or two.
  */
 const PROBE_WAIT_MS = 15_000;
 /** Requests whose group is remembered for auth failures, at most (they are forgotten when they end). */
@@ -156,10 +157,10 @@ function authFailed(details, why) {
 // through an "https" proxy (HTTP/2 CONNECT) onHeadersReceived reports the
 // 407 and onErrorOccurred NS_ERROR_PROXY_AUTHENTICATION_FAILED; an unknown
 // scheme such as PrivateToken raises no onAuthRequired. Through a "masque"
-// proxy (HTTP/3) nothing fires at all: the request waits until it is
-// aborted. So for HTTP/3 only the idle rotation keeps spent tokens from
-// being resent. onAuthRequired is listened to in case a version starts
-// reporting proxy challenges there.
+// proxy (HTTP/3) the request fails as refused, with no 407 reported, so for
+// HTTP/3 only the idle rotation keeps spent tokens from being resent.
+// onAuthRequired is listened to in case a version starts reporting proxy
+// challenges there.
 const all = { urls: ["<all_urls>"] };
 browser.webRequest.onAuthRequired.addListener((d) => {
   if (d.isProxy) {
