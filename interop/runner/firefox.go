@@ -369,8 +369,12 @@ func (f *firefox) load(ctx context.Context, url string) (dom, loadErr string, er
 // neterror is the e= code of an about:neterror URL in a message, or the
 // message.
 func neterror(msg string) string {
-	_, u, _ := strings.Cut(msg, "about:neterror?")
-	q, err := url.ParseQuery(strings.Fields(u + " ")[0])
+	_, u, ok := strings.Cut(msg, "about:neterror?")
+	if !ok {
+		return msg
+	}
+	u, _, _ = strings.Cut(u, " ")
+	q, err := url.ParseQuery(u)
 	if err != nil || q.Get("e") == "" {
 		return msg
 	}
