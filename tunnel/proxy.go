@@ -203,9 +203,13 @@ type ConnState struct {
 // WriteError answers a failed tunnel request (see masque.WriteError) and
 // counts it.
 func (f *Front) WriteError(w http.ResponseWriter, err error) {
-	e := masque.WriteError(w, f.p.cfg.Identity, err)
+	// Counted before it is written: a front may send the response at once
+	// (h3proxy's refusals do), and a client that reads it and then scrapes
+	// /metrics must find it counted.
+	_, e := masque.StatusOf(err)
 	f.p.cfg.Metrics.countError(f.name, e.Kind)
 	f.p.cfg.Logger.Debug("tunnel refused", "front", f.name, "status", e.Kind, "details", e.Details)
+	masque.WriteError(w, f.p.cfg.Identity, err)
 }
 
 // ParseRequest classifies r and extracts its target. protocol is the
