@@ -52,6 +52,12 @@ var allCases = []benchCase{
 		{vs: "h3-via-masque-go", note: "our client, masque-go's proxy", min: 2.5},
 		{vs: "h3-masque-go-stack", note: "masque-go's client and proxy", min: 2.5},
 	}},
+	// What a standard RFC 9298 client costs masqued, beside the same client
+	// through masque-go's proxy.
+	{name: "h3-masque-go-via-masqued", h3: true, client: masqueGo, via: masqued, vs: []comparison{
+		{vs: "h3-direct"},
+		{vs: "h3-masque-go-stack", note: "masque-go's client and proxy"},
+	}},
 	{name: "h3-upload-direct", h3: true, upload: true},
 	{name: "h3-upload-via-masque-go", h3: true, upload: true, via: masqueGo, vs: []comparison{{vs: "h3-upload-direct"}}},
 	{name: "h3-upload-via-masqued", h3: true, upload: true, via: masqued, vs: []comparison{
@@ -166,7 +172,11 @@ func (e *env) downloadWithMasqueGo(ctx context.Context, c benchCase) (time.Durat
 	p := e.proxies[c.via]
 	out := filepath.Join(e.dir, "masquego-body")
 	defer os.Remove(out)
-	cl, err := proc.Start(ctx, e.program(masqueGoDir), "client", "-template", p.template, "-ca", p.certFile,
+	template := p.template
+	if template == "" {
+		template = p.url + "/.well-known/masque/udp/{target_host}/{target_port}/" // masqued's default
+	}
+	cl, err := proc.Start(ctx, e.program(masqueGoDir), "client", "-template", template, "-ca", p.certFile,
 		"-origin-ca", e.originCertFile, "-o", out, "https://"+e.h3Origin.String()+"/")
 	if err != nil {
 		return 0, 0, err

@@ -122,19 +122,21 @@ func printMarkdown(w io.Writer, rows [][]string) {
 
 // printProxyCPU compares what each proxy spends per byte of the same HTTP/3
 // download, from the same client and origin: the cost of the proxy alone,
-// whatever the machine's other processes take.
+// whatever the machine's other processes take. The first pair is our
+// client's, the second a standard RFC 9298 client's (masque-go's).
 func printProxyCPU(w io.Writer, res []result) {
-	var ours, theirs result
+	byName := map[string]result{}
 	for _, r := range res {
-		switch r.name {
-		case "h3-via-masqued":
-			ours = r
-		case "h3-via-masque-go":
-			theirs = r
-		}
+		byName[r.name] = r
 	}
-	if ours.cpu.proxy > 0 && theirs.cpu.proxy > 0 { // same size and runs
-		fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, our client: masqued %.2fx masque-go's proxy.\n", ours.cpu.proxy.Seconds()/theirs.cpu.proxy.Seconds())
+	for _, pair := range []struct{ ours, theirs, client string }{
+		{"h3-via-masqued", "h3-via-masque-go", "our client"},
+		{"h3-masque-go-via-masqued", "h3-masque-go-stack", "masque-go's client"},
+	} {
+		ours, theirs := byName[pair.ours], byName[pair.theirs]
+		if ours.cpu.proxy > 0 && theirs.cpu.proxy > 0 { // same size and runs
+			fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, %s: masqued %.2fx masque-go's proxy.\n", pair.client, ours.cpu.proxy.Seconds()/theirs.cpu.proxy.Seconds())
+		}
 	}
 }
 
