@@ -257,44 +257,49 @@ func (relay *udpRelay) forward(b []byte) error {
 	return nil
 }
 
+// toClientOff is where toClient puts a target's packet in a datagram
+// buffer: after the framing headroom and Context ID 0.
+const toClientOff = capsule.MaxHeaderLen + 1
+
 // toClient reads packets from the target and sends each to the client as an
 // HTTP Datagram with Context ID 0, framed in place in a pooled buffer. Where
-// it can (targetReader), it holds the buffer only while packets are queued.
+// it can (targetReader), it holds a buffer only while packets are queued, and
+// has the kernel coalesce runs of equal-size packets (UDP_GRO), so that what
+// a QUIC origin sends in one GSO call takes one system call and one pass
+// through the stack to read. BenchmarkToClientBurst went from 3.6 to 1.3 µs
+// of CPU per packet with it (the target's write included); one recvmmsg of
+// eight packets instead reached 2.7.
 func (relay *udpRelay) toClient() error {
 	tr, nonBlocking := newTargetReader(relay.t.target)
+	if !nonBlocking {
+		return relay.toClientBlocking()
+	}
+	tr.enableGRO()
 	for {
-		if nonBlocking {
-			if err := tr.wait(); errors.Is(err, syscall.ECONNREFUSED) {
-				if err := relay.refused(); err != nil { // ICMP for an earlier send
-					return err
-				}
-				continue
-			} else if err != nil {
+		if err := tr.wait(); errors.Is(err, syscall.ECONNREFUSED) {
+			if err := relay.refused(); err != nil { // ICMP for an earlier send
 				return err
 			}
+			continue
+		} else if err != nil {
+			return err
 		}
-		bp := relay.t.f.p.dgBufs.Get().(*[]byte)
-		err := relay.relayQueued(tr, nonBlocking, *bp)
-		relay.t.f.p.dgBufs.Put(bp)
+		g := groReads.Get().(*groRead)
+		err := relay.relayQueued(tr, g)
+		putGRORead(g)
 		if err != nil {
 			return err
 		}
 	}
 }
 
-// relayQueued sends the target's packets to the client until, nonBlocking,
-// none is queued (it returns nil), or the socket fails.
-func (relay *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byte) error {
-	const off = capsule.MaxHeaderLen + 1 // headroom, then Context ID 0
-	buf[off-1] = capsule.ContextUDP
+// relayQueued sends the target's queued packets to the client until none
+// is queued (it returns nil), or the socket fails. A run of packets the
+// kernel coalesced (UDP_GRO) is sent packet by packet, each framed in place
+// in the headroom that the one before it has left.
+func (relay *udpRelay) relayQueued(tr *targetReader, g *groRead) error {
 	for {
-		var n int
-		var err error
-		if nonBlocking {
-			n, err = tr.read(buf[off : off+relay.max+1])
-		} else {
-			n, err = relay.t.target.Read(buf[off : off+relay.max+1])
-		}
+		n, seg, err := tr.readGRO(&g.m, g.buf[toClientOff:])
 		switch {
 		case errors.Is(err, syscall.EAGAIN):
 			return nil
@@ -306,22 +311,62 @@ func (relay *udpRelay) relayQueued(tr *targetReader, nonBlocking bool, buf []byt
 		case err != nil:
 			return err
 		}
-		if !relay.answered.Load() { // a load per packet, a store only once
-			relay.answered.Store(true)
+		for o := 0; ; o += seg {
+			pkt := g.buf[o:]
+			pkt[toClientOff-1] = capsule.ContextUDP
+			if err := relay.deliver(pkt, min(seg, n-o)); err != nil {
+				return err
+			}
+			if o+seg >= n {
+				break
+			}
 		}
-		if n > relay.max {
-			relay.t.counters.drop(DropTooLarge)
-			continue
-		}
-		relay.seen.touch()
-		if err := relay.send(buf[:off+n], off-1); errors.Is(err, masque.ErrDatagramTooLarge) {
-			relay.t.counters.drop(DropTooLarge)
+	}
+}
+
+// toClientBlocking is toClient for a target that targetReader cannot read:
+// it reads one packet at a time, blocking, with a buffer in hand.
+func (relay *udpRelay) toClientBlocking() error {
+	bp := relay.t.f.p.dgBufs.Get().(*[]byte)
+	defer relay.t.f.p.dgBufs.Put(bp)
+	buf := *bp
+	buf[toClientOff-1] = capsule.ContextUDP
+	for {
+		n, err := relay.t.target.Read(buf[toClientOff : toClientOff+relay.max+1])
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			if err := relay.refused(); err != nil { // ICMP for an earlier send
+				return err
+			}
 			continue
 		} else if err != nil {
 			return err
 		}
-		relay.t.datagramDown(n)
+		if err := relay.deliver(buf, n); err != nil {
+			return err
+		}
 	}
+}
+
+// deliver sends the n-byte target packet at buf[toClientOff:] to the client.
+// It fails only when the client's side does; a packet too large for either
+// side is a counted drop.
+func (relay *udpRelay) deliver(buf []byte, n int) error {
+	if !relay.answered.Load() { // a load per packet, a store only once
+		relay.answered.Store(true)
+	}
+	if n > relay.max {
+		relay.t.counters.drop(DropTooLarge)
+		return nil
+	}
+	relay.seen.touch()
+	if err := relay.send(buf[:toClientOff+n], toClientOff-1); errors.Is(err, masque.ErrDatagramTooLarge) {
+		relay.t.counters.drop(DropTooLarge)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	relay.t.datagramDown(n)
+	return nil
 }
 
 // send sends buf[off:] to the client on the datagram channel, or as a

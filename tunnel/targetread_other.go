@@ -17,4 +17,11 @@ func (*targetReader) wait() error { return nil }
 
 func (*targetReader) ready() bool { return true }
 
-func (*targetReader) read([]byte) (int, error) { return 0, syscall.EAGAIN }
+// groMsg has no header where readGRO is not written.
+type groMsg struct{}
+
+func (*groMsg) clear() {}
+
+func (*targetReader) enableGRO() {}
+
+func (*targetReader) readGRO(*groMsg, []byte) (int, int, error) { return 0, 0, syscall.EAGAIN }
