@@ -41,16 +41,31 @@ var (
 )
 
 // Reader reads DATAGRAM capsules from a stream, skipping capsules of other
-// types as RFC 9297 §3.2 requires. A Reader is not safe for concurrent use.
+// types as RFC 9297 §3.2 requires, except those a handler set with
+// HandleOther takes. A Reader is not safe for concurrent use.
 type Reader struct {
-	r *bufio.Reader
+	r      *bufio.Reader
+	wants  func(typ uint64) bool
+	handle func(typ uint64, value []byte) error
+}
+
+// HandleOther makes ReadDatagram pass the value of each capsule whose type
+// wants accepts to handle, instead of skipping it: how an extension such as
+// QUIC-aware proxying (draft-ietf-masque-quic-proxy) gets its capsules from
+// the stream that carries the datagrams. value is valid only during the
+// call. A value longer than the bufio.Reader's buffer, which no such
+// extension needs, is skipped as malformed input would be, without a copy.
+// An error from handle ends ReadDatagram with it.
+func (c *Reader) HandleOther(wants func(typ uint64) bool, handle func(typ uint64, value []byte) error) {
+	c.wants, c.handle = wants, handle
 }
 
 // NewReader returns a Reader on br. The bufio.Reader is the caller's, so that it
 // can be pooled.
 func NewReader(br *bufio.Reader) *Reader { return &Reader{r: br} }
 
-// Reset makes c read from br, as a new Reader would, without allocating.
+// Reset makes c read from br, as a new Reader would but for the handler of
+// HandleOther, which it keeps, without allocating.
 func (c *Reader) Reset(br *bufio.Reader) { c.r = br }
 
 // ReadDatagram reads the next DATAGRAM capsule into buf and returns the length
@@ -73,6 +88,12 @@ func (c *Reader) ReadDatagram(buf []byte) (int, error) {
 		if err != nil {
 			return 0, unexpected(err)
 		}
+		if typ != TypeDatagram && c.wants != nil && c.wants(typ) && length <= uint64(c.r.Size()) {
+			if err := c.other(typ, int(length)); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if typ != TypeDatagram || length > uint64(len(buf)) {
 			if err := c.discard(length); err != nil {
 				return 0, err
@@ -88,6 +109,20 @@ func (c *Reader) ReadDatagram(buf []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// other hands the n-byte value of a capsule of type typ, read in place in
+// the bufio.Reader's buffer, to the HandleOther handler.
+func (c *Reader) other(typ uint64, n int) error {
+	value, err := c.r.Peek(n)
+	if err != nil {
+		return unexpected(err)
+	}
+	if err := c.handle(typ, value); err != nil {
+		return err
+	}
+	_, err = c.r.Discard(n)
+	return err
 }
 
 func (c *Reader) discard(n uint64) error {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"testing"
@@ -127,6 +128,63 @@ func TestReadDatagramPassesStreamErrors(t *testing.T) {
 			r := capsule.NewReader(bufio.NewReader(&errReader{b: stream, err: errReset}))
 			if _, err := r.ReadDatagram(make([]byte, 32)); !errors.Is(err, errReset) {
 				t.Fatalf("err = %v, want %v", err, errReset)
+			}
+		})
+	}
+}
+
+func TestReadDatagramHandleOther(t *testing.T) {
+	const wanted, unwanted = 0xffe600, 0xffe601
+	errStop := errors.New("handler says stop")
+	dg := capsuleBytes(capsule.TypeDatagram, []byte("\x00dg"))
+	tests := []struct {
+		name     string
+		stream   []byte
+		fail     string // value on which the handler fails
+		want     []string
+		wantDg   []string
+		wantErrs []error
+	}{
+		{"handled between datagrams",
+			cat(dg, capsuleBytes(wanted, []byte("cid1")), dg), "",
+			[]string{"cid1"}, []string{"\x00dg", "\x00dg"}, []error{nil, nil, io.EOF}},
+		{"unwanted type skipped",
+			cat(capsuleBytes(unwanted, []byte("no")), capsuleBytes(wanted, nil), dg), "",
+			[]string{""}, []string{"\x00dg"}, []error{nil, io.EOF}},
+		{"longer than the buffer skipped",
+			cat(capsuleBytes(wanted, bytes.Repeat([]byte("x"), 17)), dg), "",
+			nil, []string{"\x00dg"}, []error{nil, io.EOF}},
+		{"handler error ends the read",
+			cat(capsuleBytes(wanted, []byte("bad")), dg), "bad",
+			[]string{"bad"}, nil, []error{errStop}},
+		{"stream ends inside a handled capsule",
+			capsuleBytes(wanted, []byte("cut"))[:5], "",
+			nil, nil, []error{io.ErrUnexpectedEOF}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newReader(tt.stream) // a 16-byte bufio buffer
+			var got []string
+			r.HandleOther(func(typ uint64) bool { return typ == wanted }, func(typ uint64, value []byte) error {
+				got = append(got, string(value))
+				if tt.fail != "" && string(value) == tt.fail {
+					return errStop
+				}
+				return nil
+			})
+			var gotDg []string
+			buf := make([]byte, 32)
+			for i, wantErr := range tt.wantErrs {
+				n, err := r.ReadDatagram(buf)
+				if !errors.Is(err, wantErr) {
+					t.Fatalf("read %d: err = %v, want %v", i, err, wantErr)
+				}
+				if err == nil {
+					gotDg = append(gotDg, string(buf[:n]))
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) || fmt.Sprint(gotDg) != fmt.Sprint(tt.wantDg) {
+				t.Fatalf("handled %q and datagrams %q, want %q and %q", got, gotDg, tt.want, tt.wantDg)
 			}
 		})
 	}
