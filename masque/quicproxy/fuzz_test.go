@@ -67,3 +67,36 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseForwarding: ParseForwarding never panics and fails only with
+// ErrMalformed; what it accepts serializes to a value that parses to the same
+// Forwarding, and ParsePortSharing, which shares the parser but ignores the
+// parameters, accepts it with the same boolean.
+func FuzzParseForwarding(f *testing.F) {
+	for _, tt := range forwardingCases {
+		f.Add(tt.v)
+	}
+	for _, tt := range badForwarding {
+		f.Add(tt.v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		fw, err := quicproxy.ParseForwarding(v)
+		if err != nil {
+			if !errors.Is(err, quicproxy.ErrMalformed) {
+				t.Fatalf("ParseForwarding(%q): %v is not ErrMalformed", v, err)
+			}
+			return
+		}
+		s := fw.String()
+		again, err := quicproxy.ParseForwarding(s)
+		if err != nil || !forwardingEqual(again, fw) {
+			t.Fatalf("ParseForwarding(%q) = %+v; String() = %q parses to %+v, %v", v, fw, s, again, err)
+		}
+		if s2 := again.String(); s2 != s {
+			t.Fatalf("String is not stable: %q, then %q", s, s2)
+		}
+		if shared, err := quicproxy.ParsePortSharing(v); err != nil || shared != fw.Enabled {
+			t.Fatalf("ParsePortSharing(%q) = %v, %v; ParseForwarding said %v", v, shared, err, fw.Enabled)
+		}
+	})
+}
