@@ -44,6 +44,18 @@ func safeByDefault(t testing.TB) proxyOption {
 // (tests opt in, as -allow-private-targets does), stopped at cleanup.
 func startProxy(t testing.TB, host string, opts ...proxyOption) *testProxy {
 	t.Helper()
+	return serveProxy(t, host, false, opts...)
+}
+
+// startForwardingProxy is startProxy on a tunnel.ForwardSocket, as
+// masqued -forward-listen serves: it offers forwarded mode.
+func startForwardingProxy(t testing.TB, host string, opts ...proxyOption) *testProxy {
+	t.Helper()
+	return serveProxy(t, host, true, opts...)
+}
+
+func serveProxy(t testing.TB, host string, forwarding bool, opts ...proxyOption) *testProxy {
+	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	m, err := tunnel.NewMetrics(reg)
 	if err != nil {
@@ -61,7 +73,11 @@ func startProxy(t testing.TB, host string, opts ...proxyOption) *testProxy {
 	}
 	srv := &Server{Proxy: p, TLSConfig: testnet.NewCert(t).ServerTLS()}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(pc) }()
+	var served net.PacketConn = pc
+	if forwarding {
+		served = tunnel.NewForwardSocket(pc, m)
+	}
+	go func() { done <- srv.Serve(served) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-done; !errors.Is(err, http.ErrServerClosed) {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -45,6 +46,7 @@ type Server struct {
 	initErr  error
 	h3       *http3.Server
 	front    *tunnel.Front
+	forward  atomic.Pointer[tunnel.ForwardSocket] // set by Serve on one
 }
 
 // DefaultQUICConfig is the server's QUIC configuration unless one is given:
@@ -109,10 +111,15 @@ func (s *Server) build() error {
 
 // Serve serves HTTP/3 on pc until Close or Shutdown. Closing the server does
 // not close pc. It always returns a non-nil error, http.ErrServerClosed after
-// Close or Shutdown.
+// Close or Shutdown. On a *tunnel.ForwardSocket it also offers forwarded
+// mode (draft-ietf-masque-quic-proxy) to the UDP tunnels of clients that ask
+// for it.
 func (s *Server) Serve(pc net.PacketConn) error {
 	if err := s.init(); err != nil {
 		return err
+	}
+	if fs, ok := pc.(*tunnel.ForwardSocket); ok {
+		return s.serveForwarding(fs)
 	}
 	return s.h3.Serve(pc)
 }
@@ -167,6 +174,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if kind == tunnel.KindUDP {
 		w.Header().Set(http3.CapsuleProtocolHeader, "?1")
+		if withDatagrams {
+			s.negotiateForwarding(w, r, ci, t)
+		}
 	}
 	w.WriteHeader(http.StatusOK)
 	str, err := w.(http3.HTTPStreamer).HTTPStream()

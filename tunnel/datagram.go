@@ -12,6 +12,7 @@ import (
 
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/masque/quicproxy"
 )
 
 // DatagramConn carries a UDP tunnel's HTTP Datagrams (RFC 9297) on the
@@ -107,6 +108,12 @@ func (t *Tunnel) relayDatagrams(client Stream, dc DatagramConn) error {
 			}
 		})
 	}
+	if t.fw != nil && dc != nil {
+		defer t.fw.end()
+		if err := t.fw.start(relay); err != nil {
+			loopEnded(err)
+		}
+	}
 	var loops sync.WaitGroup
 	loops.Go(func() { loopEnded(relay.fromCapsules()) })
 	if dc != nil {
@@ -154,6 +161,9 @@ func (relay *udpRelay) refused() error {
 func (relay *udpRelay) fromCapsules() error {
 	src := &byteAhead{r: relay.client}
 	var cr capsule.Reader
+	if fw := relay.t.fw; fw != nil && relay.dc != nil {
+		cr.HandleOther(quicproxy.IsCapsuleType, fw.handle)
+	}
 	for {
 		// Wait for a capsule's first byte holding no buffer: in datagram
 		// mode capsules are rare, and an idle tunnel should hold none.
@@ -311,17 +321,64 @@ func (relay *udpRelay) relayQueued(tr *targetReader, g *groRead) error {
 		case err != nil:
 			return err
 		}
-		for o := 0; ; o += seg {
-			pkt := g.buf[o:]
-			pkt[toClientOff-1] = capsule.ContextUDP
-			if err := relay.deliver(pkt, min(seg, n-o)); err != nil {
-				return err
-			}
-			if o+seg >= n {
-				break
-			}
+		if err := relay.relayRun(g.buf[:], n, seg); err != nil {
+			return err
 		}
 	}
+}
+
+// relayRun relays the n bytes of packets, seg bytes each but the last, at
+// buf[toClientOff:]: each in an HTTP Datagram, framed in place in the
+// headroom that the one before it has left, or, those that forwarded mode
+// takes, rewritten in place and sent as UDP in runs, one system call a run.
+// A run is sent before the packet after it is framed, as framing
+// overwrites the tail of the packet before.
+func (relay *udpRelay) relayRun(buf []byte, n, seg int) error {
+	fw := relay.t.fw
+	if relay.dc == nil {
+		fw = nil
+	}
+	runStart, runEnd := -1, -1 // offsets in buf of a run of forwarded packets
+	flush := func() error {
+		if runStart < 0 {
+			return nil
+		}
+		err := fw.sendDown(buf[toClientOff+runStart:toClientOff+runEnd], seg)
+		runStart = -1
+		return err
+	}
+	for o := 0; ; o += seg {
+		size := min(seg, n-o)
+		if fw != nil && fw.rewriteDown(buf[toClientOff+o:toClientOff+o+size]) {
+			relay.forwardedDown(size)
+			if runStart < 0 {
+				runStart = o
+			}
+			runEnd = o + size
+		} else {
+			if err := flush(); err != nil {
+				return err
+			}
+			pkt := buf[o:]
+			pkt[toClientOff-1] = capsule.ContextUDP
+			if err := relay.deliver(pkt, size); err != nil {
+				return err
+			}
+		}
+		if o+seg >= n {
+			return flush()
+		}
+	}
+}
+
+// forwardedDown counts a packet that forwarded mode sends to the client.
+func (relay *udpRelay) forwardedDown(n int) {
+	if !relay.answered.Load() {
+		relay.answered.Store(true)
+	}
+	relay.seen.touch()
+	relay.t.datagramDown(n)
+	relay.t.f.p.cfg.Metrics.forwarded(false)
 }
 
 // toClientBlocking is toClient for a target that targetReader cannot read:

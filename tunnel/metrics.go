@@ -54,6 +54,14 @@ type Metrics struct {
 	auth      *prometheus.CounterVec   // result
 	limits    *prometheus.CounterVec   // limit
 	dns       *prometheus.HistogramVec // result
+
+	// Forwarded mode (draft-ietf-masque-quic-proxy), resolved up front:
+	// packets are counted one by one on the relay's path.
+	forwardedVec *prometheus.CounterVec // direction
+	fwdUp        prometheus.Counter
+	fwdDown      prometheus.Counter
+	fwdDropped   *prometheus.CounterVec // reason
+	fwdDrops     map[string]prometheus.Counter
 }
 
 // NewMetrics creates the core's collectors and registers them with reg.
@@ -99,8 +107,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time to resolve a target name (cache hits included), by result.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 		}, []string{"result"}),
+		forwardedVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_forwarded_packets_total", Help: "QUIC packets relayed in forwarded mode (draft-ietf-masque-quic-proxy), outside the client's connection; up is client to target. Also in masqued_datagrams_total.",
+		}, []string{"direction"}),
+		fwdDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "masqued_forwarded_dropped_total", Help: "Forwarded-mode packets dropped, by reason.",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.active, m.total, m.errors, m.setup, m.bytes, m.datagrams, m.dropped, m.conns, m.connTotal, m.auth, m.limits, m.dns} {
+	m.fwdUp, m.fwdDown = m.forwardedVec.WithLabelValues("up"), m.forwardedVec.WithLabelValues("down")
+	m.fwdDrops = make(map[string]prometheus.Counter, len(fwdDropReasons))
+	for _, r := range fwdDropReasons {
+		m.fwdDrops[r] = m.fwdDropped.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.active, m.total, m.errors, m.setup, m.bytes, m.datagrams, m.dropped, m.conns, m.connTotal, m.auth, m.limits, m.dns, m.forwardedVec, m.fwdDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -198,6 +217,22 @@ func (m *Metrics) observeDNS(d time.Duration, err error) {
 }
 
 // The methods below do nothing on a nil receiver, so relays need no checks.
+
+func (m *Metrics) forwarded(up bool) {
+	switch {
+	case m == nil:
+	case up:
+		m.fwdUp.Inc()
+	default:
+		m.fwdDown.Inc()
+	}
+}
+
+func (m *Metrics) forwardDrop(reason string) {
+	if m != nil {
+		m.fwdDrops[reason].Inc()
+	}
+}
 
 func (k *kindCounters) drop(reason string) {
 	if k != nil {

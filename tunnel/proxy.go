@@ -368,7 +368,15 @@ type Tunnel struct {
 	peer     string
 	up, down atomic.Int64 // payload bytes
 	failure  string       // RFC 9209 error the tunnel ended with after its 2xx; set before Close
+
+	fw *Forwarding // forwarded mode, if negotiated (UseForwarding)
 }
+
+// UseForwarding makes a UDP tunnel relay in forwarded mode as well as in
+// HTTP Datagrams, with fw from ForwardSocket.Negotiate. Call it before
+// Relay, and only for a tunnel whose payloads travel in QUIC DATAGRAM
+// frames: the capsule loop then writes the stream's connection ID capsules.
+func (t *Tunnel) UseForwarding(fw *Forwarding) { t.fw = fw }
 
 // Relay relays the tunnel between client, the front's stream after its 2xx
 // (101 on HTTP/1.1), and the target until the tunnel ends, then closes it.

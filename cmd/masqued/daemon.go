@@ -38,10 +38,12 @@ type server struct {
 	auth         string
 
 	pc     net.PacketConn
-	tl     net.Listener // nil with -no-tcp
-	adminL net.Listener // nil without -admin-listen
+	tl     net.Listener          // nil with -no-tcp
+	fs     *tunnel.ForwardSocket // nil without -forward-listen
+	adminL net.Listener          // nil without -admin-listen
 
 	h3     *h3proxy.Server
+	h3f    *h3proxy.Server // on fs; nil without -forward-listen
 	h2     *h2proxy.Server // nil with -no-tcp
 	fronts []front         // h3, then h2 if there is one
 	admin  *http.Server    // nil without -admin-listen
@@ -83,6 +85,20 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 			return nil, fmt.Errorf("-admin-listen: %w", err)
 		}
 	}
+	selfPorts := []netip.AddrPort{bound.AddrPort()}
+	if c.forwardListen != "" {
+		fpc, err := rs.ListenPacket("udp", c.forwardListen)
+		if err != nil {
+			return nil, fmt.Errorf("-forward-listen: %w", err)
+		}
+		uc, ok := fpc.(*net.UDPConn)
+		if !ok {
+			fpc.Close()
+			return nil, fmt.Errorf("-forward-listen: %s is not a UDP socket", c.forwardListen)
+		}
+		srv.fs = tunnel.NewForwardSocket(uc, s.metrics)
+		selfPorts = append(selfPorts, uc.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
 	auth, err := s.authenticator(c, bound.String())
 	if err != nil {
 		return nil, err
@@ -92,7 +108,7 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 		Policy: tunnel.Policy{
 			AllowPrivate: c.allowPrivate,
 			Self:         s.self,
-			SelfPorts:    []netip.AddrPort{bound.AddrPort()},
+			SelfPorts:    selfPorts,
 		},
 		Resolver:  s.resolver,
 		Dialer:    s.dialer,
@@ -114,6 +130,10 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	qc.HandshakeIdleTimeout = c.handshakeTimeout
 	srv.h3 = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes}
 	srv.fronts = []front{{"HTTP/3", srv.h3}}
+	if srv.fs != nil {
+		srv.h3f = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes}
+		srv.fronts = append(srv.fronts, front{"HTTP/3 with forwarded mode", srv.h3f})
+	}
 	if tl != nil {
 		srv.h2 = &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Handler: s.own, Logger: s.logger,
 			HandshakeTimeout: c.handshakeTimeout, MaxHeaderBytes: c.maxHeaderBytes}
@@ -142,7 +162,7 @@ func (srv *server) Serve() error {
 	}
 	// One result from each goroutine below, which all end once the server
 	// is closed.
-	served := make(chan error, 3)
+	served := make(chan error, 4)
 	running := 0
 	if srv.h2 != nil {
 		running++
@@ -159,22 +179,34 @@ func (srv *server) Serve() error {
 		return fmt.Errorf("telling the old process this one is ready: %w", err)
 	}
 	running++
+	if srv.h3f != nil {
+		running++
+	}
 	go func() {
 		if err := srv.rs.WaitForParent(srv.stopping); err != nil {
 			// Only once stopping, or the wait's end would be taken for
 			// the front's failure.
 			<-srv.stopping.Done()
 			served <- http.ErrServerClosed
+			if srv.h3f != nil {
+				served <- http.ErrServerClosed
+			}
 			return
 		}
 		srv.state.Set(admin.Ready)
 		srv.logger.Info("serving HTTP/3", "addr", srv.addr().String(), "after_restart", srv.rs.HasParent())
+		if srv.h3f != nil {
+			go func() { served <- srv.h3f.Serve(srv.fs) }()
+		}
 		served <- srv.h3.Serve(srv.pc)
 	}()
 	srv.logger.Info("serving", "addr", srv.addr().String(), "tcp", srv.tl != nil, "allow_private_targets", srv.allowPrivate, "auth", srv.auth)
 	fmt.Fprintf(srv.stdout, "listening on %s\ncertificate %s\n", srv.addr(), srv.certPath)
 	if srv.adminL != nil {
 		fmt.Fprintf(srv.stdout, "admin on %s\n", srv.adminL.Addr())
+	}
+	if srv.fs != nil {
+		fmt.Fprintf(srv.stdout, "forwarding on %s\n", srv.fs.LocalAddr())
 	}
 
 	first := <-served
@@ -237,6 +269,9 @@ func (srv *server) Close() error {
 		errs = append(errs, srv.admin.Close())
 	}
 	srv.pc.Close() // the HTTP/3 front leaves it open
+	if srv.fs != nil {
+		srv.fs.Close()
+	}
 	if srv.tl != nil {
 		srv.tl.Close()
 	}

@@ -28,7 +28,7 @@ type flags struct {
 	listen, tlsCert, tlsKey, certOut, udpTemplate, logLevel string
 	logFormat, accessLog, adminListen, pidFile              string
 	egress                                                  geoegress.Options
-	resolver                                                string
+	resolver, forwardListen                                 string
 	allowPrivate, noTCP                                     bool
 	limits                                                  tunnel.Limits
 	drainTimeout, handshakeTimeout                          time.Duration
@@ -58,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&c.checkConfig, "check-config", "", "check the YAML `file` (and the files it names), print \"FILE: ok\" and exit")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "`address` to serve on: HTTP/3 over UDP, HTTP/2 and HTTP/1.1 over TCP on the same port")
 	fs.BoolVar(&c.noTCP, "no-tcp", false, "serve HTTP/3 only, no TCP listener")
+	fs.StringVar(&c.forwardListen, "forward-listen", "", "UDP `address` of a second HTTP/3 listener that also offers QUIC-aware forwarded mode (draft-ietf-masque-quic-proxy) to the UDP tunnels of clients that ask for it (masque-client -forward); none = off")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate chain PEM `file` (with -tls-key); none = self-signed")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key PEM `file` (with -tls-cert)")
 	fs.StringVar(&c.certOut, "cert-out", "", "where the self-signed certificate's PEM is kept, its key beside it (cert-key.pem for cert.pem), both reused while valid (`file`; default $XDG_STATE_HOME/masqued/cert.pem or ~/.local/state/masqued/cert.pem)")
