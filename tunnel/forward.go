@@ -290,7 +290,10 @@ func (fw *Forwarding) currentClient() (netip.AddrPort, bool) {
 	}
 	ap := ua.AddrPort()
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	fw.client.Store(&ap)
+	if cur := fw.client.Load(); cur == nil || *cur != ap {
+		changed := ap // only on a change: it escapes to the heap
+		fw.client.Store(&changed)
+	}
 	return ap, true
 }
 
