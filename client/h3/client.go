@@ -25,6 +25,7 @@ import (
 	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/masque/quicproxy"
 )
 
 // Config configures a Client. The zero value trusts the system roots,
@@ -49,6 +50,19 @@ type Config struct {
 	// Header holds extra fields for every tunnel request, such as a
 	// Sec-CH-Geohash location hint. Fields the client sets itself win.
 	Header http.Header
+	// Forwarding offers QUIC-aware forwarded mode
+	// (draft-ietf-masque-quic-proxy, scramble transform) in every UDP
+	// tunnel request, when HTTP Datagrams are in use. Where the proxy
+	// accepts it (masqued on its -forward-listen port), a QUIC connection
+	// run over the tunnel with NewOriginTransport or UDPConn.HTTP3 sends
+	// and receives its short-header packets outside the connection to the
+	// proxy once their connection IDs are registered; elsewhere the tunnel
+	// is a plain RFC 9298 one. UDPConn.Forwarding tells which,
+	// UDPConn.Forwarded counts the forwarded packets, and
+	// Client.ForwardUnrouted the ones dropped for an unknown VCID. The
+	// connection to the proxy then runs on a socket of the client's own,
+	// read one packet at a time.
+	Forwarding bool
 }
 
 // DefaultQUICConfig is the client's QUIC configuration unless one is
@@ -78,8 +92,10 @@ type Client struct {
 	authority string // the proxy's host:port
 	template  *masque.Template
 	auth      masque.Authorizer
-	header    http.Header // Config.Header
-	datagrams bool        // both sides negotiated HTTP Datagrams
+	header    http.Header     // Config.Header
+	datagrams bool            // both sides negotiated HTTP Datagrams
+	qt        *quic.Transport // with Config.Forwarding: conn's transport, ours to close
+	fwd       *forwardConn    // with Config.Forwarding: qt's socket
 }
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
@@ -99,14 +115,21 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	}
 	qc = qc.Clone()
 	qc.EnableDatagrams = !c.DisableDatagrams
-	conn, err := quic.DialAddr(ctx, p.Authority, p.TLS, qc)
+	var conn *quic.Conn
+	var qt *quic.Transport
+	var fwd *forwardConn
+	if c.Forwarding && !c.DisableDatagrams {
+		conn, qt, fwd, err = dialForwarding(ctx, p.Authority, p.TLS, qc)
+	} else {
+		conn, err = quic.DialAddr(ctx, p.Authority, p.TLS, qc)
+	}
 	if err != nil {
 		return nil, proxyconn.CheckCert(proxyconn.PeerProxy, proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone()}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone(), qt: qt, fwd: fwd}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
@@ -136,6 +159,9 @@ func (c *Client) Usable() bool { return c.conn.Context().Err() == nil && !c.ctl.
 func (c *Client) Close() error {
 	err := errors.Join(c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), ""), c.tr.Close())
 	c.ctl.wg.Wait()
+	if c.qt != nil {
+		err = errors.Join(err, c.qt.Close(), c.fwd.Close())
+	}
 	return err
 }
 
@@ -150,7 +176,7 @@ func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http3.Reque
 	if err != nil {
 		return nil, err
 	}
-	if err := c.exchange(ctx, rs, req); err != nil {
+	if _, err := c.exchange(ctx, rs, req); err != nil {
 		return nil, err
 	}
 	return rs, nil
@@ -167,13 +193,10 @@ func (c *Client) openStream(ctx context.Context) (*http3.RequestStream, error) {
 	return rs, nil
 }
 
-// exchange sends req on rs and reads the response; on failure it resets rs.
-func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *http.Request) error {
-	resetWith := func(err error) error {
-		rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
-		rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
-		return err
-	}
+// exchange sends req on rs and reads the response, returning its header;
+// on failure it resets rs.
+func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *http.Request) (http.Header, error) {
+	resetWith := func(err error) (http.Header, error) { return nil, resetStream(rs, err) }
 	if err := rs.SendRequestHeader(req.WithContext(ctx)); err != nil {
 		return resetWith(fmt.Errorf("sending request: %w", err))
 	}
@@ -189,7 +212,15 @@ func (c *Client) exchange(ctx context.Context, rs *http3.RequestStream, req *htt
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resetWith(proxyconn.Refusal(resp))
 	}
-	return nil
+	return resp.Header, nil
+}
+
+// resetStream resets both directions of rs, a request that failed with err,
+// and returns err.
+func resetStream(rs *http3.RequestStream, err error) error {
+	rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+	rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
+	return err
 }
 
 // DialTCP opens a TCP tunnel to target ("host:port") with CONNECT.
@@ -231,6 +262,12 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 			URL:    reqURL,
 			Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
 		}
+		var key []byte // the client's scramble key, when it offers forwarded mode
+		if c.fwd != nil && c.datagrams {
+			var offer string
+			offer, key = forwardingOffer()
+			req.Header.Set(quicproxy.HeaderForwarding, offer)
+		}
 		proxyconn.SetRequestHeader(req, c.header, authz)
 		rs, err := c.openStream(ctx)
 		if err != nil {
@@ -248,9 +285,19 @@ func (c *Client) ListenUDP(ctx context.Context, target string) (*UDPConn, error)
 			// the response faster than ReadResponse returns.
 			c.ctl.register(str.qsid, u)
 		}
-		if err := c.exchange(ctx, rs, req); err != nil {
+		h, err := c.exchange(ctx, rs, req)
+		var fw *proxyconn.Forwarding
+		if err == nil && key != nil {
+			if fw, err = c.acceptForwarding(h, key); err != nil {
+				err = resetStream(rs, err)
+			}
+		}
+		if err != nil {
 			c.ctl.unregister(str.qsid)
 			return nil, err
+		}
+		if fw != nil {
+			u.EnableForwarding(*fw)
 		}
 		return u, nil
 	})

@@ -35,6 +35,10 @@ type OriginTransport struct {
 func NewOriginTransport(pc net.PacketConn, tlsConf *tls.Config, qc *quic.Config) *OriginTransport {
 	w := &watchedConn{tunnel: pc}
 	qt := &quic.Transport{Conn: w}
+	// A tunnel in forwarded mode registers the client CIDs it generates.
+	if u, ok := pc.(*UDPConn); ok && u.Forwarding() {
+		qt.ConnectionIDGenerator = u.ConnectionIDGenerator()
+	}
 	target := pc.(interface{ RemoteAddr() net.Addr }).RemoteAddr()
 	return &OriginTransport{
 		qt: qt,

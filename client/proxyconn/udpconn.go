@@ -17,6 +17,7 @@ import (
 
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/masque/quicproxy"
 )
 
 // UDPStream is a CONNECT-UDP request stream after the proxy's 2xx (101 on
@@ -72,6 +73,14 @@ type Datagrams interface {
 // packets, ReadFrom and WriteTo return a *TargetRefusedError; after any
 // other end, or Close, net.ErrClosed. ReadFrom and WriteTo may run
 // concurrently with each other and with Close.
+//
+// Over HTTP/3, a tunnel may also be in QUIC-aware forwarded mode
+// (draft-ietf-masque-quic-proxy; client/h3's Config.Forwarding): then a
+// QUIC connection run over it through NewOriginTransport has its connection
+// IDs registered with the proxy, and its short-header packets travel
+// outside the connection to the proxy, scrambled, once the proxy has
+// acknowledged their IDs. Forwarding reports whether the proxy accepted
+// forwarded mode; Forwarded counts the packets that went so.
 type UDPConn struct {
 	stream        UDPStream
 	datagrams     Datagrams // nil: DATAGRAM capsules on stream both ways
@@ -85,6 +94,7 @@ type UDPConn struct {
 	pump       sync.WaitGroup
 	dropped    atomic.Uint64
 	writeMu    sync.Mutex // one capsule at a time on the stream
+	fwd        *forwarder // nil unless EnableForwarding; set before Start
 
 	closeOnce sync.Once
 	closeErr  error
@@ -135,6 +145,10 @@ func NewUDPConn(stream UDPStream, datagrams Datagrams, local, remote net.Addr) *
 func (u *UDPConn) Start() {
 	u.pump.Add(1)
 	go u.readCapsules()
+	if u.fwd != nil {
+		u.pump.Add(1)
+		go u.fwd.writeCapsules()
+	}
 }
 
 // readCapsules queues the UDP payloads of the stream's DATAGRAM capsules
@@ -142,6 +156,9 @@ func (u *UDPConn) Start() {
 func (u *UDPConn) readCapsules() {
 	defer u.pump.Done()
 	cr := capsule.NewReader(bufio.NewReaderSize(u.stream, capsuleReadBuf))
+	if u.fwd != nil {
+		cr.HandleOther(quicproxy.IsCapsuleType, u.fwd.handleCapsule)
+	}
 	buf := make([]byte, 8+masque.MaxUDPPayload) // room for the Context ID
 	for {
 		n, err := cr.ReadDatagram(buf)
@@ -229,6 +246,9 @@ func (u *UDPConn) take(p []byte, pkt packet) int {
 	if pkt.buf != nil {
 		PutPacket(pkt.buf)
 	}
+	if u.fwd != nil {
+		u.fwd.sawPacket(p[:n])
+	}
 	return n
 }
 
@@ -241,6 +261,9 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	}
 	if u.tunnelDone.Err() != nil {
 		return 0, context.Cause(u.tunnelDone)
+	}
+	if u.fwd != nil && u.fwd.forward(p) {
+		return len(p), nil
 	}
 	b := UDPDatagram(p)
 	defer PutPacket(b)
@@ -278,6 +301,9 @@ func (u *UDPConn) Close() error {
 	u.closeOnce.Do(func() {
 		u.closing.Store(true)
 		u.endTunnel(net.ErrClosed)
+		if u.fwd != nil {
+			u.fwd.close()
+		}
 		u.closeErr = u.stream.Close()
 		u.pump.Wait()
 	})
