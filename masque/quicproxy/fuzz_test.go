@@ -100,3 +100,65 @@ func FuzzParseForwarding(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScramble: Scramble and Unscramble never panic, whatever the packet and
+// cidLen; they refuse exactly the packets the draft cannot transform (too
+// short, long header, cidLen outside 0..MaxCIDLen) and leave those unchanged;
+// on the others Scramble agrees with referenceScramble, keeps the CID and the
+// form bit 0, and Unscramble undoes it, as Scramble undoes Unscramble. A key
+// that is not 32 bytes must be refused; the packet is then tried under the
+// Appendix A key.
+func FuzzScramble(f *testing.F) {
+	f.Add(appendixAKey, appendixA.identity, 20)
+	f.Add(appendixAKey, appendixA.scrambled, 20)
+	f.Add(seq(32, 9), append([]byte{0x40}, seq(1349, 1)...), 8)
+	f.Add(seq(32, 9), make([]byte, 1+8+16), 8)
+	f.Add(seq(32, 9), make([]byte, 1+8+15), 8)
+	f.Add(seq(31, 0), append([]byte{0xc3}, seq(60, 0)...), 4)
+	f.Add(appendixAKey, seq(300, 0x7f)[1:], quicproxy.MaxCIDLen)
+	f.Add(appendixAKey, seq(40, 0), -1)
+	f.Fuzz(func(t *testing.T, key, pkt []byte, cidLen int) {
+		s, err := quicproxy.NewScrambler(key)
+		if (err == nil) != (len(key) == 32) {
+			t.Fatalf("NewScrambler of a %d-byte key: %v", len(key), err)
+		}
+		if err != nil {
+			key = appendixAKey
+			if s, err = quicproxy.NewScrambler(key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		valid := cidLen >= 0 && cidLen <= quicproxy.MaxCIDLen && len(pkt) >= 1+cidLen+16 && pkt[0]&0x80 == 0
+		for _, op := range []struct {
+			name      string
+			do, undo  func([]byte, int) error
+			reference bool
+		}{
+			{"Scramble", s.Scramble, s.Unscramble, true},
+			{"Unscramble", s.Unscramble, s.Scramble, false},
+		} {
+			p := bytes.Clone(pkt)
+			err := op.do(p, cidLen)
+			if !valid {
+				if !errors.Is(err, quicproxy.ErrMalformed) || !bytes.Equal(p, pkt) {
+					t.Fatalf("%s(%x, %d) = %v, changed %v; want ErrMalformed and no change", op.name, pkt, cidLen, err, !bytes.Equal(p, pkt))
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s(%x, %d): %v", op.name, pkt, cidLen, err)
+			}
+			if len(p) != len(pkt) || p[0]&0x80 != 0 || !bytes.Equal(p[1:1+cidLen], pkt[1:1+cidLen]) {
+				t.Fatalf("%s(%x, %d) = %x: length, form bit or CID changed", op.name, pkt, cidLen, p)
+			}
+			if op.reference {
+				if want := referenceScramble(key, pkt, cidLen); !bytes.Equal(p, want) {
+					t.Fatalf("Scramble(%x, %d) = %x, the reference gives %x", pkt, cidLen, p, want)
+				}
+			}
+			if err := op.undo(p, cidLen); err != nil || !bytes.Equal(p, pkt) {
+				t.Fatalf("undoing %s: %x, %v; want %x", op.name, p, err, pkt)
+			}
+		}
+	})
+}
