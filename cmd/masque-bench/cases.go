@@ -26,13 +26,16 @@ const (
 // (h3), TLS over TCP or plain TCP, directly or through a proxy.
 type benchCase struct {
 	name   string
-	h3     bool   // HTTP/3 GET from the HTTP/3 origin; else read a TCP origin
-	upload bool   // h3: POST the payload to the origin instead
-	tls    bool   // read the TLS origin; else the plain TCP one
-	h2     bool   // reach the proxy over HTTP/2 (TLS+TCP); else HTTP/3
-	client string // masqueGo: its client program; "": ours, inside the bench
-	via    string // the proxy, or direct
-	vs     []comparison
+	h3     bool // HTTP/3 GET from the HTTP/3 origin; else read a TCP origin
+	upload bool // h3: POST the payload to the origin instead
+	tls    bool // read the TLS origin; else the plain TCP one
+	h2     bool // reach the proxy over HTTP/2 (TLS+TCP); else HTTP/3
+	// forwarded: our client on masqued's -forward-listen port, in QUIC-aware
+	// forwarded mode (draft-ietf-masque-quic-proxy)
+	forwarded bool
+	client    string // masqueGo: its client program; "": ours, inside the bench
+	via       string // the proxy, or direct
+	vs        []comparison
 }
 
 // comparison is another case that a case's speed is shown against, and the
@@ -51,6 +54,10 @@ var allCases = []benchCase{
 		{vs: "h3-direct", min: 0.35},
 		{vs: "h3-via-masque-go", note: "our client, masque-go's proxy", min: 2.5},
 		{vs: "h3-masque-go-stack", note: "masque-go's client and proxy", min: 2.5},
+	}},
+	{name: "h3-via-masqued-forwarded", h3: true, via: masqued, forwarded: true, vs: []comparison{
+		{vs: "h3-direct", min: 0.5},
+		{vs: "h3-via-masqued", note: "our client, tunnelled"},
 	}},
 	// What a standard RFC 9298 client costs masqued, beside the same client
 	// through masque-go's proxy.

@@ -25,8 +25,12 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 	var client *h3.Client
 	if c.via != direct {
 		p := e.proxies[c.via]
+		url := p.url
+		if c.forwarded {
+			url = p.fwdURL
+		}
 		var err error
-		if client, err = h3.Dial(ctx, p.url, h3.Config{TLSConfig: p.tls, Template: p.template}); err != nil {
+		if client, err = h3.Dial(ctx, url, h3.Config{TLSConfig: p.tls, Template: p.template, Forwarding: c.forwarded}); err != nil {
 			return nil, err
 		}
 	}
@@ -54,7 +58,7 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 		var u *h3.UDPConn
 		if u, err = client.ListenUDP(ctx, e.h3Origin.String()); err == nil {
 			tr := u.HTTP3(e.originTLS, originQUICConfig())
-			body, err = e.fetch(ctx, c, tr, func() error { return errors.Join(tr.Close(), u.Close()) })
+			body, err = e.fetch(ctx, c, tr, func() error { return errors.Join(tr.Close(), u.Close(), forwardedUsed(c, u)) })
 		}
 	}
 	if client != nil {
@@ -154,3 +158,15 @@ type closingBody struct {
 }
 
 func (b *closingBody) Close() error { return errors.Join(b.ReadCloser.Close(), b.closeFn()) }
+
+// forwardedUsed fails a forwarded case whose packets all went tunnelled:
+// its figures would be the tunnelled case's under another name.
+func forwardedUsed(c benchCase, u *h3.UDPConn) error {
+	if !c.forwarded {
+		return nil
+	}
+	if st := u.Forwarded(); !u.Forwarding() || st.Received == 0 {
+		return fmt.Errorf("%s: forwarded mode was not used (negotiated %v, %+v)", c.name, u.Forwarding(), st)
+	}
+	return nil
+}

@@ -113,6 +113,7 @@ type env struct {
 // proxy is a MASQUE proxy that cases go through.
 type proxy struct {
 	url      string        // https://127.0.0.1:PORT
+	fwdURL   string        // masqued's: its -forward-listen listener, which offers forwarded mode
 	template string        // its CONNECT-UDP template; "" = the default
 	tls      *tls.Config   // trusts its certificate
 	certFile string        // its certificate, PEM
@@ -278,7 +279,14 @@ func (e *env) startInProcess() (*proxy, error) {
 	e.serve(func() error { return srv.Serve(pc) }, func() error { return errors.Join(srv.Close(), pc.Close()) })
 	h2 := &h2proxy.Server{Proxy: core, TLSConfig: e.serverTLS()}
 	e.serve(func() error { return h2.Serve(tl) }, h2.Close)
-	return &proxy{url: "https://" + addr.String(), tls: e.originTLS, certFile: e.originCertFile}, nil
+	fpc, err := net.ListenUDP("udp", &net.UDPAddr{IP: loopback})
+	if err != nil {
+		return nil, err
+	}
+	fs := tunnel.NewForwardSocket(fpc, metrics)
+	fsrv := &h3proxy.Server{Proxy: core, TLSConfig: e.serverTLS()}
+	e.serve(func() error { return fsrv.Serve(fs) }, func() error { return errors.Join(fsrv.Close(), fs.Close()) })
+	return &proxy{url: "https://" + addr.String(), fwdURL: "https://" + fs.LocalAddr().String(), tls: e.originTLS, certFile: e.originCertFile}, nil
 }
 
 // serve runs serveFn in a goroutine until stop; close then calls stop and
@@ -313,7 +321,8 @@ func (e *env) startMasqueGo(ctx context.Context) (*proxy, error) {
 
 // startMasqued starts masqued.
 func (e *env) startMasqued(ctx context.Context) (*proxy, error) {
-	p, addr, err := e.startProgram(ctx, masquedDir, "-listen", "127.0.0.1:0", "-allow-private-targets", "-cert-out", filepath.Join(e.dir, "masqued.pem"))
+	p, addr, err := e.startProgram(ctx, masquedDir, "-listen", "127.0.0.1:0", "-forward-listen", "127.0.0.1:0",
+		"-allow-private-targets", "-cert-out", filepath.Join(e.dir, "masqued.pem"))
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +330,15 @@ func (e *env) startMasqued(ctx context.Context) (*proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newProxy(p, addr, "", certFile)
+	fwd, err := p.Line("forwarding on ")
+	if err != nil {
+		return nil, err
+	}
+	px, err := newProxy(p, addr, "", certFile)
+	if err == nil {
+		px.fwdURL = "https://" + fwd
+	}
+	return px, err
 }
 
 // startProgram builds the program in dir and starts it with args until

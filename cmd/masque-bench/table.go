@@ -122,8 +122,9 @@ func printMarkdown(w io.Writer, rows [][]string) {
 
 // printProxyCPU compares what each proxy spends per byte of the same HTTP/3
 // download, from the same client and origin: the cost of the proxy alone,
-// whatever the machine's other processes take. The first pair is our
-// client's, the second a standard RFC 9298 client's (masque-go's).
+// whatever the machine's other processes take. The first two pairs are our
+// client's, tunnelled and in forwarded mode, the last a standard RFC 9298
+// client's (masque-go's).
 func printProxyCPU(w io.Writer, res []result) {
 	byName := map[string]result{}
 	for _, r := range res {
@@ -131,6 +132,7 @@ func printProxyCPU(w io.Writer, res []result) {
 	}
 	for _, pair := range []struct{ ours, theirs, client string }{
 		{"h3-via-masqued", "h3-via-masque-go", "our client"},
+		{"h3-via-masqued-forwarded", "h3-via-masque-go", "our client in forwarded mode"},
 		{"h3-masque-go-via-masqued", "h3-masque-go-stack", "masque-go's client"},
 	} {
 		ours, theirs := byName[pair.ours], byName[pair.theirs]
