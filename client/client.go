@@ -81,6 +81,9 @@ type Dialer struct {
 	Transport Transport
 	// DisableDatagrams carries UDP in capsules on HTTP/3 too.
 	DisableDatagrams bool
+	// Forwarding offers QUIC-aware forwarded mode on HTTP/3 UDP tunnels
+	// (h3.Config.Forwarding); HTTP/2 and HTTP/1.1 tunnels never forward.
+	Forwarding bool
 	// FallbackDelay is how long HTTP/3 has before HTTP/2 starts too; 0 is
 	// DefaultFallbackDelay.
 	FallbackDelay time.Duration
@@ -280,6 +283,7 @@ func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
 		DisableDatagrams: d.DisableDatagrams,
 		Authorizer:       d.Authorizer,
 		Header:           d.Header,
+		Forwarding:       d.Forwarding,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("HTTP/3: %w", err)

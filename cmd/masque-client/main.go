@@ -39,7 +39,7 @@ func main() { cli.Main("masque-client", run) }
 type options struct {
 	proxy, ca, originCA, via, template, out string
 	accountKey, attester, issuerDirectory   string
-	disableDatagrams, verbose               bool
+	disableDatagrams, verbose, forward      bool
 	timeout                                 time.Duration
 	tunnel                                  string // -via's tunnel: udp or tcp
 	transport                               client.Transport
@@ -71,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.via, "via", "udp", "`list` of a tunnel (udp: HTTP/3 inside CONNECT-UDP; tcp: HTTP/2 or HTTP/1.1 inside CONNECT)\nand a transport to the proxy (auto: HTTP/3, else HTTP/2 over TCP; h3; h2; h1), e.g. udp,h2")
 	fs.StringVar(&o.template, "udp-template", masque.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules on the stream, not QUIC datagrams")
+	fs.BoolVar(&o.forward, "forward", false, "offer QUIC-aware forwarded mode (draft-ietf-masque-quic-proxy) on UDP tunnels over HTTP/3:\nthe inner QUIC connection's short-header packets then skip the connection to the proxy, scrambled\n(masqued: its -forward-listen port)")
 	fs.StringVar(&o.out, "o", "", "write the body to `file` instead of stdout")
 	fs.BoolVar(&o.verbose, "v", false, "report the tunnel, timings and throughput on stderr")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (serve: on connecting to the proxy)")
@@ -173,6 +174,7 @@ func (o *options) dialer(proxyTLS *tls.Config) *client.Dialer {
 		TLSConfig:        proxyTLS,
 		Template:         o.template,
 		DisableDatagrams: o.disableDatagrams,
+		Forwarding:       o.forward,
 		Transport:        o.transport,
 		Authorizer:       o.authorizer,
 		Header:           o.header(),
@@ -246,11 +248,14 @@ func (o *options) fetch(ctx context.Context, proxyTLS, originTLS *tls.Config, st
 			kind = "connect-udp over QUIC datagrams"
 		}
 	}
-	rt, closeTunnel, err := open(ctx, conn, target, originTLS)
+	rt, udp, closeTunnel, err := open(ctx, conn, target, originTLS)
 	if err != nil {
 		return fmt.Errorf("opening a tunnel to %s: %w", target, err)
 	}
 	defer closeTunnel()
+	if udp != nil && udp.Forwarding() {
+		kind += ", QUIC-aware forwarded mode"
+	}
 	logf("tunnel to %s: %s, set up in %s", target, kind, since(tunnelStart))
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.url.String(), nil)
@@ -275,30 +280,38 @@ func (o *options) fetch(ctx context.Context, proxyTLS, originTLS *tls.Config, st
 	}
 	total := time.Since(start)
 	logf("%d bytes in %s total, %.1f Mbit/s", n, total.Round(time.Microsecond), float64(n)*8/total.Seconds()/1e6)
+	switch {
+	case udp != nil && udp.Forwarding():
+		f := udp.Forwarded()
+		logf("forwarded mode: %d packets sent and %d received forwarded, %d dropped", f.Sent, f.Received, f.Dropped)
+	case o.forward && o.tunnel == "udp":
+		logf("forwarded mode: not accepted by the proxy (or not over HTTP/3 with datagrams)")
+	}
 	return nil
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Microsecond) }
 
 // viaUDP opens a CONNECT-UDP tunnel to target and returns an HTTP/3
-// transport whose QUIC connection runs inside it, and a function that closes
-// both.
-func viaUDP(ctx context.Context, c *client.Conn, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
+// transport whose QUIC connection runs inside it, the tunnel, and a function
+// that closes both.
+func viaUDP(ctx context.Context, c *client.Conn, target string, originTLS *tls.Config) (http.RoundTripper, *proxyconn.UDPConn, func() error, error) {
 	pc, err := c.ListenUDP(ctx, target)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	h3 := proxyconn.NewOriginTransport(pc, originTLS, nil)
-	return h3, func() error { return errors.Join(h3.Close(), pc.Close()) }, nil
+	return h3, pc.(*proxyconn.UDPConn), func() error { return errors.Join(h3.Close(), pc.Close()) }, nil
 }
 
 // viaTCP opens a CONNECT tunnel to target and returns a transport that runs
 // HTTP/2 or HTTP/1.1 (by ALPN; TLS for https) over it, and a function that
-// closes both. The transport has one connection: the tunnel.
-func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.Config) (http.RoundTripper, func() error, error) {
+// closes both (and no UDP tunnel). The transport has one connection: the
+// tunnel.
+func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.Config) (http.RoundTripper, *proxyconn.UDPConn, func() error, error) {
 	conn, err := c.DialTCP(ctx, target)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	conns := make(chan net.Conn, 1)
 	conns <- conn
@@ -314,7 +327,7 @@ func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.C
 			}
 		},
 	}
-	return tr, func() error { tr.CloseIdleConnections(); return conn.Close() }, nil
+	return tr, nil, func() error { tr.CloseIdleConnections(); return conn.Close() }, nil
 }
 
 // tokens returns the Privacy Pass token pool of -account-key, reaching the

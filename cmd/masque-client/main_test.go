@@ -119,6 +119,9 @@ func TestFetch(t *testing.T) {
 		{"udp", []string{"-via", "udp", "fetch", h3 + "/"}, []string{"connect-udp over QUIC datagrams", "HTTP/3.0 200 OK"}},
 		{"udp default", []string{"fetch", h3 + "/"}, []string{"connect-udp over QUIC datagrams"}},
 		{"udp capsules", []string{"-disable-datagrams", "fetch", h3 + "/"}, []string{"connect-udp over capsules", "HTTP/3.0 200 OK"}},
+		// A proxy that does not forward: the plain tunnel, over the
+		// client's own socket.
+		{"udp forward refused", []string{"-forward", "fetch", h3 + "/"}, []string{"connect-udp over QUIC datagrams, set up", "forwarded mode: not accepted"}},
 		{"udp origin-ca", []string{"-origin-ca", ca, "fetch", h3 + "/"}, []string{"HTTP/3.0 200 OK"}},
 		{"udp template", []string{"-udp-template", masque.DefaultUDPTemplate, "fetch", h3}, []string{"HTTP/3.0 200 OK"}},
 		{"tcp https", []string{"-via", "tcp", "fetch", https + "/"}, []string{"tunnel to 127.0.0.1:", ": connect,", "HTTP/2.0 200 OK"}},
