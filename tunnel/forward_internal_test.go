@@ -204,3 +204,59 @@ func FuzzForwardedPacket(f *testing.F) {
 		}
 	})
 }
+
+// FuzzForwardingCapsules feeds a tunnel any sequence of connection ID
+// capsules, well-formed or not: the proxy never panics, never holds more
+// than maxRegistrations connection IDs of either kind, and every target
+// VCID it holds routes back to this tunnel.
+func FuzzForwardingCapsules(f *testing.F) {
+	fp := newForwardedPath(f)
+	var seed []byte
+	for _, c := range []quicproxy.Capsule{
+		{Type: quicproxy.TypeRegisterClientCID, CID: []byte("client-1")},
+		{Type: quicproxy.TypeRegisterTargetCID, CID: []byte("target-1")},
+		{Type: quicproxy.TypeAckClientVCID, CID: []byte("client-1"), VCID: []byte("xxxxxxxx")},
+		{Type: quicproxy.TypeCloseTargetCID, CID: []byte("target-1")},
+		{Type: quicproxy.TypeCloseClientCID, CID: []byte("client-1")},
+		{Type: quicproxy.TypeMaxConnectionIDs, MaxSeq: 9},
+	} {
+		seed = c.Append(seed)
+		f.Add(c.Append(nil))
+	}
+	f.Add(seed)
+	f.Add([]byte{0x80, 0xff, 0xe6, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		for len(stream) > 0 {
+			typ, n, err := quicvarint.Parse(stream)
+			if err != nil {
+				return
+			}
+			length, m, err := quicvarint.Parse(stream[n:])
+			if err != nil || uint64(len(stream[n+m:])) < length {
+				return
+			}
+			value := stream[n+m : n+m+int(length)]
+			stream = stream[n+m+int(length):]
+			if !quicproxy.IsCapsuleType(typ) {
+				continue
+			}
+			if err := fp.fw.handle(typ, value); err != nil {
+				return // the tunnel would end here
+			}
+			fp.fw.mu.Lock()
+			nc, nt := len(fp.fw.clients), len(fp.fw.targets)
+			for _, r := range fp.fw.targets {
+				fp.fs.mu.RLock()
+				route := fp.fs.routes[[targetVCIDLen]byte(r.vcid)]
+				fp.fs.mu.RUnlock()
+				if route == nil || route.fw != fp.fw {
+					t.Errorf("target VCID %x does not route to its tunnel", r.vcid)
+				}
+			}
+			fp.fw.mu.Unlock()
+			if nc > maxRegistrations || nt > maxRegistrations {
+				t.Fatalf("%d client and %d target registrations held, at most %d each", nc, nt, maxRegistrations)
+			}
+		}
+	})
+}
