@@ -133,6 +133,20 @@ var cases = []*testCase{
 		}),
 	},
 	{
+		name: "quic-forwarding", needs: forwarding, opts: proxyOptions{forward: true}, timeout: 3 * time.Minute,
+		desc: "large-transfer's 100 MB over HTTP/3 inside CONNECT-UDP in QUIC-aware forwarded mode (draft-ietf-masque-quic-proxy; masque-client -forward, masqued -forward-listen): checked by SHA-256, and masqued forwarded packets both ways",
+		clients: map[string]runFunc{"masque-client/h3": func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
+			out := filepath.Join(c.dir, "large")
+			if _, _, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, "udp", "-forward", "-timeout", "150s", "-o", out, "fetch", c.url("https", c.env.origins.h3, "large"))...); err != nil {
+				return err
+			}
+			if err := c.checkLarge(p, out); err != nil {
+				return err
+			}
+			return p.counted(ctx, []string{"masqued_forwarded_packets_total", "direction", "up"}, []string{"masqued_forwarded_packets_total", "direction", "down"})
+		}},
+	},
+	{
 		name: "capsule-fallback", needs: capsules,
 		desc: "CONNECT-UDP with HTTP Datagrams turned off: the payloads travel in DATAGRAM capsules on the request stream",
 		clients: masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {

@@ -24,15 +24,16 @@ import (
 type feature uint
 
 const (
-	tcpFront feature = 1 << iota // HTTP/2 and HTTP/1.1 over TLS on TCP
-	connect                      // CONNECT (TCP tunnels) and forwarded http:// requests
-	capsules                     // UDP payloads in DATAGRAM capsules (RFC 9297)
-	auth                         // Privacy Pass tokens (RFC 9577)
-	geo                          // egress addresses chosen by the client's location
-	policy                       // refuses loopback and private targets
+	tcpFront   feature = 1 << iota // HTTP/2 and HTTP/1.1 over TLS on TCP
+	connect                        // CONNECT (TCP tunnels) and forwarded http:// requests
+	capsules                       // UDP payloads in DATAGRAM capsules (RFC 9297)
+	auth                           // Privacy Pass tokens (RFC 9577)
+	geo                            // egress addresses chosen by the client's location
+	policy                         // refuses loopback and private targets
+	forwarding                     // QUIC-aware forwarded mode (draft-ietf-masque-quic-proxy)
 )
 
-var featureNames = []string{"an HTTP/2 front", "CONNECT", "DATAGRAM capsules", "Privacy Pass", "geo egress", "a target policy"}
+var featureNames = []string{"an HTTP/2 front", "CONNECT", "DATAGRAM capsules", "Privacy Pass", "geo egress", "a target policy", "forwarded mode"}
 
 func (f feature) String() string {
 	var names []string
@@ -53,6 +54,9 @@ type proxyOptions struct {
 	// perConn, with auth: a token admits a connection, not a tunnel
 	// (-pp-per-connection), as a browser's long-lived connection needs.
 	perConn bool
+	// forward: clients reach masqued on its -forward-listen port, where it
+	// offers forwarded mode.
+	forward bool
 }
 
 // server is a proxy the runner can start.
@@ -63,7 +67,7 @@ type server struct {
 }
 
 var servers = []*server{
-	{name: "masqued", has: tcpFront | connect | capsules | auth | geo | policy, start: startMasqued},
+	{name: "masqued", has: tcpFront | connect | capsules | auth | geo | policy | forwarding, start: startMasqued},
 	{name: "masque-go", start: startMasqueGo},
 }
 
@@ -170,6 +174,9 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 			args = append(args, "-pp-per-connection")
 		}
 	}
+	if o.forward {
+		args = append(args, "-forward-listen", "127.0.0.1:0")
+	}
 	args = append(args, c.env.masquedArgs...)
 	p, err := c.start(ctx, c.env.bin["masqued"], args...)
 	if err != nil {
@@ -186,6 +193,11 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 	admin, err := p.Line("admin on ")
 	if err != nil {
 		return nil, err
+	}
+	if o.forward {
+		if addr, err = p.Line("forwarding on "); err != nil {
+			return nil, err
+		}
 	}
 	x := &proxy{url: "https://" + addr, certFile: certFile, egress: egress, admin: admin, p: p}
 	if x.addr, err = netip.ParseAddrPort(addr); err != nil {
