@@ -28,10 +28,13 @@ import (
 // and no route is dropped and counted (a closed registration, or a forged
 // CID), never handed to quic-go; everything else is quic-go's.
 //
-// quic-go runs it as a plain net.PacketConn (one packet per read, no GSO),
-// since a conn that offered quic-go its batched I/O would be read by quic-go
-// directly. It offers SyscallConn, so that quic-go still sets Don't Fragment
-// and runs path MTU discovery.
+// quic-go runs it as a plain net.PacketConn (one packet per ReadFrom, no
+// GSO), since a conn that offered quic-go its batched I/O would be read by
+// quic-go directly. It offers SyscallConn, so that quic-go still sets Don't
+// Fragment and runs path MTU discovery. Where the kernel coalesces received
+// runs of packets (UDP_GRO, Linux), the wrapper reads a run in one system
+// call and serves quic-go's packets from it one per ReadFrom (groState);
+// elsewhere it reads one packet per call.
 type forwardConn struct {
 	udp       *net.UDPConn
 	proxy     netip.AddrPort // the connection's remote address, where forwarded packets go
@@ -41,6 +44,8 @@ type forwardConn struct {
 	routes atomic.Pointer[routeTable] // replaced whole under mu; read without it
 
 	unrouted atomic.Uint64 // forwarded-looking packets for no route, dropped
+
+	groState // batched reads: forward_conn_linux.go
 }
 
 // routeTable is the client VCIDs routed on a forwardConn.
@@ -52,26 +57,39 @@ type routeTable struct {
 func newForwardConn(udp *net.UDPConn, proxy netip.AddrPort) *forwardConn {
 	c := &forwardConn{udp: udp, proxy: proxy, proxyAddr: net.UDPAddrFromAddrPort(proxy)}
 	c.routes.Store(&routeTable{byVCID: map[string]*proxyconn.ForwardRoute{}})
+	c.initGRO()
 	return c
 }
 
-// ReadFrom returns the next packet that is quic-go's, after handing any
-// forwarded packets before it to their tunnels.
-func (c *forwardConn) ReadFrom(p []byte) (int, net.Addr, error) {
+// readOne is ReadFrom one packet per system call: it returns the next
+// packet that is quic-go's, after handing any forwarded packets before it
+// to their tunnels.
+func (c *forwardConn) readOne(p []byte) (int, net.Addr, error) {
 	for {
 		n, from, err := c.udp.ReadFromUDPAddrPort(p)
 		if err != nil {
 			return n, nil, err
 		}
-		if n < 2 || p[0]&0x80 != 0 || p[1]&0x80 == 0 {
+		if !c.forwarded(p[:n], from) {
 			return n, c.addrOf(from), nil
 		}
-		if r := c.route(p[:n], from); r != nil {
-			r.Deliver(p[:n])
-		} else {
-			c.unrouted.Add(1)
-		}
 	}
+}
+
+// forwarded reports whether b, a packet from from, looks forwarded (a short
+// header whose DCID has its top bit set), and if so hands it to its route,
+// which copies it, or drops and counts it. A packet that does not look
+// forwarded is quic-go's.
+func (c *forwardConn) forwarded(b []byte, from netip.AddrPort) bool {
+	if len(b) < 2 || b[0]&0x80 != 0 || b[1]&0x80 == 0 {
+		return false
+	}
+	if r := c.route(b, from); r != nil {
+		r.Deliver(b)
+	} else {
+		c.unrouted.Add(1)
+	}
+	return true
 }
 
 // addrOf returns from as a net.Addr, the proxy's without allocating.
