@@ -66,16 +66,23 @@ func (p *testProxy) tunnelledDown(t *testing.T) float64 {
 	return p.metric(t, "masqued_datagrams_total", "direction", "down") - p.metric(t, "masqued_forwarded_packets_total", "direction", "down")
 }
 
+// listenUDP opens a UDP tunnel to origin on c, closed at cleanup.
+func listenUDP(t *testing.T, c *h3.Client, origin *net.UDPAddr) *h3.UDPConn {
+	t.Helper()
+	u, err := c.ListenUDP(testContext(t), origin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return u
+}
+
 func TestForwardedDownload(t *testing.T) {
 	const size = 4 << 20
 	origin := payloadOrigin(t)
 	p := startForwardingProxy(t, testnet.IPv4)
 	c := p.dial(t, h3.Config{Forwarding: true})
-	u, err := c.ListenUDP(testContext(t), origin.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
+	u := listenUDP(t, c, origin)
 	if !u.Forwarding() {
 		t.Fatal("forwarded mode not negotiated")
 	}
@@ -158,11 +165,7 @@ func TestForwardedOriginRotatesCIDs(t *testing.T) {
 	origin := payloadOrigin(t)
 	p := startForwardingProxy(t, testnet.IPv4)
 	c := p.dial(t, h3.Config{Forwarding: true})
-	u, err := c.ListenUDP(testContext(t), origin.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
+	u := listenUDP(t, c, origin)
 	rec := &dcidRecorder{UDPConn: u, dcids: map[string]bool{}}
 	conn, _ := innerConn(t, u, rec, origin)
 	get(t, (&http3.Transport{}).NewClientConn(conn), origin, size)
@@ -185,20 +188,12 @@ func TestForwardedInnerMigration(t *testing.T) {
 	origin := payloadOrigin(t)
 	p := startForwardingProxy(t, testnet.IPv4)
 	c := p.dial(t, h3.Config{Forwarding: true})
-	u1, err := c.ListenUDP(testContext(t), origin.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u1.Close()
+	u1 := listenUDP(t, c, origin)
 	conn, _ := innerConn(t, u1, u1, origin)
 	cc := (&http3.Transport{}).NewClientConn(conn)
 	get(t, cc, origin, size)
 
-	u2, err := c.ListenUDP(testContext(t), origin.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u2.Close()
+	u2 := listenUDP(t, c, origin)
 	rec2 := &dcidRecorder{UDPConn: u2, dcids: map[string]bool{}}
 	qt2 := &quic.Transport{Conn: rec2, ConnectionIDGenerator: u2.ConnectionIDGenerator()}
 	defer qt2.Close()
