@@ -252,4 +252,3 @@ func TestForwardingFallback(t *testing.T) {
 		})
 	}
 }
-
