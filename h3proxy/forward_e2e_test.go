@@ -77,11 +77,18 @@ func listenUDP(t *testing.T, c *h3.Client, origin *net.UDPAddr) *h3.UDPConn {
 	return u
 }
 
-func TestForwardedDownload(t *testing.T) {
-	const size = 4 << 20
+// forwardingSetup starts an origin and a proxy that forwards, and dials our
+// client to it with forwarded mode on.
+func forwardingSetup(t *testing.T) (*net.UDPAddr, *testProxy, *h3.Client) {
+	t.Helper()
 	origin := payloadOrigin(t)
 	p := startForwardingProxy(t, testnet.IPv4)
-	c := p.dial(t, h3.Config{Forwarding: true})
+	return origin, p, p.dial(t, h3.Config{Forwarding: true})
+}
+
+func TestForwardedDownload(t *testing.T) {
+	const size = 4 << 20
+	origin, p, c := forwardingSetup(t)
 	u := listenUDP(t, c, origin)
 	if !u.Forwarding() {
 		t.Fatal("forwarded mode not negotiated")
@@ -162,9 +169,7 @@ func innerConn(t *testing.T, u *h3.UDPConn, pc net.PacketConn, origin *net.UDPAd
 // the new one was registered when it was made, so forwarding goes on.
 func TestForwardedOriginRotatesCIDs(t *testing.T) {
 	const size = 24 << 20 // over 15,000 packets
-	origin := payloadOrigin(t)
-	p := startForwardingProxy(t, testnet.IPv4)
-	c := p.dial(t, h3.Config{Forwarding: true})
+	origin, p, c := forwardingSetup(t)
 	u := listenUDP(t, c, origin)
 	rec := &dcidRecorder{UDPConn: u, dcids: map[string]bool{}}
 	conn, _ := innerConn(t, u, rec, origin)
@@ -185,9 +190,7 @@ func TestForwardedOriginRotatesCIDs(t *testing.T) {
 // whole, over the new tunnel.
 func TestForwardedInnerMigration(t *testing.T) {
 	const size = 1 << 20
-	origin := payloadOrigin(t)
-	p := startForwardingProxy(t, testnet.IPv4)
-	c := p.dial(t, h3.Config{Forwarding: true})
+	origin, _, c := forwardingSetup(t)
 	u1 := listenUDP(t, c, origin)
 	conn, _ := innerConn(t, u1, u1, origin)
 	cc := (&http3.Transport{}).NewClientConn(conn)
