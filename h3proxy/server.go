@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/iptunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
 	"github.com/masqued/masqued/tunnel"
@@ -41,6 +42,8 @@ type Server struct {
 	Logger *slog.Logger
 	// MaxHeaderBytes bounds a request's header; 0 = http3's default.
 	MaxHeaderBytes int
+	// IP serves CONNECT-IP (RFC 9484); nil refuses it.
+	IP *iptunnel.Server
 
 	initOnce sync.Once // builds h3 and front, from whichever method runs first
 	initErr  error
@@ -146,6 +149,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	protocol := ""
 	if r.Method == http.MethodConnect && r.Proto != "HTTP/3.0" {
 		protocol = r.Proto // quic-go puts :protocol here
+	}
+	if protocol == iptunnel.Protocol && s.IP != nil {
+		s.serveIP(w, r)
+		return
 	}
 	kind, target, err := s.front.ParseRequest(r, protocol)
 	if err != nil {

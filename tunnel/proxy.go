@@ -52,6 +52,8 @@ func (k Kind) String() string {
 		return "tcp"
 	case KindUDP:
 		return "udp"
+	case KindIP:
+		return "ip"
 	}
 	return "unknown"
 }
@@ -258,22 +260,9 @@ func protocolName(s string) string {
 // WriteError(err). conn is the client connection's state.
 func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target masque.Target, conn *ConnState) (_ *Tunnel, err error) {
 	start := time.Now()
-	defer func() {
-		if err != nil {
-			status, e := masque.StatusOf(err)
-			peer, dest := f.p.addresses(r, target)
-			f.p.logAccess(accessEntry{front: f.name, kind: kind, status: status, proxyStatus: e.Kind, start: start, peer: peer, dest: dest})
-		}
-	}()
-	if f.p.cfg.Auth != nil && !(f.p.cfg.AuthPerConn && conn != nil && conn.authed.Load()) {
-		err = f.p.cfg.Auth.Authenticate(r)
-		f.p.cfg.Metrics.countAuth(err)
-		if err != nil {
-			return nil, err
-		}
-		if conn != nil {
-			conn.authed.Store(true)
-		}
+	defer func() { f.logRefused(r, kind, target, start, err) }()
+	if err := f.authenticate(r, conn); err != nil {
+		return nil, err
 	}
 	t := &Tunnel{f: f, conn: conn, counters: f.tcp, kind: kind, start: start, status: http.StatusOK}
 	t.peer, t.dest = f.p.addresses(r, target)
@@ -314,6 +303,30 @@ func (f *Front) Open(ctx context.Context, r *http.Request, kind Kind, target mas
 		c.active.Inc()
 	}
 	return t, nil
+}
+
+// logRefused writes the access-log line of a tunnel request that failed
+// with err; nothing if err is nil.
+func (f *Front) logRefused(r *http.Request, kind Kind, target masque.Target, start time.Time, err error) {
+	if err != nil {
+		status, e := masque.StatusOf(err)
+		peer, dest := f.p.addresses(r, target)
+		f.p.logAccess(accessEntry{front: f.name, kind: kind, status: status, proxyStatus: e.Kind, start: start, peer: peer, dest: dest})
+	}
+}
+
+// authenticate puts r to the Authenticator, unless its connection is
+// already admitted (Config.AuthPerConn).
+func (f *Front) authenticate(r *http.Request, conn *ConnState) error {
+	if f.p.cfg.Auth == nil || (f.p.cfg.AuthPerConn && conn != nil && conn.authed.Load()) {
+		return nil
+	}
+	err := f.p.cfg.Auth.Authenticate(r)
+	f.p.cfg.Metrics.countAuth(err)
+	if err == nil && conn != nil {
+		conn.authed.Store(true)
+	}
+	return err
 }
 
 // resolve returns target's addresses that the policy allows.
