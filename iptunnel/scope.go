@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -79,11 +78,18 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
+// vars matches requestURI against the template, nil if it does not fit. A
+// literal "*" (the wildcard, RFC 9484 §4.6, as clients such as
+// connect-ip-go send it unencoded) matches as its encoding %2A would.
+func (t *Template) vars(requestURI string) uritemplate.Values {
+	return t.path.Match(strings.ReplaceAll(requestURI, "*", "%2A"))
+}
+
 // match extracts the scope of a request for requestURI (path and query). A
 // target name is resolved with r. Errors are 400s (masque.Error), or the
 // resolver's.
 func (t *Template) match(ctx context.Context, requestURI string, r Resolver) (Scope, error) {
-	v := t.path.Match(requestURI)
+	v := t.vars(requestURI)
 	if v == nil {
 		return Scope{}, masque.BadRequest("request path does not match the CONNECT-IP template", nil)
 	}
@@ -99,8 +105,8 @@ func (t *Template) match(ctx context.Context, requestURI string, r Resolver) (Sc
 	if !tv.Valid() || tv.String() == "*" {
 		return s, nil
 	}
-	target, err := url.PathUnescape(tv.String())
-	if err != nil || target == "" {
+	target := tv.String()
+	if target == "" {
 		return Scope{}, masque.BadRequest("target is not a valid prefix or name", nil)
 	}
 	s.Target = target

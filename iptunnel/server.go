@@ -251,7 +251,7 @@ func (s *Server) readTUN() {
 // the front answers 2xx and calls Relay; on failure it answers
 // front.WriteError(err). conn is the client connection's state.
 func (s *Server) Open(ctx context.Context, front *tunnel.Front, r *http.Request, conn *tunnel.ConnState) (*Session, error) {
-	vars := s.cfg.Template.path.Match(r.URL.RequestURI())
+	vars := s.cfg.Template.vars(r.URL.RequestURI())
 	if vars == nil {
 		return nil, masque.BadRequest("request path does not match the CONNECT-IP template", nil)
 	}
