@@ -189,6 +189,21 @@ func checkForwarding(v4 bool) error {
 // Template is the CONNECT-IP URI template served.
 func (s *Server) Template() *Template { return s.cfg.Template }
 
+// Gateways returns the TUN device's addresses, the proxy's own (for
+// tunnel.Policy.Self); none for a nil Server.
+func (s *Server) Gateways() []netip.Addr {
+	if s == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, p := range s.pools {
+		if p != nil {
+			out = append(out, p.gateway)
+		}
+	}
+	return out
+}
+
 // DeviceName is the TUN device's name.
 func (s *Server) DeviceName() string { return s.dev.Name() }
 

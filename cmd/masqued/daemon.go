@@ -17,6 +17,7 @@ import (
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/admin"
 	"github.com/masqued/masqued/internal/restart"
+	"github.com/masqued/masqued/iptunnel"
 	"github.com/masqued/masqued/tunnel"
 )
 
@@ -40,6 +41,7 @@ type server struct {
 	pc     net.PacketConn
 	tl     net.Listener          // nil with -no-tcp
 	fs     *tunnel.ForwardSocket // nil without -forward-listen
+	ip     *iptunnel.Server      // nil without -ip-pools
 	adminL net.Listener          // nil without -admin-listen
 
 	h3     *h3proxy.Server
@@ -103,11 +105,14 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	if err != nil {
 		return nil, err
 	}
+	if srv.ip, err = c.ip.server(s); err != nil {
+		return nil, err
+	}
 	proxy, err := tunnel.New(tunnel.Config{
 		Template: s.template,
 		Policy: tunnel.Policy{
 			AllowPrivate: c.allowPrivate,
-			Self:         s.self,
+			Self:         append(s.self[:len(s.self):len(s.self)], srv.ip.Gateways()...),
 			SelfPorts:    selfPorts,
 		},
 		Resolver:  s.resolver,
@@ -128,7 +133,7 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{s.cert}}
 	qc := h3proxy.DefaultQUICConfig()
 	qc.HandshakeIdleTimeout = c.handshakeTimeout
-	srv.h3 = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes}
+	srv.h3 = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes, IP: srv.ip}
 	srv.fronts = []front{{"HTTP/3", srv.h3}}
 	if srv.fs != nil {
 		srv.h3f = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes}
@@ -267,6 +272,9 @@ func (srv *server) Close() error {
 	}
 	if srv.admin != nil {
 		errs = append(errs, srv.admin.Close())
+	}
+	if srv.ip != nil {
+		errs = append(errs, srv.ip.Close())
 	}
 	srv.pc.Close() // the HTTP/3 front leaves it open
 	if srv.fs != nil {

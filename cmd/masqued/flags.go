@@ -39,6 +39,7 @@ type flags struct {
 	pp                                                      ppserver.ProxyConfig
 	ppPerConn                                               bool
 	interopBreak                                            string
+	ip                                                      ipFlags
 
 	source config.Source // where -config or -check-config set flags
 }
@@ -92,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&c.pp.Redis, "pp-redis", "", "privacypass: Redis `address` (host:port or socket path) for spent tokens shared by several proxies; none = memory")
 	fs.BoolVar(&c.ppPerConn, "pp-per-connection", false, "a credential (with privacypass, a token) admits every tunnel of its connection, not one tunnel")
 	fs.StringVar(&c.interopBreak, "interop-break", "", "for testing the interop runner only: break a `feature` on purpose (capsules: ignore DATAGRAM capsules)")
+	c.ip.register(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -129,6 +131,9 @@ func (c *flags) validate() error {
 		if c.egress.GeoIP != "" {
 			return cli.FlagErrorf("geoip-db", "needs -egress-pools")
 		}
+	}
+	if _, _, err := c.ip.parse(); err != nil {
+		return err
 	}
 	if p := c.egress.Precision; p < 1 || p > 12 {
 		return cli.FlagErrorf("geohash-precision", "must be between 1 and 12, not %d", p)
