@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -160,17 +161,24 @@ func (s *Scope) routes(v4, v6 bool) []ipRange {
 				rs = append(rs, prefixRange(p, s.Proto))
 			}
 		}
-		sortRanges(rs)
-		out = append(out, rs...)
+		out = append(out, sortRanges(rs)...)
 	}
 	return out
 }
 
-// sortRanges sorts same-family ranges by start and merges overlapping ones.
-func sortRanges(rs []ipRange) {
-	for i := 1; i < len(rs); i++ {
-		for j := i; j > 0 && rs[j].start.Less(rs[j-1].start); j-- {
-			rs[j], rs[j-1] = rs[j-1], rs[j]
+// sortRanges sorts same-family ranges by start and merges overlapping ones,
+// as §4.7.3 requires of a ROUTE_ADVERTISEMENT, returning the result.
+func sortRanges(rs []ipRange) []ipRange {
+	slices.SortFunc(rs, func(a, b ipRange) int { return a.start.Compare(b.start) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && !out[n-1].end.Less(r.start) {
+			if out[n-1].end.Less(r.end) {
+				out[n-1].end = r.end
+			}
+			continue
 		}
+		out = append(out, r)
 	}
+	return out
 }

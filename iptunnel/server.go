@@ -73,6 +73,13 @@ type Config struct {
 	QueueLen int
 }
 
+// device is the TUN device as the relay uses it; tests fake it.
+type device interface {
+	Read(b []byte) (int, error)
+	Write(b []byte) (int, error)
+	Close() error
+}
+
 // headroom is the space before a packet in a buffer, for the Context ID and
 // the capsule or quarter-stream-ID framing written in place.
 const headroom = capsule.MaxHeaderLen + 1
@@ -82,8 +89,9 @@ const headroom = capsule.MaxHeaderLen + 1
 // NAT rules.
 type Server struct {
 	cfg     Config
-	dev     *tun.Device
-	nat     *nat
+	dev     device
+	nat     *nat // nil in tests without a kernel
+	name    string
 	pools   [2]*pool // IPv4, IPv6; nil if not configured
 	metrics *metrics
 	bufs    sync.Pool // *[]byte of headroom+MTU
@@ -101,10 +109,40 @@ type Server struct {
 // the source NAT and starts reading. It needs CAP_NET_ADMIN (errors wrap
 // tun.ErrNoCapability without it) and IP forwarding on for the pools'
 // families (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding).
-func New(c Config) (_ *Server, err error) {
+func New(c Config) (*Server, error) {
+	s, gws, err := configure(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range s.cfg.Pools {
+		if err := checkForwarding(p.Addr().Is4()); err != nil {
+			return nil, err
+		}
+	}
+	dev, err := tun.Open(s.cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("iptunnel: %w", err)
+	}
+	if err := dev.Up(s.cfg.MTU, gws...); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("iptunnel: %w", err)
+	}
+	if s.nat, err = newNAT(dev.Name(), s.cfg.Pools); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("iptunnel: %w", err)
+	}
+	s.dev, s.name = dev, dev.Name()
+	go s.readTUN()
+	s.cfg.Logger.Info("connect-ip: serving", "device", s.name, "pools", fmt.Sprint(s.cfg.Pools), "mtu", s.cfg.MTU)
+	return s, nil
+}
+
+// configure builds a Server for c without its device: defaults, pools,
+// metrics, buffers. It returns the device's addresses.
+func configure(c Config) (_ *Server, gws []netip.Prefix, err error) {
 	if c.Template == nil {
 		if c.Template, err = ParseTemplate(DefaultTemplate); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if c.Device == "" {
@@ -114,7 +152,7 @@ func New(c Config) (_ *Server, err error) {
 		c.MTU = 1280
 	}
 	if c.MTU < 1280 || c.MTU > 65535 {
-		return nil, fmt.Errorf("iptunnel: MTU %d: RFC 9484 §10.1 needs at least 1280", c.MTU)
+		return nil, nil, fmt.Errorf("iptunnel: MTU %d: RFC 9484 §10.1 needs at least 1280", c.MTU)
 	}
 	if c.Resolver == nil {
 		c.Resolver = net.DefaultResolver
@@ -126,48 +164,31 @@ func New(c Config) (_ *Server, err error) {
 		c.QueueLen = 256
 	}
 	s := &Server{cfg: c, sessions: make(map[netip.Addr]*Session), readerDone: make(chan struct{})}
-	var gws []netip.Prefix
 	for _, p := range c.Pools {
 		i := 0
 		if p.Addr().Is6() {
 			i = 1
 		}
 		if s.pools[i] != nil {
-			return nil, fmt.Errorf("iptunnel: more than one pool of a family (%s)", p)
+			return nil, nil, fmt.Errorf("iptunnel: more than one pool of a family (%s)", p)
 		}
 		if maxBits := p.Addr().BitLen(); p.Bits() > maxBits-2 {
-			return nil, fmt.Errorf("iptunnel: pool %s is too small", p)
+			return nil, nil, fmt.Errorf("iptunnel: pool %s is too small", p)
 		}
 		s.pools[i] = newPool(p)
 		gws = append(gws, netip.PrefixFrom(s.pools[i].gateway, p.Bits()))
-		if err := checkForwarding(p.Addr().Is4()); err != nil {
-			return nil, err
-		}
 	}
 	if len(gws) == 0 {
-		return nil, errors.New("iptunnel: no address pool")
+		return nil, nil, errors.New("iptunnel: no address pool")
 	}
 	if s.metrics, err = newMetrics(c.Registerer); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.bufs.New = func() any {
 		b := make([]byte, headroom+c.MTU)
 		return &b
 	}
-	if s.dev, err = tun.Open(c.Device); err != nil {
-		return nil, fmt.Errorf("iptunnel: %w", err)
-	}
-	if err := s.dev.Up(c.MTU, gws...); err != nil {
-		s.dev.Close()
-		return nil, fmt.Errorf("iptunnel: %w", err)
-	}
-	if s.nat, err = newNAT(s.dev.Name(), c.Pools); err != nil {
-		s.dev.Close()
-		return nil, fmt.Errorf("iptunnel: %w", err)
-	}
-	go s.readTUN()
-	c.Logger.Info("connect-ip: serving", "device", s.dev.Name(), "pools", fmt.Sprint(c.Pools), "mtu", c.MTU)
-	return s, nil
+	return s, gws, nil
 }
 
 // checkForwarding fails unless the kernel forwards the family's packets.
@@ -205,7 +226,7 @@ func (s *Server) Gateways() []netip.Addr {
 }
 
 // DeviceName is the TUN device's name.
-func (s *Server) DeviceName() string { return s.dev.Name() }
+func (s *Server) DeviceName() string { return s.name }
 
 // Close ends every tunnel, stops reading the device, and removes it and the
 // NAT rules. It is safe to call more than once.
@@ -223,7 +244,10 @@ func (s *Server) Close() error {
 		}
 		err := s.dev.Close()
 		<-s.readerDone
-		s.closeErr = errors.Join(err, s.nat.close())
+		if s.nat != nil {
+			err = errors.Join(err, s.nat.close())
+		}
+		s.closeErr = err
 	})
 	return s.closeErr
 }
