@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/masqued/masqued/internal/xconnect"
+	"github.com/masqued/masqued/iptunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/tunnel"
 )
@@ -57,6 +58,8 @@ type Server struct {
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds a request's header (431 past it); 0 = 16 KiB.
 	MaxHeaderBytes int
+	// IP serves CONNECT-IP (RFC 9484) over HTTP/2; nil refuses it.
+	IP *iptunnel.Server
 
 	conns    sync.Map // net.Conn → *connInfo, until net/http closes or hands it over
 	initOnce sync.Once
@@ -284,6 +287,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodConnect && protocol == "" && s.Handler != nil {
 		s.Handler.ServeHTTP(w, r)
+		return
+	}
+	if protocol == iptunnel.Protocol && s.IP != nil && r.ProtoMajor == 2 {
+		s.serveIP(w, r, front, ci)
 		return
 	}
 	kind, target, err := front.ParseRequest(r, protocol)

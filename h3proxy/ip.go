@@ -37,7 +37,7 @@ func (s *Server) serveIP(w http.ResponseWriter, r *http.Request) {
 	}
 	var dc tunnel.DatagramConn
 	if withDatagrams {
-		dc = &datagrams{QUICDatagrams: capsule.NewQUICDatagrams(ci.conn, str.StreamID()), str: str}
+		dc = &capsule.StreamDatagrams{QUICDatagrams: capsule.NewQUICDatagrams(ci.conn, str.StreamID()), Stream: str}
 	}
 	_ = se.Relay(&stream{str}, dc)
 }

@@ -193,7 +193,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var dc tunnel.DatagramConn // nil: capsules on the stream carry the payloads
 	if withDatagrams {
-		dc = &datagrams{QUICDatagrams: capsule.NewQUICDatagrams(ci.conn, str.StreamID()), str: str}
+		dc = &capsule.StreamDatagrams{QUICDatagrams: capsule.NewQUICDatagrams(ci.conn, str.StreamID()), Stream: str}
 	}
 	_ = t.Relay(&stream{str}, dc) // Relay logs how the tunnel ended
 }
@@ -236,15 +236,4 @@ func (s *stream) reset(code http3.ErrCode) error {
 	s.CancelRead(quic.StreamErrorCode(code))
 	s.CancelWrite(quic.StreamErrorCode(code))
 	return nil
-}
-
-// datagrams adapts QUIC DATAGRAM frames of one request stream to
-// tunnel.DatagramConn.
-type datagrams struct {
-	capsule.QUICDatagrams
-	str *http3.Stream
-}
-
-func (d *datagrams) ReceiveDatagram(ctx context.Context) ([]byte, error) {
-	return d.str.ReceiveDatagram(ctx)
 }

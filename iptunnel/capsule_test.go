@@ -125,3 +125,18 @@ func joinPrefixes(ps []netip.Prefix) string {
 	}
 	return s
 }
+
+func TestRangePrefixes(t *testing.T) {
+	for _, tc := range []struct{ start, end, want string }{
+		{"0.0.0.0", "255.255.255.255", "0.0.0.0/0"},
+		{"10.0.0.0", "10.0.0.255", "10.0.0.0/24"},
+		{"10.0.0.1", "10.0.0.6", "10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32"},
+		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::/0"},
+		{"255.255.255.255", "255.255.255.255", "255.255.255.255/32"},
+	} {
+		got := joinPrefixes(appendRangePrefixes(nil, netip.MustParseAddr(tc.start), netip.MustParseAddr(tc.end)))
+		if got != tc.want {
+			t.Errorf("%s-%s: %s, want %s", tc.start, tc.end, got, tc.want)
+		}
+	}
+}

@@ -48,15 +48,18 @@ type options struct {
 	authorizer                              masque.Authorizer // Privacy Pass tokens, with -account-key
 	socks5, http                            string            // serve's listen addresses
 	geohash                                 string            // Sec-CH-Geohash hint, "" for none
+	vpn                                     vpnFlags          // the vpn command's
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
        masque-client -proxy https://HOST:PORT [flags] serve [-socks5 ADDR] [-http ADDR]
+       masque-client -proxy https://HOST:PORT [flags] vpn [-routes PREFIXES] [-tun NAME]
 
 fetch fetches URL through the MASQUE proxy and writes the body to stdout (or -o).
 serve runs a local SOCKS5 and/or HTTP proxy whose connections all go through
-the MASQUE proxy, until SIGINT or SIGTERM. Flags may come before or after the
-command word.
+the MASQUE proxy, until SIGINT or SIGTERM. vpn routes this machine's packets
+through the proxy (CONNECT-IP) on a TUN device, until SIGINT or SIGTERM
+(needs CAP_NET_ADMIN). Flags may come before or after the command word.
 
 `
 
@@ -81,16 +84,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
 	fs.StringVar(&o.geohash, "geohash", "", "send this Sec-CH-Geohash `hint` with every tunnel request, a geohash with an optional -CC country\n(e.g. u4pruy-DK): a proxy with geo egress then picks an exit address near it, within the country it places you in")
 	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
+	o.vpn.register(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
 	switch {
 	case fs.NArg() == 0:
 		return nil, cli.Usagef(fs, "missing command")
-	case fs.Arg(0) != "fetch" && fs.Arg(0) != "serve":
+	case fs.Arg(0) != "fetch" && fs.Arg(0) != "serve" && fs.Arg(0) != "vpn":
 		return nil, cli.Usagef(fs, "unknown command %q", fs.Arg(0))
 	}
-	o.serve = fs.Arg(0) == "serve"
+	o.serve, o.vpn.on = fs.Arg(0) == "serve", fs.Arg(0) == "vpn"
 	if err := cli.Parse(fs, fs.Args()[1:]); err != nil {
 		return nil, err
 	}
@@ -108,6 +112,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if _, err := geohint.Parse(o.geohash); o.geohash != "" && err != nil {
 		return nil, cli.Usagef(fs, "-geohash %q: %v", o.geohash, err)
+	}
+	if o.vpn.on {
+		if err := o.vpn.check(fs, o); err != nil {
+			return nil, err
+		}
+		return o, nil
 	}
 	if o.serve {
 		switch {
@@ -211,6 +221,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.serve {
 		return o.withFix(serve(ctx, o, proxyTLS, stdout, stderr))
+	}
+	if o.vpn.on {
+		return o.withFix(runVPN(ctx, o, proxyTLS, stderr))
 	}
 	return o.withFix(o.fetch(ctx, proxyTLS, originTLS, stdout, stderr))
 }

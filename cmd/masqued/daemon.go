@@ -141,7 +141,7 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	}
 	if tl != nil {
 		srv.h2 = &h2proxy.Server{Proxy: proxy, TLSConfig: tlsConf, AltSvc: fmt.Sprintf(`h3=":%d"`, bound.Port), Handler: s.own, Logger: s.logger,
-			HandshakeTimeout: c.handshakeTimeout, MaxHeaderBytes: c.maxHeaderBytes}
+			HandshakeTimeout: c.handshakeTimeout, MaxHeaderBytes: c.maxHeaderBytes, IP: srv.ip}
 		srv.fronts = append(srv.fronts, front{"HTTP/2 and HTTP/1.1", srv.h2})
 	}
 	if srv.adminL != nil {

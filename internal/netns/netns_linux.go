@@ -91,7 +91,7 @@ func (n *NS) Link(t testing.TB, ifn, addr string, peer *NS, peerIfn, peerAddr st
 	t.Helper()
 	Run(t, "ip", "link", "add", ifn, "netns", n.Name, "type", "veth", "peer", "name", peerIfn, "netns", peer.Name)
 	for _, s := range []struct {
-		ns       *NS
+		ns        *NS
 		ifn, cidr string
 	}{{n, ifn, addr}, {peer, peerIfn, peerAddr}} {
 		for _, a := range strings.Split(s.cidr, ",") {

@@ -114,3 +114,19 @@ func (d *Device) Write(b []byte) (int, error) { return d.f.Write(b) }
 
 // Close removes the device and unblocks Read and Write.
 func (d *Device) Close() error { return d.f.Close() }
+
+// PinHost keeps host reachable the way it is now, whatever routes a tunnel
+// device adds later: it copies the route the kernel chooses for host into a
+// host route (/32 or /128). undo removes it. A VPN client pins its proxy so
+// that the tunnel's own packets do not enter the tunnel.
+func PinHost(host netip.Addr) (undo func() error, err error) {
+	rs, err := netlink.RouteGet(host.AsSlice())
+	if err != nil || len(rs) == 0 {
+		return nil, fmt.Errorf("finding the route to %s: %w", host, err)
+	}
+	r := &netlink.Route{Dst: ipNet(netip.PrefixFrom(host, host.BitLen())), Gw: rs[0].Gw, LinkIndex: rs[0].LinkIndex, Src: rs[0].Src}
+	if err := netlink.RouteReplace(r); err != nil {
+		return nil, wrapPerm(fmt.Sprintf("pinning the route to %s", host), err)
+	}
+	return func() error { return netlink.RouteDel(r) }, nil
+}

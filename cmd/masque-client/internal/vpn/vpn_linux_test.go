@@ -1,0 +1,133 @@
+package vpn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/iptunnel/iptunneltest"
+)
+
+func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
+
+// startVPN runs Run in the client namespace until the test ends, and
+// waits for its device to be up. The returned channel has Run's error.
+func startVPN(t *testing.T, n *iptunneltest.Net, c Config) <-chan error {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(n.CertPEM) {
+		t.Fatal("bad certificate")
+	}
+	c.Proxy, c.TLSConfig = iptunneltest.ProxyURL(), &tls.Config{RootCAs: pool}
+	up := make(chan struct{})
+	var once sync.Once
+	c.Logf = func(format string, a ...any) {
+		t.Logf(format, a...)
+		if strings.HasPrefix(format, "vpn: ") {
+			once.Do(func() { close(up) })
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- n.Client.Do(func() error { return Run(ctx, c) }) }()
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("vpn ended with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("vpn did not end")
+		}
+	})
+	select {
+	case <-up:
+	case err := <-errc:
+		t.Fatalf("vpn: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("vpn not up after 10s")
+	}
+	go func() { done <- <-errc }()
+	return done
+}
+
+// TestDeviceWide routes everything through the tunnel, as the WARP client
+// does: default routes in halves, the proxy pinned to its own route.
+func TestDeviceWide(t *testing.T) {
+	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true})
+	o := n.StartOrigin(t, 4<<20)
+	startVPN(t, n, Config{Transport: "h3", Device: "mqvpn"})
+	routes := n.Client.Run(t, "ip", "route", "show")
+	for _, want := range []string{"0.0.0.0/1 dev mqvpn", "128.0.0.0/1 dev mqvpn", iptunneltest.ServerHopIP + " "} {
+		if !strings.Contains(routes, want) {
+			t.Errorf("client routes lack %q:\n%s", want, routes)
+		}
+	}
+	t.Run("ping", n.Ping)
+	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
+}
+
+// TestHTTP2 carries the tunnel over HTTP/2, its packets in DATAGRAM
+// capsules, with only the origin's network routed.
+func TestHTTP2(t *testing.T) {
+	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true, H2: true})
+	o := n.StartOrigin(t, 4<<20)
+	startVPN(t, n, Config{Transport: "h2", Device: "mqvpn", Routes: []netip.Prefix{netip.MustParsePrefix(iptunneltest.OriginNet)}})
+	t.Run("ping", n.Ping)
+	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
+}
+
+// TestProxyLoss ends the proxy's side: Run returns, and the device and the
+// routes are gone.
+func TestProxyLoss(t *testing.T) {
+	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(n.CertPEM)
+	ctx := iptunneltest.WaitContext(t)
+	errc := make(chan error, 1)
+	up := make(chan struct{})
+	go func() {
+		errc <- n.Client.Do(func() error {
+			return Run(context.Background(), Config{Proxy: iptunneltest.ProxyURL(), TLSConfig: &tls.Config{RootCAs: pool},
+				Transport: "h3", Device: "mqvpn", Logf: func(string, ...any) {
+					select {
+					case <-up:
+					default:
+						close(up)
+					}
+				}})
+		})
+	}()
+	select {
+	case <-up:
+	case err := <-errc:
+		t.Fatal(err)
+	case <-ctx.Done():
+		t.Fatal("vpn not up")
+	}
+	if err := n.IP.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err == nil || errors.Is(err, context.Canceled) {
+			t.Fatalf("Run returned %v on proxy loss", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run still running after the proxy ended the tunnel")
+	}
+	if links := n.Client.Run(t, "ip", "link", "show"); strings.Contains(links, "mqvpn") {
+		t.Fatalf("device left behind:\n%s", links)
+	}
+	if routes := n.Client.Run(t, "ip", "route", "show"); strings.Contains("\n"+routes, "\n"+iptunneltest.ServerHopIP+" ") {
+		t.Fatalf("pinned route left behind:\n%s", routes)
+	}
+}

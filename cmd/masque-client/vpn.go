@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/cmd/masque-client/internal/vpn"
+	"github.com/masqued/masqued/internal/cli"
+)
+
+// vpnFlags are the vpn command's flags.
+type vpnFlags struct {
+	on     bool // the command is vpn
+	routes string
+	device string
+}
+
+func (v *vpnFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&v.routes, "routes", "", "vpn: comma-separated `prefixes` to route through the tunnel; none = what the proxy advertises\n(a default route as two halves)")
+	fs.StringVar(&v.device, "tun", "masque0", "vpn: `name` of the TUN device to make")
+}
+
+// check checks vpn's arguments; parseFlags calls it for the vpn command.
+func (v *vpnFlags) check(fs *flag.FlagSet, o *options) error {
+	switch {
+	case fs.NArg() != 0:
+		return cli.Usagef(fs, "vpn takes no arguments, only -routes and -tun")
+	case o.proxy == "":
+		return cli.Usagef(fs, "-proxy is required")
+	case o.transport == client.HTTP1:
+		return cli.Usagef(fs, "vpn runs over HTTP/3 or HTTP/2, not HTTP/1.1")
+	}
+	_, err := v.prefixes()
+	if err != nil {
+		return cli.Usagef(fs, "-routes: %v", err)
+	}
+	return nil
+}
+
+func (v *vpnFlags) prefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for s := range strings.SplitSeq(v.routes, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// runVPN brings up a device-wide tunnel through the proxy (CONNECT-IP,
+// RFC 9484) until SIGINT or SIGTERM, or until the proxy goes away.
+func runVPN(ctx context.Context, o *options, proxyTLS *tls.Config, stderr io.Writer) error {
+	routes, _ := o.vpn.prefixes()
+	transport := string(o.transport)
+	return vpn.Run(ctx, vpn.Config{
+		Proxy: o.proxy, TLSConfig: proxyTLS, Transport: transport, Authorizer: o.authorizer, Header: o.header(),
+		Device: o.vpn.device, Routes: routes,
+		Logf: func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) },
+	})
+}
