@@ -124,6 +124,7 @@ func dialVPN(t *testing.T, n *iptunneltest.Net) []connectip.AssignedAddress {
 func TestNetnsDownloadAndPing(t *testing.T) {
 	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true})
 	o := n.StartOrigin(t, 8<<20)
+	h3 := n.StartH3Origin(t, o.Data)
 	addrs := dialVPN(t, n)
 	var got4, got6 bool
 	for _, a := range addrs {
@@ -135,6 +136,7 @@ func TestNetnsDownloadAndPing(t *testing.T) {
 	}
 	t.Run("ping", n.Ping)
 	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
+	t.Run("h3-download", func(t *testing.T) { n.CheckH3Download(t, h3) })
 }
 
 func TestNetnsPrivateDestinationDropped(t *testing.T) {

@@ -64,6 +64,7 @@ func startVPN(t *testing.T, n *iptunneltest.Net, c Config) <-chan error {
 func TestDeviceWide(t *testing.T) {
 	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true})
 	o := n.StartOrigin(t, 4<<20)
+	h3 := n.StartH3Origin(t, o.Data)
 	startVPN(t, n, Config{Transport: "h3", Device: "mqvpn"})
 	routes := n.Client.Run(t, "ip", "route", "show")
 	for _, want := range []string{"0.0.0.0/1 dev mqvpn", "128.0.0.0/1 dev mqvpn", iptunneltest.ServerHopIP + " "} {
@@ -73,6 +74,7 @@ func TestDeviceWide(t *testing.T) {
 	}
 	t.Run("ping", n.Ping)
 	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
+	t.Run("h3-download", func(t *testing.T) { n.CheckH3Download(t, h3) })
 }
 
 // TestHTTP2 carries the tunnel over HTTP/2, its packets in DATAGRAM
