@@ -134,7 +134,7 @@ func TestNetnsDownloadAndPing(t *testing.T) {
 	if !got4 || !got6 {
 		t.Fatalf("assigned %v, want an IPv4 and an IPv6 address", addrs)
 	}
-	t.Run("ping", n.Ping)
+	t.Run("ping", func(t *testing.T) { n.Ping(t) })
 	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
 	t.Run("h3-download", func(t *testing.T) { n.CheckH3Download(t, h3) })
 }

@@ -26,13 +26,16 @@ type H3Origin struct {
 	pool *x509.CertPool
 }
 
-// innerQUIC fits the tunnel's 1280-byte link: 1200-byte UDP payloads.
-func innerQUIC() *quic.Config {
+// InnerQUIC fits the tunnel's 1280-byte link: 1200-byte UDP payloads.
+func InnerQUIC() *quic.Config {
 	return &quic.Config{InitialPacketSize: 1200, MaxIdleTimeout: 30 * time.Second}
 }
 
+// Pool trusts the origin's certificate.
+func (o *H3Origin) Pool() *x509.CertPool { return o.pool }
+
 // StartH3Origin starts the HTTP/3 origin in the origin namespace.
-func (n *Net) StartH3Origin(t *testing.T, data []byte) *H3Origin {
+func (n *Net) StartH3Origin(t testing.TB, data []byte) *H3Origin {
 	cert, pem, err := certs.SelfSigned(OriginIP)
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +54,14 @@ func (n *Net) StartH3Origin(t *testing.T, data []byte) *H3Origin {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/data", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(data) })
 	srv := &http3.Server{Handler: mux, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
-		QUICConfig: innerQUIC()}
+		QUICConfig: InnerQUIC()}
 	serve(t, func() error { return srv.Serve(pc) }, func() { srv.Close(); pc.Close() })
 	return &H3Origin{Data: data, pool: pool}
 }
 
 // CheckH3Download fetches /data over HTTP/3 from the client namespace,
 // through whatever routes it has, and checks the bytes.
-func (n *Net) CheckH3Download(t *testing.T, o *H3Origin) {
+func (n *Net) CheckH3Download(t testing.TB, o *H3Origin) {
 	t.Helper()
 	var udp *net.UDPConn
 	if err := n.Client.Do(func() error {
@@ -72,7 +75,7 @@ func (n *Net) CheckH3Download(t *testing.T, o *H3Origin) {
 	raddr := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(net.JoinHostPort(OriginIP, OriginPort)))
 	tr := &http3.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: o.pool},
-		QUICConfig:      innerQUIC(),
+		QUICConfig:      InnerQUIC(),
 		Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
 			return quic.Dial(ctx, udp, raddr, tc, qc)
 		},

@@ -54,6 +54,22 @@ func (fixedEgress) SourceFor(*http.Request) tunnel.Source {
 	return tunnel.Source{IPv4: netip.MustParseAddr(EgressIP)}
 }
 
+// nsDialer dials the CONNECT and CONNECT-UDP targets from the server
+// namespace, where the proxy's sockets belong. It dials the first address
+// only, on the calling thread: tunnel.NetDialer's Happy Eyeballs makes its
+// sockets on goroutines of their own, outside the namespace.
+type nsDialer struct{ ns *netns.NS }
+
+func (d nsDialer) Dial(ctx context.Context, network string, addrs []netip.AddrPort, _ *http.Request) (net.Conn, error) {
+	var c net.Conn
+	err := d.ns.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addrs[0].String())
+		return err
+	})
+	return c, err
+}
+
 // Net is a test network with masqued serving CONNECT-IP.
 type Net struct {
 	Client, Server, Origin *netns.NS
@@ -71,7 +87,7 @@ type Options struct {
 
 // New builds the network; it is removed when t ends. Without
 // CAP_NET_ADMIN, t is skipped (failed where CI=true).
-func New(t *testing.T, o Options) *Net {
+func New(t testing.TB, o Options) *Net {
 	netns.Require(t)
 	n := &Net{Client: netns.New(t, "c"), Server: netns.New(t, "s"), Origin: netns.New(t, "o"),
 		Registry: prometheus.NewPedanticRegistry()}
@@ -90,7 +106,8 @@ func New(t *testing.T, o Options) *Net {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := tunnel.New(tunnel.Config{Policy: tunnel.Policy{AllowPrivate: o.AllowPrivate}, Metrics: m})
+	proxy, err := tunnel.New(tunnel.Config{Policy: tunnel.Policy{AllowPrivate: o.AllowPrivate}, Metrics: m,
+		Dialer: nsDialer{n.Server}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +149,7 @@ func New(t *testing.T, o Options) *Net {
 	return n
 }
 
-func serve(t *testing.T, serve func() error, stop func()) {
+func serve(t testing.TB, serve func() error, stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -153,7 +170,7 @@ type Origin struct {
 
 // StartOrigin starts an origin serving size pseudo-random bytes on
 // OriginIP:OriginPort (TCP).
-func (n *Net) StartOrigin(t *testing.T, size int) *Origin {
+func (n *Net) StartOrigin(t testing.TB, size int) *Origin {
 	o := &Origin{Data: make([]byte, size)}
 	_, _ = rand.NewChaCha8([32]byte{1}).Read(o.Data)
 	var ln net.Listener
@@ -208,7 +225,7 @@ func (n *Net) DialOrigin() (net.Conn, error) {
 // CheckDownload downloads from the origin through whatever routes the
 // client namespace has, checks the bytes and that the origin saw the egress
 // address.
-func (n *Net) CheckDownload(t *testing.T, o *Origin) {
+func (n *Net) CheckDownload(t testing.TB, o *Origin) {
 	t.Helper()
 	c, err := n.DialOrigin()
 	if err != nil {
@@ -231,7 +248,7 @@ func (n *Net) CheckDownload(t *testing.T, o *Origin) {
 
 // Ping sends ICMP echo requests from the client namespace to the origin
 // until one is answered, a few tries at most.
-func (n *Net) Ping(t *testing.T) {
+func (n *Net) Ping(t testing.TB) {
 	t.Helper()
 	var pc *icmp.PacketConn
 	if err := n.Client.Do(func() error {
@@ -264,7 +281,7 @@ func (n *Net) Ping(t *testing.T) {
 }
 
 // Dropped is the value of masqued_ip_packets_dropped_total{reason}.
-func (n *Net) Dropped(t *testing.T, reason string) float64 {
+func (n *Net) Dropped(t testing.TB, reason string) float64 {
 	t.Helper()
 	mfs, err := n.Registry.Gather()
 	if err != nil {
@@ -289,7 +306,7 @@ func (n *Net) Dropped(t *testing.T, reason string) float64 {
 func ProxyURL() string { return fmt.Sprintf("https://%s", ProxyAddr) }
 
 // WaitContext is a context for a test step: 10 seconds.
-func WaitContext(t *testing.T) context.Context {
+func WaitContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx

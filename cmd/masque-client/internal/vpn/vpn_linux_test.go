@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 
 // startVPN runs Run in the client namespace until the test ends, and
 // waits for its device to be up. The returned channel has Run's error.
-func startVPN(t *testing.T, n *iptunneltest.Net, c Config) <-chan error {
+func startVPN(t testing.TB, n *iptunneltest.Net, c Config) <-chan error {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(n.CertPEM) {
 		t.Fatal("bad certificate")
@@ -72,7 +72,7 @@ func TestDeviceWide(t *testing.T) {
 			t.Errorf("client routes lack %q:\n%s", want, routes)
 		}
 	}
-	t.Run("ping", n.Ping)
+	t.Run("ping", func(t *testing.T) { n.Ping(t) })
 	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
 	t.Run("h3-download", func(t *testing.T) { n.CheckH3Download(t, h3) })
 }
@@ -83,7 +83,7 @@ func TestHTTP2(t *testing.T) {
 	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true, H2: true})
 	o := n.StartOrigin(t, 4<<20)
 	startVPN(t, n, Config{Transport: "h2", Device: "mqvpn", Routes: []netip.Prefix{netip.MustParsePrefix(iptunneltest.OriginNet)}})
-	t.Run("ping", n.Ping)
+	t.Run("ping", func(t *testing.T) { n.Ping(t) })
 	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
 }
 
