@@ -223,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return o.withFix(serve(ctx, o, proxyTLS, stdout, stderr))
 	}
 	if o.vpn.on {
-		return o.withFix(runVPN(ctx, o, proxyTLS, stderr))
+		return o.withFix(runVPN(ctx, o, proxyTLS, stdout, stderr))
 	}
 	return o.withFix(o.fetch(ctx, proxyTLS, originTLS, stdout, stderr))
 }

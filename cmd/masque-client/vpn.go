@@ -59,13 +59,21 @@ func (v *vpnFlags) prefixes() ([]netip.Prefix, error) {
 }
 
 // runVPN brings up a device-wide tunnel through the proxy (CONNECT-IP,
-// RFC 9484) until SIGINT or SIGTERM, or until the proxy goes away.
-func runVPN(ctx context.Context, o *options, proxyTLS *tls.Config, stderr io.Writer) error {
+// RFC 9484) until SIGINT or SIGTERM, or until the proxy goes away. The line
+// saying the device is up ("vpn: DEVICE up over …") goes to stdout, for
+// scripts; the rest to stderr.
+func runVPN(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr io.Writer) error {
 	routes, _ := o.vpn.prefixes()
 	transport := string(o.transport)
 	return vpn.Run(ctx, vpn.Config{
 		Proxy: o.proxy, TLSConfig: proxyTLS, Transport: transport, Authorizer: o.authorizer, Header: o.header(),
 		Device: o.vpn.device, Routes: routes,
-		Logf: func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) },
+		Logf: func(format string, a ...any) {
+			w := stderr
+			if strings.HasPrefix(format, "vpn: ") {
+				w = stdout
+			}
+			fmt.Fprintf(w, format+"\n", a...)
+		},
 	})
 }

@@ -16,18 +16,11 @@ import (
 )
 
 // Require skips t, saying why, unless the process can make namespaces and
-// TUN devices (root or CAP_NET_ADMIN, /dev/net/tun, iproute2's ip). Where
-// CI=true it fails instead: CI runs as root, so the test must run there.
+// TUN devices (Missing). Where CI=true it fails instead: CI runs as root,
+// so the test must run there.
 func Require(t testing.TB) {
 	t.Helper()
-	why := ""
-	if _, err := exec.LookPath("ip"); err != nil {
-		why = "iproute2's ip is missing"
-	} else if _, err := os.Stat("/dev/net/tun"); err != nil {
-		why = "/dev/net/tun is missing"
-	} else if err := unix.Unshare(0); err != nil || !hasNetAdmin() {
-		why = "needs CAP_NET_ADMIN (run as root)"
-	}
+	why := Missing()
 	if why == "" {
 		return
 	}
@@ -35,6 +28,21 @@ func Require(t testing.TB) {
 		t.Fatalf("network-namespace test cannot run: %s", why)
 	}
 	t.Skipf("network-namespace test skipped: %s", why)
+}
+
+// Missing says what the process lacks to make namespaces and TUN devices
+// (root or CAP_NET_ADMIN, /dev/net/tun, iproute2's ip), or "".
+func Missing() string {
+	switch _, err := exec.LookPath("ip"); {
+	case err != nil:
+		return "iproute2's ip is missing"
+	case !hasNetAdmin():
+		return "needs CAP_NET_ADMIN (run as root)"
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return "/dev/net/tun is missing"
+	}
+	return ""
 }
 
 func hasNetAdmin() bool {
@@ -62,43 +70,96 @@ type NS struct {
 // New makes a namespace with its loopback up, removed at the end of t.
 func New(t testing.TB, role string) *NS {
 	t.Helper()
-	n := &NS{Name: fmt.Sprintf("mq%d-%d-%s", os.Getpid(), seq.Add(1), role)}
-	Run(t, "ip", "netns", "add", n.Name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n.Name).Run() })
-	n.Run(t, "ip", "link", "set", "lo", "up")
+	n, err := Make(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Remove() })
 	return n
+}
+
+// Make makes a namespace with its loopback up; Remove it when done.
+func Make(role string) (*NS, error) {
+	n := &NS{Name: fmt.Sprintf("mq%d-%d-%s", os.Getpid(), seq.Add(1), role)}
+	if _, err := command("ip", "netns", "add", n.Name); err != nil {
+		return nil, err
+	}
+	if _, err := n.Exec("ip", "link", "set", "lo", "up"); err != nil {
+		_ = n.Remove()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Remove removes the namespace; its interfaces go once no process is left
+// in it.
+func (n *NS) Remove() error {
+	_, err := command("ip", "netns", "del", n.Name)
+	return err
+}
+
+func command(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
 }
 
 // Run runs a command in the root namespace, failing t if it fails.
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := command(name, args...)
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
+}
+
+// Exec runs a command inside n and returns its output.
+func (n *NS) Exec(name string, args ...string) (string, error) {
+	return command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
 
 // Run runs a command inside n, failing t if it fails.
 func (n *NS) Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	return Run(t, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	out, err := n.Exec(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // Link joins n's interface ifn (address addr, CIDR) and peer's interface
-// peerIfn (address peerAddr) with a veth pair.
+// peerIfn (address peerAddr) with a veth pair, failing t if it cannot.
 func (n *NS) Link(t testing.TB, ifn, addr string, peer *NS, peerIfn, peerAddr string) {
 	t.Helper()
-	Run(t, "ip", "link", "add", ifn, "netns", n.Name, "type", "veth", "peer", "name", peerIfn, "netns", peer.Name)
+	if err := n.Connect(ifn, addr, peer, peerIfn, peerAddr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Connect joins n's interface ifn (addresses addr, comma-separated CIDRs)
+// and peer's interface peerIfn (peerAddr) with a veth pair.
+func (n *NS) Connect(ifn, addr string, peer *NS, peerIfn, peerAddr string) error {
+	if _, err := command("ip", "link", "add", ifn, "netns", n.Name, "type", "veth", "peer", "name", peerIfn, "netns", peer.Name); err != nil {
+		return err
+	}
 	for _, s := range []struct {
 		ns        *NS
 		ifn, cidr string
 	}{{n, ifn, addr}, {peer, peerIfn, peerAddr}} {
 		for _, a := range strings.Split(s.cidr, ",") {
-			s.ns.Run(t, "ip", "addr", "add", a, "dev", s.ifn, "nodad")
+			if _, err := s.ns.Exec("ip", "addr", "add", a, "dev", s.ifn, "nodad"); err != nil {
+				return err
+			}
 		}
-		s.ns.Run(t, "ip", "link", "set", s.ifn, "up")
+		if _, err := s.ns.Exec("ip", "link", "set", s.ifn, "up"); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // Do runs f on a thread inside n and returns its error: sockets, TUN

@@ -68,7 +68,7 @@ func with(m map[string]runFunc, more map[string]runFunc) map[string]runFunc {
 	return m
 }
 
-var cases = []*testCase{
+var cases = append([]*testCase{
 	{
 		name: "connect-tcp", needs: connect,
 		desc: "a CONNECT tunnel to an HTTPS origin; the origin serves the page, seeing the proxy's egress address",
@@ -374,7 +374,7 @@ var cases = []*testCase{
 			"firefox": firefoxPage,
 		},
 	},
-}
+}, connectIPCases...)
 
 // masqueGoHello fetches /CELL/hello with masque-go's client over HTTP/3
 // inside CONNECT-UDP, and checks the body and the egress.

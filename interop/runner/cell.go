@@ -27,6 +27,8 @@ type cellRun struct {
 
 	stops []*proc.Process // started by start, stopped by stopAll
 	quits []func()        // ask programs to exit by themselves, before stops
+	// cleanups run after stops (a CONNECT-IP cell's namespaces)
+	cleanups []func()
 }
 
 // lookup finds a cell's case, client and server.
@@ -183,6 +185,9 @@ func (c *cellRun) stopAll() error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s did not exit cleanly", p.Name()))
 		}
+	}
+	for _, f := range c.cleanups {
+		f()
 	}
 	return errors.Join(errs...)
 }

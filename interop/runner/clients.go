@@ -34,6 +34,7 @@ var clients = []*client{
 	{name: "curl", program: "curl", needs: tcpFront | connect},
 	{name: "chromium", program: "chromium", needs: tcpFront | connect},
 	{name: "firefox", program: "firefox"},
+	{name: "connect-ip-go", program: "connectipgo"},
 }
 
 // masqueClient returns masque-client's flags for p over the client's

@@ -269,7 +269,7 @@ func newEnv(ctx context.Context, out string, masquedArgs []string, cells []Cell)
 			}
 		}
 	}
-	builds := map[string]string{"masqued": "cmd/masqued", "masque-client": "cmd/masque-client", "masquego": "interop/peers/masquego"}
+	builds := map[string]string{"masqued": "cmd/masqued", "masque-client": "cmd/masque-client", "masquego": "interop/peers/masquego", "connectipgo": "interop/peers/connectipgo"}
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup

@@ -31,9 +31,10 @@ const (
 	geo                            // egress addresses chosen by the client's location
 	policy                         // refuses loopback and private targets
 	forwarding                     // QUIC-aware forwarded mode (draft-ietf-masque-quic-proxy)
+	connectIP                      // CONNECT-IP (RFC 9484)
 )
 
-var featureNames = []string{"an HTTP/2 front", "CONNECT", "DATAGRAM capsules", "Privacy Pass", "geo egress", "a target policy", "forwarded mode"}
+var featureNames = []string{"an HTTP/2 front", "CONNECT", "DATAGRAM capsules", "Privacy Pass", "geo egress", "a target policy", "forwarded mode", "CONNECT-IP"}
 
 func (f feature) String() string {
 	var names []string
@@ -57,6 +58,9 @@ type proxyOptions struct {
 	// forward: clients reach masqued on its -forward-listen port, where it
 	// offers forwarded mode.
 	forward bool
+	// ip: CONNECT-IP, masqued in network namespaces of the cell's own
+	// (connectip.go).
+	ip bool
 }
 
 // server is a proxy the runner can start.
@@ -67,7 +71,7 @@ type server struct {
 }
 
 var servers = []*server{
-	{name: "masqued", has: tcpFront | connect | capsules | auth | geo | policy | forwarding, start: startMasqued},
+	{name: "masqued", has: tcpFront | connect | capsules | auth | geo | policy | forwarding | connectIP, start: startMasqued},
 	{name: "masque-go", start: startMasqueGo},
 }
 
@@ -83,6 +87,7 @@ type proxy struct {
 	pp     *ppAccount // with proxyOptions.auth
 	admin  string     // masqued's admin listener (/metrics), "" for other servers
 	p      *proc.Process
+	ip     *ipNet // CONNECT-IP cells' namespaces
 }
 
 // metric is the sum of the proxy's series of name whose labels include
@@ -137,6 +142,9 @@ const egressFeed = "127.0.0.2,GB,GB-ENG,London,,gcpv\n127.0.0.3,GB,GB-ENG,Manche
 // origins can tell tunnelled requests (from 127.0.0.9, or 127.0.0.2 for the
 // geo case) from direct ones (127.0.0.1).
 func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, error) {
+	if o.ip {
+		return startMasquedIP(ctx, c, o)
+	}
 	feed := filepath.Join(c.dir, "egress.csv")
 	if err := os.WriteFile(feed, []byte(egressFeed), 0o644); err != nil {
 		return nil, err
