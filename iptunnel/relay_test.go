@@ -2,10 +2,13 @@ package iptunnel
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -35,7 +38,7 @@ func (d *discardDatagrams) SendDatagram(buf []byte, off int) error {
 
 // newRelaySession builds a Server on a fake device and one session on it,
 // admitted by a real tunnel core (default policy, metrics on).
-func newRelaySession(t testing.TB) (*Session, *countingDevice, *discardDatagrams) {
+func newRelaySession(t testing.TB, limits ...tunnel.Limits) (*Session, *countingDevice, *discardDatagrams) {
 	s, _, err := configure(Config{Pools: []netip.Prefix{netip.MustParsePrefix("10.78.0.0/24"), netip.MustParsePrefix("fd78::/64")},
 		Registerer: prometheus.NewPedanticRegistry()})
 	if err != nil {
@@ -47,7 +50,11 @@ func newRelaySession(t testing.TB) (*Session, *countingDevice, *discardDatagrams
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := tunnel.New(tunnel.Config{Metrics: m})
+	c := tunnel.Config{Metrics: m}
+	if len(limits) > 0 {
+		c.Limits = limits[0]
+	}
+	proxy, err := tunnel.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +65,6 @@ func newRelaySession(t testing.TB) (*Session, *countingDevice, *discardDatagrams
 	}
 	dc := &discardDatagrams{}
 	se.datagram = dc
-	se.relayed.Store(true)
 	t.Cleanup(func() { se.Close() })
 	return se, dev, dc
 }
@@ -142,5 +148,45 @@ func BenchmarkDown(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		relayDown(se, pkt)
+	}
+}
+
+// pipeStream is a client stream that carries nothing until it is aborted.
+type pipeStream struct {
+	r *io.PipeReader
+	w *io.PipeWriter
+}
+
+func newPipeStream() *pipeStream {
+	r, w := io.Pipe()
+	return &pipeStream{r, w}
+}
+
+func (p *pipeStream) Read(b []byte) (int, error)  { return p.r.Read(b) }
+func (p *pipeStream) Write(b []byte) (int, error) { return len(b), nil }
+func (p *pipeStream) CloseWrite() error           { return nil }
+func (p *pipeStream) Abort() error                { return p.w.CloseWithError(net.ErrClosed) }
+
+// TestIdleTimeout checks that a tunnel without packets ends at the idle
+// timeout, counted as such, and gives its addresses back.
+func TestIdleTimeout(t *testing.T) {
+	se, _, _ := newRelaySession(t, tunnel.Limits{IdleTimeout: 50 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- se.Relay(newPipeStream(), &discardDatagrams{}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Relay: %v, want nil for the idle timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("idle tunnel still open")
+	}
+	if !se.idle.Load() {
+		t.Fatal("tunnel ended, but not for the idle timeout")
+	}
+	se.s.mu.RLock()
+	defer se.s.mu.RUnlock()
+	if len(se.s.sessions) != 0 {
+		t.Fatalf("%d addresses still routed to the ended tunnel", len(se.s.sessions))
 	}
 }

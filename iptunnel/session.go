@@ -37,7 +37,6 @@ type Session struct {
 
 	last     atomic.Int64 // UnixNano of the last packet either way
 	idle     atomic.Bool  // ended by the idle timeout
-	relayed  atomic.Bool  // Relay was called
 	closeMu  sync.Once
 	stream   tunnel.Stream       // set by Relay
 	datagram tunnel.DatagramConn // set by Relay; nil: capsules
@@ -73,7 +72,6 @@ var errMTU = errors.New("connect-ip: the QUIC path cannot carry 1280-byte packet
 // (nil: DATAGRAM capsules on str). It returns the error that ended the
 // tunnel, nil for a clean end.
 func (se *Session) Relay(str tunnel.Stream, dc tunnel.DatagramConn) error {
-	se.relayed.Store(true)
 	se.stream, se.datagram = str, dc
 	defer se.t.Close()
 	se.touch()
@@ -147,9 +145,6 @@ func (r releaser) Close() error {
 				err = errors.Join(err, s.nat.unset(a))
 			}
 			s.pools[i].put(a)
-		}
-		if !se.relayed.Load() {
-			return
 		}
 		for { // give back what the writer did not send
 			select {
