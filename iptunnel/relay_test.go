@@ -2,10 +2,13 @@ package iptunnel
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/tunnel"
 )
 
@@ -188,5 +192,47 @@ func TestIdleTimeout(t *testing.T) {
 	defer se.s.mu.RUnlock()
 	if len(se.s.sessions) != 0 {
 		t.Fatalf("%d addresses still routed to the ended tunnel", len(se.s.sessions))
+	}
+}
+
+// tooLargeDatagrams refuses every datagram as too large for the path.
+type tooLargeDatagrams struct{ discardDatagrams }
+
+func (*tooLargeDatagrams) SendDatagram([]byte, int) error { return masque.ErrDatagramTooLarge }
+
+// recordingDevice keeps the packets written to it.
+type recordingDevice struct {
+	countingDevice
+	mu      sync.Mutex
+	packets [][]byte
+}
+
+func (d *recordingDevice) Write(b []byte) (int, error) {
+	d.mu.Lock()
+	d.packets = append(d.packets, slices.Clone(b))
+	d.mu.Unlock()
+	return len(b), nil
+}
+
+// TestPacketTooBig checks that a packet for the client that its QUIC path
+// cannot carry is dropped, counted, and answered to its sender with an
+// ICMP fragmentation-needed naming the tunnel's MTU (RFC 9484 §10.1).
+func TestPacketTooBig(t *testing.T) {
+	se, _, _ := newRelaySession(t)
+	dev := &recordingDevice{}
+	se.s.dev = dev
+	se.datagram = &tooLargeDatagrams{}
+	relayDown(se, ipv4Packet("8.8.8.8", se.addrs[0].String(), protoUDP, append(ports(443, 40000), make([]byte, 1200)...)))
+	if v := counterValue(t, se.s.metrics.dropped[dropTooLarge]); v != 1 {
+		t.Fatalf("too_large drops: %v, want 1", v)
+	}
+	if len(dev.packets) != 1 {
+		t.Fatalf("%d packets written back, want one ICMP error", len(dev.packets))
+	}
+	p := dev.packets[0]
+	h, ok := parseHeader(p)
+	if !ok || h.dst.String() != "8.8.8.8" || h.proto != protoICMP || p[h.transport] != 3 || p[h.transport+1] != 4 ||
+		binary.BigEndian.Uint16(p[h.transport+6:]) != 1280 {
+		t.Fatalf("wrote %x, want fragmentation needed (MTU 1280) to 8.8.8.8", p[:min(len(p), 40)])
 	}
 }

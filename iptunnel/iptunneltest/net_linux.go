@@ -83,6 +83,7 @@ type Options struct {
 	AllowPrivate bool         // tunnel.Policy.AllowPrivate
 	QUIC         *quic.Config // the HTTP/3 front's; nil = its default
 	H2           bool         // also serve HTTP/2 on TCP (the test binary needs extended CONNECT on)
+	Auth         tunnel.Authenticator
 }
 
 // New builds the network; it is removed when t ends. Without
@@ -107,7 +108,7 @@ func New(t testing.TB, o Options) *Net {
 		t.Fatal(err)
 	}
 	proxy, err := tunnel.New(tunnel.Config{Policy: tunnel.Policy{AllowPrivate: o.AllowPrivate}, Metrics: m,
-		Dialer: nsDialer{n.Server}})
+		Dialer: nsDialer{n.Server}, Auth: o.Auth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,24 +283,30 @@ func (n *Net) Ping(t testing.TB) {
 
 // Dropped is the value of masqued_ip_packets_dropped_total{reason}.
 func (n *Net) Dropped(t testing.TB, reason string) float64 {
+	return n.Counter(t, "masqued_ip_packets_dropped_total", "reason", reason)
+}
+
+// Counter is the sum of the counters name whose label key is value.
+func (n *Net) Counter(t testing.TB, name, key, value string) float64 {
 	t.Helper()
 	mfs, err := n.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != "masqued_ip_packets_dropped_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
+				if l.GetName() == key && l.GetValue() == value {
+					sum += m.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	return 0
+	return sum
 }
 
 // ProxyURL is the proxy's URL.

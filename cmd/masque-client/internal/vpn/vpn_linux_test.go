@@ -2,15 +2,21 @@ package vpn
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client/proxyconn"
+	"github.com/masqued/masqued/internal/auth"
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/iptunnel/iptunneltest"
 )
@@ -131,5 +137,51 @@ func TestProxyLoss(t *testing.T) {
 	}
 	if routes := n.Client.Run(t, "ip", "route", "show"); strings.Contains("\n"+routes, "\n"+iptunneltest.ServerHopIP+" ") {
 		t.Fatalf("pinned route left behind:\n%s", routes)
+	}
+}
+
+// bearer is a static Authorizer.
+type bearer string
+
+func (b bearer) Authorize(context.Context, []string) (string, error) {
+	return "Bearer " + string(b), nil
+}
+
+// TestAuth runs the tunnel through a proxy that wants credentials: refused
+// with 407 without them, carried with them, and counted as kind ip.
+func TestAuth(t *testing.T) {
+	const secret = "s3cret-for-the-test"
+	creds := filepath.Join(t.TempDir(), "creds")
+	sum := sha256.Sum256([]byte(secret))
+	if err := os.WriteFile(creds, []byte("tester "+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := auth.NewStatic(auth.StaticConfig{Scheme: auth.Bearer, File: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true, Auth: a})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(n.CertPEM)
+	err = n.Client.Do(func() error {
+		tu, err := Dial(iptunneltest.WaitContext(t), Config{Proxy: iptunneltest.ProxyURL(), TLSConfig: &tls.Config{RootCAs: pool}, Transport: "h3"})
+		if err == nil {
+			tu.Close()
+		}
+		return err
+	})
+	var pe *proxyconn.ProxyError
+	if !errors.As(err, &pe) || pe.StatusCode != 407 {
+		t.Fatalf("without credentials: %v, want a 407", err)
+	}
+	o := n.StartOrigin(t, 1<<20)
+	startVPN(t, n, Config{Transport: "h3", Device: "mqvpn", Authorizer: bearer(secret),
+		Routes: []netip.Prefix{netip.MustParsePrefix(iptunneltest.OriginNet)}})
+	n.CheckDownload(t, o)
+	if got := n.Counter(t, "masqued_tunnels_total", "kind", "ip"); got != 1 {
+		t.Errorf("masqued_tunnels_total{kind=ip} = %v, want 1", got)
+	}
+	if got := n.Counter(t, "masqued_auth_total", "result", "challenged"); got < 1 {
+		t.Errorf("masqued_auth_total{result=challenged} = %v, want at least 1", got)
 	}
 }
