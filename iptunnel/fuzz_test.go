@@ -3,8 +3,9 @@ package iptunnel
 import (
 	"context"
 	"net/netip"
-	"slices"
 	"testing"
+
+	"github.com/masqued/masqued/masque/connectip"
 )
 
 // FuzzParseHeader checks that any input parses or is refused without
@@ -38,34 +39,6 @@ func FuzzParseHeader(f *testing.F) {
 	})
 }
 
-// FuzzCapsules checks that the CONNECT-IP capsule parsers refuse or accept
-// without panicking, and that what they accept encodes back to the same
-// entries (not always the same bytes: a Request ID may come in a longer
-// varint than needed).
-func FuzzCapsules(f *testing.F) {
-	f.Add(appendAddressAssign(nil, []assignedAddress{{0, netip.MustParsePrefix("10.78.0.2/32")}, {3, netip.MustParsePrefix("fd78::/64")}})[2:])
-	f.Add(appendRouteAdvertisement(nil, (&Scope{}).routes(true, true))[2:])
-	f.Add([]byte{1, 4, 0, 0, 0, 0, 32})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var addrs []assignedAddress
-		if parseAddresses(b, func(a assignedAddress) { addrs = append(addrs, a) }) == nil {
-			v := capsuleValue(t, appendAddressAssign(nil, addrs), capsuleAddressAssign)
-			var again []assignedAddress
-			if err := parseAddresses(v, func(a assignedAddress) { again = append(again, a) }); err != nil || !slices.Equal(addrs, again) {
-				t.Fatalf("addresses %v encode to %x, parsed back as %v, %v", addrs, v, again, err)
-			}
-		}
-		var routes []ipRange
-		if parseRoutes(b, func(r ipRange) { routes = append(routes, r) }) == nil {
-			v := capsuleValue(t, appendRouteAdvertisement(nil, routes), capsuleRouteAdvertisement)
-			var again []ipRange
-			if err := parseRoutes(v, func(r ipRange) { again = append(again, r) }); err != nil || !slices.Equal(routes, again) {
-				t.Fatalf("routes %v encode to %x, parsed back as %v, %v", routes, v, again, err)
-			}
-		}
-	})
-}
-
 // FuzzScope checks that any request path matches or is refused without
 // panicking, and that an accepted scope advertises valid routes.
 func FuzzScope(f *testing.F) {
@@ -82,8 +55,7 @@ func FuzzScope(f *testing.F) {
 		if err != nil {
 			return
 		}
-		adv := appendRouteAdvertisement(nil, s.routes(true, true))
-		if err := parseRoutes(capsuleValue(t, adv, capsuleRouteAdvertisement), func(ipRange) {}); err != nil {
+		if err := connectip.ParseRoutes(routesValue(t, s.routes(true, true)), func(connectip.Range) {}); err != nil {
 			t.Fatalf("scope %+v advertises invalid routes: %v", s, err)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"github.com/yosida95/uritemplate/v3"
 
 	"github.com/masqued/masqued/masque"
+	"github.com/masqued/masqued/masque/connectip"
 )
 
 // DefaultTemplate is the CONNECT-IP URI template of RFC 9484 §3.
@@ -145,8 +146,8 @@ func (t *Template) match(ctx context.Context, requestURI string, r Resolver) (Sc
 
 // routes returns the ROUTE_ADVERTISEMENT ranges for the scope, in the order
 // RFC 9484 §4.7.3 requires, for the families the tunnel has addresses of.
-func (s *Scope) routes(v4, v6 bool) []ipRange {
-	var out []ipRange
+func (s *Scope) routes(v4, v6 bool) []connectip.Range {
+	var out []connectip.Range
 	prefixes := s.Prefixes
 	if prefixes == nil {
 		prefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
@@ -155,10 +156,10 @@ func (s *Scope) routes(v4, v6 bool) []ipRange {
 		if (fam4 && !v4) || (!fam4 && !v6) {
 			continue
 		}
-		var rs []ipRange
+		var rs []connectip.Range
 		for _, p := range prefixes {
 			if p.Addr().Is4() == fam4 {
-				rs = append(rs, prefixRange(p, s.Proto))
+				rs = append(rs, connectip.PrefixRange(p, s.Proto))
 			}
 		}
 		out = append(out, sortRanges(rs)...)
@@ -168,13 +169,13 @@ func (s *Scope) routes(v4, v6 bool) []ipRange {
 
 // sortRanges sorts same-family ranges by start and merges overlapping ones,
 // as §4.7.3 requires of a ROUTE_ADVERTISEMENT, returning the result.
-func sortRanges(rs []ipRange) []ipRange {
-	slices.SortFunc(rs, func(a, b ipRange) int { return a.start.Compare(b.start) })
+func sortRanges(rs []connectip.Range) []connectip.Range {
+	slices.SortFunc(rs, func(a, b connectip.Range) int { return a.Start.Compare(b.Start) })
 	out := rs[:0]
 	for _, r := range rs {
-		if n := len(out); n > 0 && !out[n-1].end.Less(r.start) {
-			if out[n-1].end.Less(r.end) {
-				out[n-1].end = r.end
+		if n := len(out); n > 0 && !out[n-1].End.Less(r.Start) {
+			if out[n-1].End.Less(r.End) {
+				out[n-1].End = r.End
 			}
 			continue
 		}

@@ -33,11 +33,12 @@ import (
 	"github.com/masqued/masqued/internal/tun"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/masque/connectip"
 	"github.com/masqued/masqued/tunnel"
 )
 
 // Protocol is the extended-CONNECT :protocol of CONNECT-IP.
-const Protocol = "connect-ip"
+const Protocol = connectip.Protocol
 
 // EgressSelector picks a tunnel's egress addresses (one per family; the
 // zero Addr: the outgoing interface's). geoegress.Dialer is one.

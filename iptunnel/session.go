@@ -12,6 +12,7 @@ import (
 
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/masque/connectip"
 	"github.com/masqued/masqued/tunnel"
 )
 
@@ -80,8 +81,8 @@ func (se *Session) Relay(str tunnel.Stream, dc tunnel.DatagramConn) error {
 
 	// The client's configuration: its addresses and the routes its scope
 	// allows (RFC 9484 §4.7), unprompted, before any packet.
-	se.ctrl <- appendAddressAssign(nil, se.assigned(nil))
-	se.ctrl <- appendRouteAdvertisement(nil, se.scope.routes(se.addrs[0].IsValid(), se.addrs[1].IsValid()))
+	se.ctrl <- connectip.AppendAddressAssign(nil, se.assigned(nil))
+	se.ctrl <- connectip.AppendRouteAdvertisement(nil, se.scope.routes(se.addrs[0].IsValid(), se.addrs[1].IsValid()))
 
 	var wg sync.WaitGroup
 	writeErr := make(chan error, 1)
@@ -159,10 +160,10 @@ func (r releaser) Close() error {
 }
 
 // assigned appends the tunnel's addresses as ADDRESS_ASSIGN entries.
-func (se *Session) assigned(out []assignedAddress) []assignedAddress {
+func (se *Session) assigned(out []connectip.Address) []connectip.Address {
 	for _, a := range se.addrs {
 		if a.IsValid() {
-			out = append(out, assignedAddress{prefix: netip.PrefixFrom(a, a.BitLen())})
+			out = append(out, connectip.Address{Prefix: netip.PrefixFrom(a, a.BitLen())})
 		}
 	}
 	return out
@@ -324,9 +325,7 @@ func (se *Session) readDatagrams() {
 func (se *Session) readCapsules() error {
 	br := bufio.NewReaderSize(se.stream, 4096)
 	cr := capsule.NewReader(br)
-	cr.HandleOther(func(typ uint64) bool {
-		return typ >= capsuleAddressAssign && typ <= capsuleRouteAdvertisement
-	}, se.handleCapsule)
+	cr.HandleOther(connectip.IsCapsuleType, se.handleCapsule)
 	bp := se.s.bufs.Get().(*[]byte)
 	defer se.s.bufs.Put(bp)
 	buf := (*bp)[headroom-1:]
@@ -357,31 +356,31 @@ func (se *Session) readCapsules() error {
 // one aborts the stream (RFC 9297 §3.3).
 func (se *Session) handleCapsule(typ uint64, v []byte) error {
 	switch typ {
-	case capsuleAddressRequest:
-		var reply []assignedAddress
-		err := parseAddresses(v, func(a assignedAddress) {
+	case connectip.TypeAddressRequest:
+		var reply []connectip.Address
+		err := connectip.ParseAddresses(v, func(a connectip.Address) {
 			p := netip.PrefixFrom(netip.IPv4Unspecified(), 32)
 			i := 0
-			if a.prefix.Addr().Is6() {
+			if a.Prefix.Addr().Is6() {
 				p, i = netip.PrefixFrom(netip.IPv6Unspecified(), 128), 1
 			}
 			if got := se.addrs[i]; got.IsValid() {
 				p = netip.PrefixFrom(got, got.BitLen())
 			}
-			reply = append(reply, assignedAddress{id: a.id, prefix: p})
+			reply = append(reply, connectip.Address{ID: a.ID, Prefix: p})
 		})
 		if err != nil || len(reply) == 0 {
-			return errMalformedCapsule
+			return connectip.ErrMalformed
 		}
 		select {
-		case se.ctrl <- appendAddressAssign(nil, reply):
+		case se.ctrl <- connectip.AppendAddressAssign(nil, reply):
 		default: // a client flooding requests gets no answer to some
 		}
 		return nil
-	case capsuleAddressAssign:
-		return parseAddresses(v, func(assignedAddress) {})
-	case capsuleRouteAdvertisement:
-		return parseRoutes(v, func(ipRange) {})
+	case connectip.TypeAddressAssign:
+		return connectip.ParseAddresses(v, func(connectip.Address) {})
+	case connectip.TypeRouteAdvertisement:
+		return connectip.ParseRoutes(v, func(connectip.Range) {})
 	}
 	return nil
 }

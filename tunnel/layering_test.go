@@ -36,6 +36,7 @@ func TestLayering(t *testing.T) {
 		// The public vocabulary is what clients build on: it knows neither
 		// the server core nor its metrics nor a front.
 		{"github.com/masqued/masqued/masque", serverSide},
+		{"github.com/masqued/masqued/masque/connectip", serverSide},
 		{"github.com/masqued/masqued/masque/capsule", slices.Concat(serverSide, []string{
 			"github.com/quic-go/quic-go/http3",
 		})},

@@ -25,10 +25,9 @@ import (
 
 	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/tun"
-	"github.com/masqued/masqued/iptunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
-	"github.com/masqued/masqued/tunnel"
+	"github.com/masqued/masqued/masque/connectip"
 )
 
 // Config says how to reach the proxy and what to route.
@@ -53,7 +52,7 @@ const DefaultPath = "/.well-known/masque/ip/*/*/"
 
 // Tunnel is an open CONNECT-IP tunnel to the proxy, before a device.
 type Tunnel struct {
-	*iptunnel.ClientConn
+	*connectip.ClientConn
 	Transport string
 	Remote    netip.Addr // the proxy's address
 	closeConn func() error
@@ -97,7 +96,7 @@ func Dial(ctx context.Context, c Config) (*Tunnel, error) {
 func request(c Config, authority, authz string) *http.Request {
 	req := &http.Request{
 		Method: http.MethodConnect,
-		Proto:  iptunnel.Protocol,
+		Proto:  connectip.Protocol,
 		Host:   authority,
 		URL:    &url.URL{Scheme: "https", Host: authority, Path: c.Path},
 		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
@@ -154,7 +153,7 @@ func dialH3(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 	}
 	remote := qc.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 	dg := &capsule.StreamDatagrams{QUICDatagrams: capsule.NewQUICDatagrams(qc, rs.StreamID()), Stream: rs}
-	return &Tunnel{ClientConn: iptunnel.NewClientConn(&h3Stream{rs}, dg), Transport: "h3", Remote: remote,
+	return &Tunnel{ClientConn: connectip.NewClientConn(&h3Stream{rs}, dg), Transport: "h3", Remote: remote,
 		closeConn: func() error { return qc.CloseWithError(0, "") }}, nil
 }
 
@@ -182,7 +181,7 @@ func dialH2(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 	s, err := proxyconn.Do(ctx, c.Authorizer, func(authz string) (*h2Stream, error) {
 		req := request(c, authority, authz)
 		req.Proto = ""
-		req.Header.Set(":protocol", iptunnel.Protocol)
+		req.Header.Set(":protocol", connectip.Protocol)
 		pr, pw := io.Pipe()
 		req.Body, req.ContentLength = pr, -1
 		life, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -205,7 +204,7 @@ func dialH2(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 		return nil, err
 	}
 	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-	return &Tunnel{ClientConn: iptunnel.NewClientConn(s, nil), Transport: "h2", Remote: remote, closeConn: cc.Close}, nil
+	return &Tunnel{ClientConn: connectip.NewClientConn(s, nil), Transport: "h2", Remote: remote, closeConn: cc.Close}, nil
 }
 
 type h2Stream struct {
@@ -222,7 +221,7 @@ func (s *h2Stream) Abort() error {
 	return s.ReadCloser.Close()
 }
 
-var _ tunnel.Stream = (*h2Stream)(nil)
+var _ connectip.Stream = (*h2Stream)(nil)
 
 // Run dials the tunnel, brings up the device and carries packets until ctx
 // ends (nil) or the tunnel does (its error); then it tears everything down.

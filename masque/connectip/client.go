@@ -1,4 +1,4 @@
-package iptunnel
+package connectip
 
 import (
 	"bufio"
@@ -11,8 +11,27 @@ import (
 
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
-	"github.com/masqued/masqued/tunnel"
 )
+
+// Stream is a tunnel's request stream after the proxy's 2xx.
+type Stream interface {
+	io.ReadWriter
+	CloseWrite() error // ends the sending side cleanly
+	Abort() error      // resets both sides, unblocking Read and Write
+}
+
+// Datagrams are a tunnel's HTTP Datagrams, where the transport has them
+// (capsule.StreamDatagrams over HTTP/3).
+type Datagrams interface {
+	ReceiveDatagram(ctx context.Context) ([]byte, error)
+	// SendDatagram sends buf[off:]; buf[:off] is headroom of at least
+	// capsule.MaxHeaderLen bytes for framing in place.
+	SendDatagram(buf []byte, off int) error
+}
+
+// headroom is the space ClientConn leaves before a packet for the Context
+// ID and its framing.
+const headroom = capsule.MaxHeaderLen + 1
 
 // ClientConn is the client side of a CONNECT-IP tunnel, on a request stream
 // after the proxy's 2xx: it learns the addresses and routes the proxy
@@ -21,8 +40,8 @@ import (
 // WritePacket may run concurrently with each other and with Close. A packet
 // that cannot go (too large, malformed) is dropped, never the tunnel's end.
 type ClientConn struct {
-	str tunnel.Stream
-	dg  tunnel.DatagramConn // nil: capsules
+	str Stream
+	dg  Datagrams // nil: capsules
 
 	wmu  sync.Mutex // one writer of the stream at a time
 	wbuf []byte     // WritePacket's framing buffer, under wmu
@@ -44,17 +63,14 @@ type ClientConn struct {
 // NewClientConn starts the client side of a tunnel on str, the request
 // stream after a 2xx, with dg as its datagrams (nil for capsules only). It
 // asks for an address of each family (ADDRESS_REQUEST).
-func NewClientConn(str tunnel.Stream, dg tunnel.DatagramConn) *ClientConn {
+func NewClientConn(str Stream, dg Datagrams) *ClientConn {
 	c := &ClientConn{str: str, dg: dg, in: make(chan []byte, 256), cfgCh: make(chan struct{}),
 		done: make(chan struct{}), wbuf: make([]byte, headroom+65535)}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	go c.readCapsules()
-	req := appendCapsule(nil, capsuleAddressRequest, func(v []byte) []byte {
-		v = append(v, 1) // Request ID 1: any IPv4 address
-		v = appendAddr(v, netip.IPv4Unspecified())
-		v = append(v, 32, 2) // Request ID 2: any IPv6 address
-		v = appendAddr(v, netip.IPv6Unspecified())
-		return append(v, 128)
+	req := AppendAddressRequest(nil, []Address{
+		{ID: 1, Prefix: netip.PrefixFrom(netip.IPv4Unspecified(), 32)}, // any IPv4 address
+		{ID: 2, Prefix: netip.PrefixFrom(netip.IPv6Unspecified(), 128)},
 	})
 	c.wmu.Lock()
 	if _, err := str.Write(req); err != nil {
@@ -96,9 +112,7 @@ func (c *ClientConn) Err() error { return c.err() }
 func (c *ClientConn) readCapsules() {
 	defer close(c.done)
 	cr := capsule.NewReader(bufio.NewReaderSize(c.str, 16<<10))
-	cr.HandleOther(func(typ uint64) bool {
-		return typ >= capsuleAddressAssign && typ <= capsuleRouteAdvertisement
-	}, c.handleCapsule)
+	cr.HandleOther(IsCapsuleType, c.handleCapsule)
 	for {
 		buf := make([]byte, 65536) // the client's own path: one allocation a capsule is fine
 		n, err := cr.ReadDatagram(buf)
@@ -127,23 +141,23 @@ func (c *ClientConn) handleCapsule(typ uint64, v []byte) error {
 	c.cfgMu.Lock()
 	defer c.cfgMu.Unlock()
 	switch typ {
-	case capsuleAddressAssign:
+	case TypeAddressAssign:
 		var addrs []netip.Prefix
-		if err := parseAddresses(v, func(a assignedAddress) {
-			if !a.prefix.Addr().IsUnspecified() {
-				addrs = append(addrs, a.prefix)
+		if err := ParseAddresses(v, func(a Address) {
+			if !a.Prefix.Addr().IsUnspecified() {
+				addrs = append(addrs, a.Prefix)
 			}
 		}); err != nil {
 			return err
 		}
 		c.addrs, c.gotA = addrs, true
-	case capsuleRouteAdvertisement:
+	case TypeRouteAdvertisement:
 		var routes []netip.Prefix
-		if err := parseRoutes(v, func(r ipRange) { routes = appendRangePrefixes(routes, r.start, r.end) }); err != nil {
+		if err := ParseRoutes(v, func(r Range) { routes = AppendRangePrefixes(routes, r.Start, r.End) }); err != nil {
 			return err
 		}
 		c.routes, c.gotR = routes, true
-	case capsuleAddressRequest:
+	case TypeAddressRequest:
 		return nil // we assign the proxy nothing
 	}
 	if c.gotA && c.gotR {
@@ -156,8 +170,8 @@ func (c *ClientConn) handleCapsule(typ uint64, v []byte) error {
 	return nil
 }
 
-// appendRangePrefixes appends the fewest prefixes that cover start..end.
-func appendRangePrefixes(out []netip.Prefix, start, end netip.Addr) []netip.Prefix {
+// AppendRangePrefixes appends the fewest prefixes that cover start..end.
+func AppendRangePrefixes(out []netip.Prefix, start, end netip.Addr) []netip.Prefix {
 	for !end.Less(start) {
 		bits := start.BitLen()
 		// The largest prefix at start that does not pass end.
@@ -179,7 +193,7 @@ func appendRangePrefixes(out []netip.Prefix, start, end netip.Addr) []netip.Pref
 	return out
 }
 
-func lastAddr(p netip.Prefix) netip.Addr { return prefixRange(p, 0).end }
+func lastAddr(p netip.Prefix) netip.Addr { return PrefixRange(p, 0).End }
 
 // ReadPacket reads the next IP packet from the proxy into b.
 func (c *ClientConn) ReadPacket(b []byte) (int, error) {
