@@ -109,6 +109,7 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 			AllowPrivate: c.allowPrivate,
 			Self:         s.self,
 			SelfPorts:    selfPorts,
+			RelayTo:      s.relayTo,
 		},
 		Resolver:  s.resolver,
 		Dialer:    s.dialer,
