@@ -128,6 +128,9 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	}
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{s.cert}}
 	qc := h3proxy.DefaultQUICConfig()
+	if len(s.relayTo) > 0 {
+		qc = h3proxy.RelayQUICConfig()
+	}
 	qc.HandshakeIdleTimeout = c.handshakeTimeout
 	srv.h3 = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes}
 	srv.fronts = []front{{"HTTP/3", srv.h3}}
