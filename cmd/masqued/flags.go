@@ -199,7 +199,7 @@ func (c *flags) relayTargets() ([]masque.Target, error) {
 		}
 		t, err := masque.ParseAuthority(e)
 		if err != nil {
-			return nil, cli.FlagErrorf("relay-to", "want HOST:PORT of an egress proxy, not %q: %v", e, err)
+			return nil, cli.FlagErrorf("relay-to", "want HOST:PORT of an egress proxy (a name or address, and a port), not %q", e)
 		}
 		ts = append(ts, t)
 	}
