@@ -9,11 +9,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/masqued/masqued/client"
 	"github.com/masqued/masqued/client/h3"
@@ -31,9 +28,7 @@ import (
 // the relay still refuses any other target.
 func TestRelayRestartDuringChainedDownload(t *testing.T) {
 	bin := buildMasqued(t)
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
+	becomeSubreaper(t)
 	// The origin paces its body, so that the download spans the restart.
 	const chunk, chunks = 64 << 10, 96 // 6 MiB over about 2 s
 	payload := bytes.Repeat([]byte("chained download "), chunk/16)[:chunk]
@@ -54,8 +49,7 @@ func TestRelayRestartDuringChainedDownload(t *testing.T) {
 		"-pid-file", pidFile, "-access-log", "target", "-log-format", "json")
 	relayAddr := relay.line(t, "listening on ")
 	tlsConf := trust(t, relay.line(t, "certificate "))
-	parent := relay.cmd.Process.Pid
-	eventually(t, 10*time.Second, "the PID file", func() bool { return pidFrom(pidFile) == parent })
+	eventually(t, 10*time.Second, "the PID file", func() bool { return pidFrom(pidFile) == relay.cmd.Process.Pid })
 	ctx := testnet.Context(t, 2*time.Minute)
 
 	// fetch fetches from the origin through a new chain, and reports the
@@ -109,15 +103,7 @@ func TestRelayRestartDuringChainedDownload(t *testing.T) {
 	case r := <-during:
 		t.Fatalf("the download ended before the restart: %v", r.err)
 	}
-	if err := relay.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	var child int
-	eventually(t, 30*time.Second, "the new relay process to be ready", func() bool {
-		child = pidFrom(pidFile)
-		return child != 0 && child != parent
-	})
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	child := restartWithSIGHUP(t, relay, pidFile)
 	r := <-during
 	if r.err != nil || !bytes.Equal(r.sum, want.Sum(nil)) {
 		t.Fatalf("the download across the restart: %v (checksum matches: %v)", r.err, bytes.Equal(r.sum, want.Sum(nil)))
@@ -139,13 +125,7 @@ func TestRelayRestartDuringChainedDownload(t *testing.T) {
 	if _, err := c.ListenUDP(ctx, origin.String()); !errors.As(err, &pe) || pe.StatusCode != http.StatusForbidden || !strings.Contains(pe.ProxyStatus, "destination_ip_prohibited") {
 		t.Errorf("the new relay process, asked for the origin: %v", err)
 	}
-	if err := syscall.Kill(child, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	var ws syscall.WaitStatus
-	if _, err := syscall.Wait4(child, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
-		t.Errorf("the new relay process: %v, exit status %d", err, ws.ExitStatus())
-	}
+	stopRestarted(t, child)
 	// The access log names targets: the egress, never the origin.
 	log := relay.log(t)
 	if n := strings.Count(log, egress.Addr.String()); n < 2 {
