@@ -31,6 +31,11 @@ const (
 	ProtocolConnectIP  = "connect-ip"  // RFC 9484
 )
 
+// RelayRefusal is the Proxy-Status details of an ingress relay's 403 for a
+// target that is not one of its egress proxies, for clients to say what to
+// do about it.
+const RelayRefusal = "this proxy is a relay: it tunnels only to its egress proxies"
+
 // RelayPacketSize is the size of the first QUIC packets on a connection to
 // or from an ingress relay of a two-hop chain, both ways. Its DATAGRAM frames
 // must carry the packets of the QUIC connection to the egress proxy whole,

@@ -101,7 +101,7 @@ func (p *Policy) CheckTarget(t masque.Target) (relayed bool, err error) {
 			return true, nil
 		}
 	}
-	return false, prohibited("this proxy is a relay: it tunnels only to its egress proxies")
+	return false, prohibited(masque.RelayRefusal)
 }
 
 // CheckRelayed is Check for the addresses of a target CheckTarget found in

@@ -48,7 +48,8 @@ func TestFetchThroughChain(t *testing.T) {
 		})
 	}
 	// The relay is no open proxy: asked for the origin itself, it refuses.
-	if _, stderr, err := fetch(t, "-proxy", relay.URL, "-ca", ca, "fetch", h3+"/"); err == nil || !strings.Contains(err.Error(), "destination_ip_prohibited") {
+	if _, stderr, err := fetch(t, "-proxy", relay.URL, "-ca", ca, "fetch", h3+"/"); err == nil || !strings.Contains(err.Error(), "destination_ip_prohibited") ||
+		!strings.Contains(err.Error(), "give it first in -proxy") {
 		t.Errorf("the relay as a proxy: %v\n%s", err, stderr)
 	}
 }
