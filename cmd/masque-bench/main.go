@@ -154,7 +154,7 @@ func measure(ctx context.Context, e *env, cs []benchCase, o options) ([]result, 
 			}
 			secs[i] = append(secs[i], d.Seconds())
 			cpu[i].add(use)
-			fmt.Fprintf(os.Stderr, "%-18s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
+			fmt.Fprintf(os.Stderr, "%-24s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
 		}
 	}
 	res := make([]result, len(cs))
