@@ -12,6 +12,7 @@
 // the relay, as masque-client's do.
 //
 //	masque-load -proxy https://127.0.0.1:4433 -ca cert.pem -mode setup -c 1 -t 50 -rate 1000 -d 10s
+//	masque-load -proxy https://127.0.0.1:4434,https://127.0.0.1:4433 -ca relay.pem,egress.pem -mode h3 -size 10000000
 package main
 
 import (
@@ -56,7 +57,7 @@ type options struct {
 	hops, cas                                                       []string         // -proxy and -ca, an entry per proxy of the chain
 }
 
-const usage = `usage: masque-load -proxy https://HOST:PORT [flags]
+const usage = `usage: masque-load -proxy https://HOST:PORT[,https://EGRESS:PORT] [flags]
 
 Modes: tcp (CONNECT to a TCP echo), udp (CONNECT-UDP to a UDP echo), h3
 (HTTP/3 GETs inside CONNECT-UDP), setup (open and close CONNECT tunnels),
