@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -32,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // dial dials addr over TCP from inside ns and returns the error it got.
-func dial(t *testing.T, ns *netns.Namespace, addr string) string {
+func dial(t *testing.T, ns *netns.NS, addr string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -47,14 +46,12 @@ func dial(t *testing.T, ns *netns.Namespace, addr string) string {
 // is refused by the other end, not lost), a third subnet is unreachable, and
 // the namespaces are gone after the cleanup.
 func TestLink(t *testing.T) {
+	netns.Require(t)
 	var names []string
 	t.Run("linked", func(t *testing.T) {
 		a, b := netns.New(t, "a"), netns.New(t, "b")
-		names = []string{a.Name(), b.Name()}
-		aDev, bDev := netns.Link(t, a, netip.MustParsePrefix("10.200.9.1/24"), b, netip.MustParsePrefix("10.200.9.2/24"))
-		if aDev != "to-b" || bDev != "to-a" {
-			t.Errorf("interfaces %q and %q, want to-b and to-a", aDev, bDev)
-		}
+		names = []string{a.Name, b.Name}
+		a.Link(t, "to-b", "10.200.9.1/24", b, "to-a", "10.200.9.2/24")
 		if got := dial(t, a, "10.200.9.2:9"); !strings.Contains(got, "connection refused") {
 			t.Errorf("a dialing b's closed port: %s, want connection refused", got)
 		}

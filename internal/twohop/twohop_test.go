@@ -62,8 +62,8 @@ const (
 type chain struct {
 	dir                         string
 	masqued, client             string // binaries
-	clientNS, relayNS, egressNS *netns.Namespace
-	originNS                    *netns.Namespace
+	clientNS, relayNS, egressNS *netns.NS
+	originNS                    *netns.NS
 	procs                       map[string]*proc.Process // relay, egress, untrusting egress, origin
 	relayCA, trustingCA         string
 	untrustingCA, originCA      string
@@ -90,7 +90,7 @@ func TestTwoHop(t *testing.T) {
 	c.start(t)
 
 	// The proxies are the only way to the origin.
-	for _, ns := range []*netns.Namespace{c.clientNS, c.relayNS} {
+	for _, ns := range []*netns.NS{c.clientNS, c.relayNS} {
 		if _, err := c.helper(t, ns, "get", "http://"+originAddr.String()+":"+originPort+"/"); err == nil || !strings.Contains(err.Error(), "network is unreachable") {
 			t.Fatalf("%s reaching the origin directly: %v, want network is unreachable", ns, err)
 		}
@@ -235,13 +235,15 @@ func (c *chain) build(t *testing.T) {
 func (c *chain) network(t *testing.T) {
 	t.Helper()
 	c.clientNS, c.relayNS, c.egressNS, c.originNS = netns.New(t, "client"), netns.New(t, "relay"), netns.New(t, "egress"), netns.New(t, "origin")
-	at := func(a netip.Addr, p netip.Prefix) netip.Prefix { return netip.PrefixFrom(a, p.Bits()) }
-	netns.Link(t, c.clientNS, at(clientAddr, clientNet), c.relayNS, at(relayIn, clientNet))
-	netns.Link(t, c.relayNS, at(relayOut, egressNet), c.egressNS, at(egressIn, egressNet))
-	dev, _ := netns.Link(t, c.egressNS, at(egressOut, originNet), c.originNS, at(originAddr, originNet))
+	at := func(a netip.Addr, p netip.Prefix) string { return netip.PrefixFrom(a, p.Bits()).String() }
+	c.clientNS.Link(t, "to-relay", at(clientAddr, clientNet), c.relayNS, "to-client", at(relayIn, clientNet))
+	c.relayNS.Link(t, "to-egress", at(relayOut, egressNet), c.egressNS, "to-relay", at(egressIn, egressNet))
+	// The egress's side toward the origin holds its pool addresses too.
+	egressSide := []string{at(egressOut, originNet)}
 	for _, a := range []netip.Addr{egressDefault, egressLondon, egressBerlin} {
-		c.egressNS.AddAddr(t, dev, at(a, originNet))
+		egressSide = append(egressSide, at(a, originNet))
 	}
+	c.egressNS.Link(t, "to-origin", strings.Join(egressSide, ","), c.originNS, "to-egress", at(originAddr, originNet))
 }
 
 // start starts the origin, the relay and two egress proxies: one that
@@ -264,7 +266,7 @@ func (c *chain) start(t *testing.T) {
 	if err := geotest.Write(geoDB, map[netip.Addr]geotest.Place{relayOut: {Country: "GB", Subdivision: "ENG", Lat: 51.5074, Lon: -0.1278}}); err != nil {
 		t.Fatal(err)
 	}
-	masqued := func(name string, ns *netns.Namespace, listen netip.Addr, port, admin string, args ...string) string {
+	masqued := func(name string, ns *netns.NS, listen netip.Addr, port, admin string, args ...string) string {
 		args = append([]string{"-listen", listen.String() + ":" + port, "-cert-out", filepath.Join(c.dir, name, "cert.pem"),
 			"-admin-listen", "127.0.0.1:" + admin, "-log-level", "debug", "-drain-timeout", "2s"}, args...)
 		c.startIn(t, name, ns, c.masqued, args...)
@@ -282,9 +284,9 @@ func (c *chain) start(t *testing.T) {
 
 // startIn starts path with args in ns as the chain's program name, until
 // the test ends.
-func (c *chain) startIn(t *testing.T, name string, ns *netns.Namespace, path string, args ...string) {
+func (c *chain) startIn(t *testing.T, name string, ns *netns.NS, path string, args ...string) {
 	t.Helper()
-	cmd, args := ns.Exec(path, args...)
+	cmd, args := ns.Args(path, args...)
 	p, err := proc.Start(context.Background(), cmd, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +332,7 @@ func (c *chain) line(t *testing.T, name, prefix string) string {
 
 // helper runs the test binary's helper program (see TestMain) in ns and
 // returns its stdout; its error holds its stderr.
-func (c *chain) helper(t *testing.T, ns *netns.Namespace, args ...string) ([]byte, error) {
+func (c *chain) helper(t *testing.T, ns *netns.NS, args ...string) ([]byte, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -382,7 +384,7 @@ type metrics struct {
 
 // scrape reads /metrics from the admin listener on port of ns's loopback,
 // from inside ns.
-func (c *chain) scrape(t *testing.T, ns *netns.Namespace, port string) metrics {
+func (c *chain) scrape(t *testing.T, ns *netns.NS, port string) metrics {
 	t.Helper()
 	b, err := c.helper(t, ns, "get", "http://127.0.0.1:"+port+"/metrics")
 	if err != nil {
