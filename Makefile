@@ -15,7 +15,8 @@
 # installed into GOPATH/bin on first use; the clients the tests drive (curl,
 # Debian's chromium and firefox-esr, with certutil to trust masqued's
 # certificate in Firefox's profile) and the redis-server the Privacy Pass
-# tests start (on loopback; they skip without it, except under CI=true) are
+# tests start (on loopback; they skip without it, except under CI=true) and
+# iproute2's ip for internal/twohop's network namespaces (root only) are
 # installed from Debian's packages if missing.
 
 GO                  ?= go
@@ -24,7 +25,7 @@ TEST_TIMEOUT        ?= 10m
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
 # command:package, for the Debian packages whose commands the tests run
-DEB_COMMANDS        := curl:curl chromium:chromium redis-server:redis-server firefox-esr:firefox-esr certutil:libnss3-tools
+DEB_COMMANDS        := curl:curl chromium:chromium redis-server:redis-server firefox-esr:firefox-esr certutil:libnss3-tools ip:iproute2
 BROWSERS            := chromium firefox-esr
 EXTENSION           := browser/firefox
 NPM                 ?= npm

@@ -84,6 +84,18 @@ type Dialer struct {
 	// Forwarding offers QUIC-aware forwarded mode on HTTP/3 UDP tunnels
 	// (h3.Config.Forwarding); HTTP/2 and HTTP/1.1 tunnels never forward.
 	Forwarding bool
+	// Relay, when set, makes this the second hop of a two-hop chain: the
+	// connection to the proxy (the egress) runs through Relay (an ingress
+	// relay, masqued -relay-to): HTTP/3 in a CONNECT-UDP tunnel to the
+	// proxy's host:port (QUIC in QUIC), HTTP/2 and HTTP/1.1 in a CONNECT
+	// tunnel (TLS in TLS). The relay then learns the proxy but never the
+	// targets, and the proxy the relay's address, never the client's.
+	// Relay is a *Conn or *Session of another Dialer, with its own
+	// TLSConfig, Authorizer and Header, so that no credential or hint
+	// meant for one hop reaches the other; give that Dialer's QUICConfig
+	// h3.RelayQUICConfig(). Forwarding is ignored here (the relay's own
+	// Dialer may forward).
+	Relay Relay
 	// FallbackDelay is how long HTTP/3 has before HTTP/2 starts too; 0 is
 	// DefaultFallbackDelay.
 	FallbackDelay time.Duration
@@ -99,6 +111,13 @@ type Dialer struct {
 
 	mu      sync.Mutex
 	tcpOnly map[string]time.Time // proxy authority → until when
+}
+
+// Relay is what a Dialer reaches its proxy through in a chain: *Conn and
+// *Session are ones.
+type Relay interface {
+	DialTCP(ctx context.Context, target string) (net.Conn, error)
+	ListenUDP(ctx context.Context, target string) (net.PacketConn, error)
 }
 
 // Conn is a connection to a proxy that tunnels are opened on.
@@ -276,7 +295,7 @@ func (d *Dialer) race(ctx context.Context, proxyURL, authority string) (*Conn, e
 }
 
 func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
-	c, err := h3.Dial(ctx, proxyURL, h3.Config{
+	cfg := h3.Config{
 		TLSConfig:        d.TLSConfig,
 		QUICConfig:       d.QUICConfig,
 		Template:         d.Template,
@@ -284,7 +303,16 @@ func (d *Dialer) dialH3(ctx context.Context, proxyURL string) (*Conn, error) {
 		Authorizer:       d.Authorizer,
 		Header:           d.Header,
 		Forwarding:       d.Forwarding,
-	})
+	}
+	if d.Relay != nil {
+		authority, _ := proxyconn.Authority(proxyURL) // Dial has checked it
+		pc, err := d.Relay.ListenUDP(ctx, authority)
+		if err != nil {
+			return nil, fmt.Errorf("HTTP/3 through the relay: %w", err)
+		}
+		cfg.PacketConn = pc // h3.Dial closes it if it fails
+	}
+	c, err := h3.Dial(ctx, proxyURL, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("HTTP/3: %w", err)
 	}
@@ -298,6 +326,16 @@ func (d *Dialer) dialTCP(ctx context.Context, proxyURL string) (*Conn, error) {
 		Authorizer: d.Authorizer,
 		Header:     d.Header,
 		HTTP1:      d.Transport == HTTP1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if d.Relay == nil {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}
+			conn, err := d.Relay.DialTCP(ctx, addr)
+			if err != nil {
+				return nil, fmt.Errorf("through the relay: %w", err)
+			}
+			return conn, nil
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("TLS over TCP: %w", err)

@@ -48,6 +48,9 @@ func startProxy(t *testing.T, h3 bool, configure ...func(*tunnel.Config)) string
 	serve(t, h2.Serve, tl, h2.Close)
 	if h3 {
 		s := &h3proxy.Server{Proxy: p, TLSConfig: tlsConf}
+		if len(cfg.Policy.RelayTo) > 0 {
+			s.QUICConfig = h3proxy.RelayQUICConfig()
+		}
 		serve(t, s.Serve, net.PacketConn(pc), s.Close)
 	}
 	return "https://" + addr.String()

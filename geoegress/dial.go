@@ -25,6 +25,12 @@ type Dialer struct {
 	// Without it they are refused: a prefix routed to this host (AnyIP)
 	// reaches the host's own services at every address in it.
 	AllowPrivate bool
+
+	// TrustedRelays are the addresses of ingress relays (masqued
+	// -trust-geohash-from-relays) whose requests are placed by their
+	// Sec-CH-Geohash hint alone, without the cross-check against the
+	// address: the address is the relay's, not the client's.
+	TrustedRelays []netip.Prefix
 }
 
 // DialDetail implements tunnel.DetailDialer. Only addresses of a family that
@@ -32,7 +38,7 @@ type Dialer struct {
 // pools would defeat them. A Sec-CH-Geohash hint that did not count becomes
 // the detail, not a failure.
 func (d *Dialer) DialDetail(ctx context.Context, network string, addrs []netip.AddrPort, r *http.Request) (net.Conn, string, error) {
-	cell, detail := d.Selector.locate(d.Locator, r)
+	cell, detail := d.Selector.locate(d.Locator, d.TrustedRelays, r)
 	src := d.Selector.Select(cell)
 	usable := make([]netip.AddrPort, 0, len(addrs))
 	var refusal error

@@ -2,6 +2,8 @@ package geoegress
 
 import (
 	"bytes"
+	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -71,6 +73,37 @@ func FuzzParseHint(f *testing.F) {
 		c := NewCell("GB", "", h.Geohash)
 		if c.geohash.String() != h.Geohash {
 			t.Fatalf("%q: cell geohash %q", in, c.geohash)
+		}
+	})
+}
+
+// FuzzLocateRelayed places requests with any Sec-CH-Geohash value from a
+// trusted relay and from an untrusted peer: no panic; a relayed client's
+// cell is the hint's alone (a country only where the hint or the feed gives
+// one), and every cell selects an egress address.
+func FuzzLocateRelayed(f *testing.F) {
+	for _, s := range []string{"u09tvw-FR", "u09tvw", "gcpuuz-GB", "s000", "u09tvw-GB", `"gcvw"`, "", "nowhere!", "gcpv-ZZ"} {
+		f.Add(s, true)
+		f.Add(s, false)
+	}
+	l := OpenTestLocator(f)
+	s := testSelector(f, testFeed, Config{})
+	trusted := []netip.Prefix{netip.MustParsePrefix(ClientLondon + "/32")}
+	f.Fuzz(func(t *testing.T, hint string, fromRelay bool) {
+		peer := ClientParis
+		if fromRelay {
+			peer = ClientLondon
+		}
+		r := &http.Request{RemoteAddr: peer + ":4711", Header: http.Header{geohint.Header: {hint}}}
+		c, _ := s.locate(l, trusted, r)
+		if h, err := geohint.Parse(hint); fromRelay && err == nil && h.Country != "" && c.Country() != "" && c.Country() != h.Country {
+			t.Fatalf("%q from a relay: cell %s, not in the hint's country", hint, c)
+		}
+		if fromRelay && c.region[0] != 0 {
+			t.Fatalf("%q from a relay: cell %s has a region, which only an address gives", hint, c)
+		}
+		if src := s.Select(c); !src.IPv4.IsValid() && !src.IPv6.IsValid() {
+			t.Fatalf("%q: no egress address for %s", hint, c)
 		}
 	})
 }

@@ -10,6 +10,6 @@ import (
 // dials from: for CONNECT-IP, whose packets leave from them by source NAT
 // (iptunnel.EgressSelector).
 func (d *Dialer) SourceFor(r *http.Request) tunnel.Source {
-	cell, _ := d.Selector.locate(d.Locator, r)
+	cell, _ := d.Selector.locate(d.Locator, d.TrustedRelays, r)
 	return d.Selector.Select(cell)
 }

@@ -70,25 +70,39 @@ const (
 	hintMalformed = geohint.Header + " ignored: malformed"
 	hintElsewhere = geohint.Header + " ignored: outside the country of the client's address"
 	hintUnplaced  = geohint.Header + " ignored: the client's address has no known country"
+	hintNoCountry = geohint.Header + " ignored: from a relay, without a country, in no single country of the egress pools"
 )
 
 // locate returns the cell of the client of r: from its address, refined by
 // its Sec-CH-Geohash hint if the hint lies in the same country. detail says
 // why a hint was ignored. l may be nil (no database: the unknown cell).
-func (s *Selector) locate(l *Locator, r *http.Request) (c Cell, detail string) {
-	if l != nil {
-		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			c, _ = l.Cell(ap.Addr(), s.precision) // unplaced: the unknown cell
-		}
+//
+// A request from a trusted relay (an ingress relay of a two-hop chain, whose
+// address says nothing of where its clients are) is placed by its hint alone:
+// the hint's country, or the one country the feed places its geohash in.
+func (s *Selector) locate(l *Locator, trusted []netip.Prefix, r *http.Request) (c Cell, detail string) {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	relayed := err == nil && containsAddr(trusted, peer.Addr())
+	if l != nil && err == nil && !relayed {
+		c, _ = l.Cell(peer.Addr(), s.precision) // unplaced: the unknown cell
 	}
 	vs := r.Header.Values(geohint.Header)
 	if len(vs) == 0 {
 		return c, ""
 	}
 	h, err := geohint.Parse(vs[0])
-	switch {
-	case err != nil || len(vs) > 1:
+	if err != nil || len(vs) > 1 {
 		return c, hintMalformed
+	}
+	if relayed {
+		if h.Country == "" {
+			h.Country = s.countryOf(h.Geohash)
+		}
+		c = NewCell(h.Country, "", "")
+	}
+	switch {
+	case c.country[0] == 0 && relayed:
+		return c, hintNoCountry
 	case c.country[0] == 0:
 		return c, hintUnplaced
 	case h.Country != "" && h.Country != c.Country(), !s.inCountry(h.Geohash, c.country):
@@ -96,6 +110,33 @@ func (s *Selector) locate(l *Locator, r *http.Request) (c Cell, detail string) {
 	}
 	c.geohash = geohashFrom(h.Geohash, s.precision)
 	return c, ""
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// countryOf returns the country of the most specific feed cell containing
+// geohash gh, or "" when that cell has several countries or none holds gh.
+func (s *Selector) countryOf(gh string) string {
+	g := geohashFrom(gh, len(gh))
+	for n := g.len(); n > 0; n-- {
+		if owners, ok := s.placed[g.prefix(n)]; ok {
+			if len(owners) != 1 {
+				return ""
+			}
+			for cc := range owners {
+				return string(cc[:])
+			}
+		}
+	}
+	return ""
 }
 
 // inCountry reports whether geohash gh may lie in country: false only when

@@ -65,25 +65,61 @@ func TestLocate(t *testing.T) {
 		{"country-level address, hint", ClientNoCity, []string{"gcvw"}, "GB/gcvw", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &http.Request{RemoteAddr: tc.client + ":4711", Header: http.Header{}}
-			for _, h := range tc.hints {
-				r.Header.Add(geohint.Header, h)
-			}
-			c, detail := s.locate(l, r)
-			if c.String() != tc.want {
-				t.Errorf("cell %q, want %q", c, tc.want)
-			}
-			if (tc.detail == "") != (detail == "") || !strings.Contains(detail, tc.detail) {
-				t.Errorf("detail %q, want %q", detail, tc.detail)
-			}
+			checkLocate(t, s, l, nil, tc.client, tc.hints, tc.want, tc.detail)
 		})
 	}
 	// Without a database every client is in the unknown cell.
 	r := &http.Request{RemoteAddr: ClientLondon + ":1", Header: http.Header{}}
 	r.Header.Set(geohint.Header, "gcpv-GB")
-	c, detail := s.locate(nil, r)
+	c, detail := s.locate(nil, nil, r)
 	if c != (Cell{}) || !strings.Contains(detail, "no known country") {
 		t.Errorf("no database: %q, %q", c, detail)
+	}
+}
+
+// TestLocateTrustedRelay places the clients of a trusted relay by their hint
+// alone: the relay is in London, its clients anywhere; the relay's address
+// never places them, and other relays' clients keep the cross-check.
+func TestLocateTrustedRelay(t *testing.T) {
+	l := OpenTestLocator(t)
+	s := testSelector(t, testFeed, Config{})
+	trusted := []netip.Prefix{netip.MustParsePrefix(ClientLondon + "/32"), netip.MustParsePrefix("::1/128")}
+	for _, tc := range []struct {
+		name, peer string
+		hints      []string
+		want       string // cell
+		detail     string // substring; "" = none
+	}{
+		{"hint in another country", ClientLondon, []string{"u09tvw-FR"}, "FR/u09t", ""},
+		{"country from the feed", ClientLondon, []string{"u09tvw"}, "FR/u09t", ""},
+		{"same country", ClientLondon, []string{"gcvwr-GB"}, "GB/gcvw", ""},
+		{"no hint: unknown, not the relay's place", ClientLondon, nil, "", ""},
+		{"geohash in no feed cell, no country", ClientLondon, []string{"s000"}, "", "without a country"},
+		{"country the hint's geohash is not in", ClientLondon, []string{"u09tvw-GB"}, "GB", "outside the country"},
+		{"malformed", ClientLondon, []string{"nowhere!"}, "", "malformed"},
+		{"IPv6 relay", "[::1]", []string{"gcpuuz-GB"}, "GB/gcpu", ""},
+		{"untrusted peer keeps the cross-check", ClientParis, []string{"gcpuuz-GB"}, "FR-IDF/u09t", "outside the country"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLocate(t, s, l, trusted, tc.peer, tc.hints, tc.want, tc.detail)
+		})
+	}
+}
+
+// checkLocate locates a request from peer with hints and checks its cell
+// and the detail (a substring; "" = none).
+func checkLocate(t *testing.T, s *Selector, l *Locator, trusted []netip.Prefix, peer string, hints []string, want, wantDetail string) {
+	t.Helper()
+	r := &http.Request{RemoteAddr: peer + ":4711", Header: http.Header{}}
+	for _, h := range hints {
+		r.Header.Add(geohint.Header, h)
+	}
+	c, detail := s.locate(l, trusted, r)
+	if c.String() != want {
+		t.Errorf("cell %q, want %q", c, want)
+	}
+	if (wantDetail == "") != (detail == "") || !strings.Contains(detail, wantDetail) {
+		t.Errorf("detail %q, want %q", detail, wantDetail)
 	}
 }
 
@@ -96,7 +132,7 @@ func BenchmarkLocateSelect(b *testing.B) {
 	r.Header.Set(geohint.Header, "gcpuuz-GB")
 	b.ReportAllocs()
 	for b.Loop() {
-		c, _ := s.locate(l, r)
+		c, _ := s.locate(l, nil, r)
 		s.Select(c)
 	}
 }

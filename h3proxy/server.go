@@ -71,6 +71,15 @@ func DefaultQUICConfig() *quic.Config {
 	}
 }
 
+// RelayQUICConfig is DefaultQUICConfig for an ingress relay (masqued
+// -relay-to), whose datagrams carry its clients' QUIC connections to egress
+// proxies: its packets start at masque.RelayPacketSize.
+func RelayQUICConfig() *quic.Config {
+	qc := DefaultQUICConfig()
+	qc.InitialPacketSize = masque.RelayPacketSize
+	return qc
+}
+
 type connKey struct{}
 
 // connInfo is what a handler needs from its QUIC connection.

@@ -31,6 +31,23 @@ const (
 	ProtocolConnectIP  = "connect-ip"  // RFC 9484
 )
 
+// RelayRefusal is the Proxy-Status details of an ingress relay's 403 for a
+// target that is not one of its egress proxies, for clients to say what to
+// do about it.
+const RelayRefusal = "this proxy is a relay: it tunnels only to its egress proxies"
+
+// RelayPacketSize is the size of the first QUIC packets on a connection to
+// or from an ingress relay of a two-hop chain, both ways. Its DATAGRAM frames
+// must carry the packets of the QUIC connection to the egress proxy whole,
+// and those start at 1350 bytes (the size clients and masqued start at, so
+// that a tunnelled QUIC connection's 1280-byte packets fit): 1350 bytes of
+// payload, a context ID and a quarter stream ID, a DATAGRAM frame's type and
+// length and a short header with its AEAD tag take under 1400. Smaller, the
+// egress connection's first packets would be dropped at the relay until
+// path MTU discovery had grown the relay's connection; 1400-byte packets
+// still fit the 1500-byte MTU of most paths with room for tunnels.
+const RelayPacketSize = 1400
+
 // MaxUDPPayload is the largest payload a UDP packet can carry (RFC 768: a
 // 16-bit length, less the 8-byte header), and so the most any side of a
 // CONNECT-UDP tunnel relays in one datagram.

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/masqued/masqued/masque"
 )
@@ -27,6 +28,15 @@ type Policy struct {
 	// to loop into itself.
 	Self      []netip.Addr
 	SelfPorts []netip.AddrPort
+
+	// RelayTo, when set, makes the proxy the ingress relay of a two-hop
+	// chain (the masqued flag -relay-to): it tunnels only to these egress
+	// proxies and refuses every other target. A target matches an entry by
+	// its host (names case-insensitively, addresses in any spelling) and
+	// port as the request gives them, before resolution; its addresses may
+	// then be private, since the operator named the egress, but never the
+	// proxy's own listening sockets.
+	RelayTo []masque.Target
 }
 
 // specialPrefixes are the ranges no tunnel may reach by default (RFC 6890 and
@@ -76,13 +86,44 @@ var (
 // Check returns nil if a tunnel may reach ap, or a 403
 // destination_ip_prohibited *Error.
 func (p *Policy) Check(ap netip.AddrPort) error {
+	return p.check(ap, p.AllowPrivate)
+}
+
+// CheckTarget refuses, with a 403 destination_ip_prohibited *Error, a target
+// that a relay (RelayTo) does not serve; it reports whether t is one of
+// RelayTo's egress proxies, whose addresses need only pass CheckRelayed.
+func (p *Policy) CheckTarget(t masque.Target) (relayed bool, err error) {
+	if len(p.RelayTo) == 0 {
+		return false, nil
+	}
+	for _, e := range p.RelayTo {
+		if e.Port == t.Port && sameHost(e.Host, t.Host) {
+			return true, nil
+		}
+	}
+	return false, prohibited(masque.RelayRefusal)
+}
+
+// CheckRelayed is Check for the addresses of a target CheckTarget found in
+// RelayTo: only the proxy's own listening sockets are refused.
+func (p *Policy) CheckRelayed(ap netip.AddrPort) error { return p.check(ap, true) }
+
+func sameHost(a, b string) bool {
+	if x, err := netip.ParseAddr(a); err == nil {
+		y, err := netip.ParseAddr(b)
+		return err == nil && x.Unmap() == y.Unmap()
+	}
+	return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
+}
+
+func (p *Policy) check(ap netip.AddrPort, allowPrivate bool) error {
 	a := ap.Addr().WithZone("")
 	for _, s := range p.SelfPorts {
 		if s.Port() == ap.Port() && (s.Addr().Unmap() == a.Unmap() || s.Addr().IsUnspecified()) {
 			return prohibited("target is the proxy itself")
 		}
 	}
-	if p.AllowPrivate {
+	if allowPrivate {
 		return nil
 	}
 	if isSpecial(a) {

@@ -158,3 +158,53 @@ func TestPolicyErrorIsTunnelError(t *testing.T) {
 		t.Fatalf("Check = %v, want a *masque.Error with details", err)
 	}
 }
+
+// TestPolicyRelayTo: a relay tunnels to its listed egress proxies, by the
+// name or address the request gives, private or not, and to nothing else.
+func TestPolicyRelayTo(t *testing.T) {
+	p := tunnel.Policy{
+		RelayTo: []masque.Target{
+			{Host: "egress.example", Port: 443},
+			{Host: "10.1.2.3", Port: 4433},
+			{Host: "2001:db8::7", Port: 443},
+		},
+		SelfPorts: []netip.AddrPort{netip.MustParseAddrPort("10.1.2.3:443")},
+	}
+	for _, tt := range []struct {
+		target  masque.Target
+		relayed bool
+	}{
+		{masque.Target{Host: "egress.example", Port: 443}, true},
+		{masque.Target{Host: "EGRESS.example.", Port: 443}, true},
+		{masque.Target{Host: "10.1.2.3", Port: 4433}, true},
+		{masque.Target{Host: "2001:DB8:0::7", Port: 443}, true},
+		{masque.Target{Host: "egress.example", Port: 80}, false},
+		{masque.Target{Host: "10.1.2.3", Port: 443}, false},
+		{masque.Target{Host: "origin.example", Port: 443}, false},
+		{masque.Target{Host: "1.1.1.1", Port: 443}, false},
+		{masque.Target{Host: "egress.example.evil", Port: 443}, false},
+	} {
+		t.Run(tt.target.String(), func(t *testing.T) {
+			relayed, err := p.CheckTarget(tt.target)
+			if relayed != tt.relayed {
+				t.Fatalf("relayed %v, want %v", relayed, tt.relayed)
+			}
+			if !tt.relayed {
+				wantProhibited(t, err)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// A listed egress may resolve to private addresses, never to the
+	// relay's own sockets.
+	if err := p.CheckRelayed(netip.MustParseAddrPort("10.1.2.3:4433")); err != nil {
+		t.Errorf("private egress: %v", err)
+	}
+	wantProhibited(t, p.CheckRelayed(netip.MustParseAddrPort("10.1.2.3:443")))
+	// Without RelayTo every target passes CheckTarget, for Check to judge.
+	var zero tunnel.Policy
+	if relayed, err := zero.CheckTarget(masque.Target{Host: "1.1.1.1", Port: 443}); relayed || err != nil {
+		t.Errorf("no relay: %v, %v", relayed, err)
+	}
+}

@@ -331,6 +331,14 @@ func (f *Front) authenticate(r *http.Request, conn *ConnState) error {
 
 // resolve returns target's addresses that the policy allows.
 func (p *Proxy) resolve(ctx context.Context, target masque.Target) ([]netip.AddrPort, error) {
+	relayed, err := p.cfg.Policy.CheckTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	check := p.cfg.Policy.Check
+	if relayed {
+		check = p.cfg.Policy.CheckRelayed
+	}
 	var ips []netip.Addr
 	if a, ok := target.Addr(); ok {
 		ips = []netip.Addr{a}
@@ -347,7 +355,7 @@ func (p *Proxy) resolve(ctx context.Context, target masque.Target) ([]netip.Addr
 	var refusal error
 	for _, ip := range ips {
 		ap := netip.AddrPortFrom(ip.Unmap(), target.Port)
-		if err := p.cfg.Policy.Check(netip.AddrPortFrom(ip, target.Port)); err != nil {
+		if err := check(netip.AddrPortFrom(ip, target.Port)); err != nil {
 			refusal = err
 			continue
 		}

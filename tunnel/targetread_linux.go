@@ -1,12 +1,13 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"net"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqued/masqued/internal/udpgro"
 )
 
 // targetReader reads a target socket so that a tunnel holds a buffer only
@@ -88,7 +89,7 @@ func (t *targetReader) peek(fd uintptr) bool {
 type groMsg struct {
 	hdr unix.Msghdr
 	iov unix.Iovec
-	oob [64]byte // room for the UDP_GRO message, an int
+	oob [udpgro.OOBLen]byte
 }
 
 // clear drops the header's pointers into the buffer.
@@ -101,7 +102,7 @@ func (m *groMsg) clear() { *m = groMsg{} }
 // packet per call.
 func (t *targetReader) enableGRO() {
 	_ = t.rc.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+		_ = udpgro.Enable(fd)
 	})
 }
 
@@ -125,18 +126,7 @@ func (t *targetReader) readGRO(m *groMsg, b []byte) (n, seg int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	seg = t.n
-	oob := m.oob[:m.hdr.Controllen]
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			break
-		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && len(data) >= 4 {
-			seg = int(int32(binary.NativeEndian.Uint32(data)))
-		}
-		oob = rest
-	}
+	seg = udpgro.SegmentSize(m.oob[:m.hdr.Controllen])
 	if seg <= 0 {
 		seg = t.n
 	}

@@ -47,6 +47,10 @@ type Config struct {
 	// the client uses HTTP/2 streams on one connection, and HTTP/1.1 only
 	// if the proxy does not offer h2.
 	HTTP1 bool
+	// DialContext, when set, makes the TCP connections to the proxy that
+	// TLS runs over: CONNECT tunnels to the proxy's address through an
+	// ingress relay (client.Dialer.Relay), TLS in TLS. nil dials directly.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client opens tunnels through a proxy over TLS+TCP: many as streams of one
@@ -59,6 +63,7 @@ type Client struct {
 	template  *masque.Template
 	auth      masque.Authorizer
 	header    http.Header // Config.Header
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	//lint:ignore SA1019 http.Transport.NewClientConn dials for itself; we need
 	// the TLS connection we dialled, to fall back to HTTP/1.1 on it when the
 	// proxy picks http/1.1 in ALPN.
@@ -80,7 +85,7 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{authority: p.Authority, proxyURL: proxyURL, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer, header: c.Header.Clone()}
+	cl := &Client{authority: p.Authority, proxyURL: proxyURL, tlsConf: p.TLS, template: p.Template, auth: c.Authorizer, header: c.Header.Clone(), dial: c.DialContext}
 	conn, err := cl.dialTLS(ctx)
 	if err != nil {
 		return nil, err
@@ -99,12 +104,22 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 }
 
 func (c *Client) dialTLS(ctx context.Context) (*tls.Conn, error) {
-	d := &tls.Dialer{Config: c.tlsConf}
-	conn, err := d.DialContext(ctx, "tcp", c.authority)
+	dial := c.dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	raw, err := dial(ctx, "tcp", c.authority)
+	var conn *tls.Conn
+	if err == nil {
+		conn = tls.Client(raw, c.tlsConf) // NewProxy has set ServerName
+		if err = conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+		}
+	}
 	if err != nil {
 		return nil, proxyconn.CheckCert(proxyconn.PeerProxy, c.proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
-	return conn.(*tls.Conn), nil
+	return conn, nil
 }
 
 // Protocol returns "h2" or "http/1.1": what the tunnels run on.

@@ -61,8 +61,15 @@ type Config struct {
 	// UDPConn.Forwarded counts the forwarded packets, and
 	// Client.ForwardUnrouted the ones dropped for an unknown VCID. The
 	// connection to the proxy then runs on a socket of the client's own,
-	// read one packet at a time.
+	// read one packet at a time. It is ignored with PacketConn.
 	Forwarding bool
+	// PacketConn, when set, carries the connection to the proxy instead of
+	// a socket of the client's own: a UDP tunnel to the proxy's address
+	// through an ingress relay (client.Dialer.Relay), so that the relay
+	// sees the proxy and never the tunnels' targets, and the proxy sees
+	// the relay and never the client. The Client owns it: Close, or a
+	// failed Dial, closes it.
+	PacketConn net.PacketConn
 }
 
 // DefaultQUICConfig is the client's QUIC configuration unless one is
@@ -82,6 +89,15 @@ func DefaultQUICConfig() *quic.Config {
 	}
 }
 
+// RelayQUICConfig is DefaultQUICConfig for the connection to an ingress
+// relay, which carries the connection to the egress proxy in its datagrams:
+// its packets start at masque.RelayPacketSize.
+func RelayQUICConfig() *quic.Config {
+	qc := DefaultQUICConfig()
+	qc.InitialPacketSize = masque.RelayPacketSize
+	return qc
+}
+
 // Client opens tunnels through a MASQUE proxy, many over one HTTP/3
 // connection. It is safe for concurrent use.
 type Client struct {
@@ -94,8 +110,9 @@ type Client struct {
 	auth      masque.Authorizer
 	header    http.Header     // Config.Header
 	datagrams bool            // both sides negotiated HTTP Datagrams
-	qt        *quic.Transport // with Config.Forwarding: conn's transport, ours to close
+	qt        *quic.Transport // with Config.Forwarding or PacketConn: conn's transport, ours to close
 	fwd       *forwardConn    // with Config.Forwarding: qt's socket
+	relayed   net.PacketConn  // Config.PacketConn, closed after qt
 }
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
@@ -107,6 +124,9 @@ type ProxyError = proxyconn.ProxyError
 func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	p, err := proxyconn.NewProxy(proxyURL, c.Template, c.TLSConfig, http3.NextProtoH3)
 	if err != nil {
+		if c.PacketConn != nil {
+			c.PacketConn.Close()
+		}
 		return nil, err
 	}
 	qc := c.QUICConfig
@@ -118,18 +138,24 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	var conn *quic.Conn
 	var qt *quic.Transport
 	var fwd *forwardConn
-	if c.Forwarding && !c.DisableDatagrams {
+	switch {
+	case c.PacketConn != nil:
+		conn, qt, err = proxyconn.DialQUIC(ctx, c.PacketConn, p.TLS, qc)
+	case c.Forwarding && !c.DisableDatagrams:
 		conn, qt, fwd, err = dialForwarding(ctx, p.Authority, p.TLS, qc)
-	} else {
+	default:
 		conn, err = quic.DialAddr(ctx, p.Authority, p.TLS, qc)
 	}
 	if err != nil {
+		if c.PacketConn != nil {
+			c.PacketConn.Close()
+		}
 		return nil, proxyconn.CheckCert(proxyconn.PeerProxy, proxyURL, fmt.Errorf("connecting to proxy: %w", err))
 	}
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone(), qt: qt, fwd: fwd}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone(), qt: qt, fwd: fwd, relayed: c.PacketConn}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
@@ -160,7 +186,13 @@ func (c *Client) Close() error {
 	err := errors.Join(c.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), ""), c.tr.Close())
 	c.ctl.wg.Wait()
 	if c.qt != nil {
-		err = errors.Join(err, c.qt.Close(), c.fwd.Close())
+		err = errors.Join(err, c.qt.Close())
+	}
+	if c.fwd != nil {
+		err = errors.Join(err, c.fwd.Close())
+	}
+	if c.relayed != nil {
+		err = errors.Join(err, c.relayed.Close())
 	}
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masqued/masqued/internal/udpgro"
 )
 
 // groState is a forwardConn's batched reading on Linux. masqued sends the
@@ -43,9 +45,9 @@ type groReader struct {
 	hdr    unix.Msghdr
 	iov    unix.Iovec
 	name   unix.RawSockaddrInet6 // the source address; room for either family
-	oob    [64]byte              // room for the UDP_GRO message, an int
-	n      int                   // recv's result: bytes read, or
-	errno  syscall.Errno         // its error
+	oob    [udpgro.OOBLen]byte
+	n      int           // recv's result: bytes read, or
+	errno  syscall.Errno // its error
 
 	buf [groBufLen]byte
 	// The run in buf: end bytes, in segments of seg bytes (the last may be
@@ -75,7 +77,7 @@ func (c *forwardConn) initGRO() {
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+		serr = udpgro.Enable(fd)
 	}); err != nil || serr != nil {
 		return
 	}
@@ -143,7 +145,7 @@ func (g *groReader) read() error {
 		return &net.OpError{Op: "read", Net: g.laddr.Network(), Source: g.laddr, Err: os.NewSyscallError("recvmsg", g.errno)}
 	}
 	n := g.n
-	seg := groSegmentSize(g.oob[:g.hdr.Controllen])
+	seg := udpgro.SegmentSize(g.oob[:g.hdr.Controllen])
 	if seg <= 0 || seg > n {
 		seg = n // not coalesced
 	}
@@ -154,23 +156,6 @@ func (g *groReader) read() error {
 	}
 	g.end, g.seg, g.scan, g.from = n, seg, 0, g.source()
 	return nil
-}
-
-// groSegmentSize returns the segment size of a coalesced read, from the
-// UDP_GRO message in its control messages oob, or 0 if there is none. The
-// socket asks for no other message, but any is skipped.
-func groSegmentSize(oob []byte) int {
-	for len(oob) > 0 {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		switch {
-		case err != nil:
-			return 0
-		case h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
-			return int(int32(binary.NativeEndian.Uint32(data)))
-		}
-		oob = rest
-	}
-	return 0
 }
 
 // recv is rc.Read's callback: one recvmsg without blocking. On EAGAIN it

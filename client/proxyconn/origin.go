@@ -33,33 +33,78 @@ type OriginTransport struct {
 // tunnel because the origin refused its packets, and a *SilentTargetError
 // when nothing at all came back through the tunnel otherwise.
 func NewOriginTransport(pc net.PacketConn, tlsConf *tls.Config, qc *quic.Config) *OriginTransport {
+	tt := newTunnelTransport(pc)
+	return &OriginTransport{
+		qt: tt.qt,
+		Transport: &http3.Transport{
+			TLSClientConfig: tlsConf,
+			QUICConfig:      qc,
+			Dial: func(ctx context.Context, addr string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+				conn, err := tt.dial(ctx, tlsConf, qc, true)
+				var refused *TargetRefusedError
+				var silent *SilentTargetError
+				if errors.As(err, &refused) || errors.As(err, &silent) {
+					return nil, err
+				}
+				return conn, CheckCert(PeerOrigin, addr, err)
+			},
+		},
+	}
+}
+
+// DialQUIC connects over the UDP tunnel pc to its target, as quic.Dial
+// does over a socket: for a connection to a proxy through another (an
+// ingress relay), QUIC in the relay's tunnel. Close the returned transport,
+// after the connection, to release pc; pc stays open. Errors are those of
+// NewOriginTransport's connections, but for certificates, which the caller
+// checks.
+func DialQUIC(ctx context.Context, pc net.PacketConn, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, *quic.Transport, error) {
+	tt := newTunnelTransport(pc)
+	conn, err := tt.dial(ctx, tlsConf, qc, false)
+	if err != nil {
+		tt.qt.Close()
+		return nil, nil, err
+	}
+	return conn, tt.qt, nil
+}
+
+// tunnelTransport is a quic.Transport over a UDP tunnel to its target.
+type tunnelTransport struct {
+	qt     *quic.Transport
+	w      *watchedConn
+	target net.Addr
+}
+
+func newTunnelTransport(pc net.PacketConn) *tunnelTransport {
 	w := &watchedConn{tunnel: pc}
 	qt := &quic.Transport{Conn: w}
 	// A tunnel in forwarded mode registers the client CIDs it generates.
 	if u, ok := pc.(*UDPConn); ok && u.Forwarding() {
 		qt.ConnectionIDGenerator = u.ConnectionIDGenerator()
 	}
-	target := pc.(interface{ RemoteAddr() net.Addr }).RemoteAddr()
-	return &OriginTransport{
-		qt: qt,
-		Transport: &http3.Transport{
-			TLSClientConfig: tlsConf,
-			QUICConfig:      qc,
-			Dial: func(ctx context.Context, addr string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-				conn, err := qt.DialEarly(ctx, target, tlsConf, qc)
-				// quic-go ends the connection with the error that ended
-				// the transport's read of pc, wrapped.
-				var refused *TargetRefusedError
-				if errors.As(err, &refused) {
-					return nil, refused
-				}
-				if err != nil && !w.answered.Load() {
-					return nil, &SilentTargetError{Target: target.String(), Ended: w.ended.Load(), Err: err}
-				}
-				return conn, CheckCert(PeerOrigin, addr, err)
-			},
-		},
+	return &tunnelTransport{qt: qt, w: w, target: pc.(interface{ RemoteAddr() net.Addr }).RemoteAddr()}
+}
+
+// dial connects to the tunnel's target, returning once the handshake is
+// done or, if early, as soon as the connection may send. A failure is a *TargetRefusedError
+// when the proxy ended the tunnel because the target refused its packets,
+// a *SilentTargetError when nothing came back, or quic-go's error.
+func (t *tunnelTransport) dial(ctx context.Context, tlsConf *tls.Config, qc *quic.Config, early bool) (*quic.Conn, error) {
+	dial := t.qt.Dial
+	if early {
+		dial = t.qt.DialEarly
 	}
+	conn, err := dial(ctx, t.target, tlsConf, qc)
+	// quic-go ends the connection with the error that ended the
+	// transport's read of pc, wrapped.
+	var refused *TargetRefusedError
+	if errors.As(err, &refused) {
+		return nil, refused
+	}
+	if err != nil && !t.w.answered.Load() {
+		return nil, &SilentTargetError{Target: t.target.String(), Ended: t.w.ended.Load(), Err: err}
+	}
+	return conn, err
 }
 
 // Close closes the HTTP/3 connections and the QUIC transport; the tunnel

@@ -33,9 +33,13 @@ type benchCase struct {
 	// forwarded: our client on masqued's -forward-listen port, in QUIC-aware
 	// forwarded mode (draft-ietf-masque-quic-proxy)
 	forwarded bool
-	client    string // masqueGo: its client program; "": ours, inside the bench
-	via       string // the proxy, or direct
-	vs        []comparison
+	// relay: a two-hop chain, our client's connection to via (the egress)
+	// running in a CONNECT-UDP tunnel through a second masqued, an
+	// ingress relay (-relay-to): QUIC in QUIC in QUIC
+	relay  bool
+	client string // masqueGo: its client program; "": ours, inside the bench
+	via    string // the proxy, or direct
+	vs     []comparison
 }
 
 // comparison is another case that a case's speed is shown against, and the
@@ -58,6 +62,12 @@ var allCases = []benchCase{
 	{name: "h3-via-masqued-forwarded", h3: true, via: masqued, forwarded: true, vs: []comparison{
 		{vs: "h3-direct", min: 0.5},
 		{vs: "h3-via-masqued", note: "our client, tunnelled"},
+	}},
+	// A two-hop chain (issue 17): what the relay and the egress each cost
+	// per byte, and how much the second hop takes from the first.
+	{name: "h3-via-masqued-two-hop", h3: true, via: masqued, relay: true, vs: []comparison{
+		{vs: "h3-direct"},
+		{vs: "h3-via-masqued", note: "one hop"},
 	}},
 	// What a standard RFC 9298 client costs masqued, beside the same client
 	// through masque-go's proxy.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -23,14 +24,10 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 		return e.openTLS(ctx, c)
 	}
 	var client *h3.Client
+	closeClient := func() error { return nil }
 	if c.via != direct {
-		p := e.proxies[c.via]
-		url := p.url
-		if c.forwarded {
-			url = p.fwdURL
-		}
 		var err error
-		if client, err = h3.Dial(ctx, url, h3.Config{TLSConfig: p.tls, Template: p.template, Forwarding: c.forwarded}); err != nil {
+		if client, closeClient, err = e.dialProxy(ctx, c); err != nil {
 			return nil, err
 		}
 	}
@@ -62,9 +59,44 @@ func (e *env) open(ctx context.Context, c benchCase) (io.ReadCloser, error) {
 		}
 	}
 	if client != nil {
-		body, err = withCloser(body, err, client.Close)
+		body, err = withCloser(body, err, closeClient)
 	}
 	return body, err
+}
+
+// dialProxy connects our client to c's proxy, in a two-hop case through the
+// relay: HTTP/3 to the relay, a CONNECT-UDP tunnel through it to the
+// proxy's port, and HTTP/3 to the proxy in that tunnel, as
+// client.Dialer.Relay does. It returns the connection to the proxy and what
+// closes everything it opened.
+func (e *env) dialProxy(ctx context.Context, c benchCase) (*h3.Client, func() error, error) {
+	p := e.proxies[c.via]
+	url := p.url
+	if c.forwarded {
+		url = p.fwdURL
+	}
+	cfg := h3.Config{TLSConfig: p.tls, Template: p.template, Forwarding: c.forwarded}
+	if !c.relay {
+		client, err := h3.Dial(ctx, url, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return client, client.Close, nil
+	}
+	relay, err := h3.Dial(ctx, e.relay.url, h3.Config{TLSConfig: e.relay.tls, QUICConfig: h3.RelayQUICConfig()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: %w", err)
+	}
+	if cfg.PacketConn, err = relay.ListenUDP(ctx, strings.TrimPrefix(url, "https://")); err != nil {
+		relay.Close()
+		return nil, nil, fmt.Errorf("relay: tunnel to the egress: %w", err)
+	}
+	client, err := h3.Dial(ctx, url, cfg) // closes the tunnel if it fails
+	if err != nil {
+		relay.Close()
+		return nil, nil, fmt.Errorf("egress through the relay: %w", err)
+	}
+	return client, func() error { return errors.Join(client.Close(), relay.Close()) }, nil
 }
 
 // openTLS opens a TLS connection to the TLS origin, directly or through a

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/proc"
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/tunnel"
 )
 
@@ -102,6 +104,7 @@ type env struct {
 	tcpOrigin *net.TCPAddr
 	tlsOrigin *net.TCPAddr
 	proxies   map[string]*proxy
+	relay     *proxy        // masqued -relay-to masqued, for the two-hop case
 	origins   *proc.Process // nil when they run inside the bench
 
 	dir            string // the bench's files: programs, certificates, downloads
@@ -175,6 +178,24 @@ func setUp(ctx context.Context, o options, cs []benchCase) (_ *env, err error) {
 			return nil, fmt.Errorf("starting %s: %w", c.via, err)
 		}
 		e.proxies[c.via] = p
+	}
+	for _, c := range cs {
+		if !c.relay || e.relay != nil {
+			continue
+		}
+		egress := e.proxies[c.via]
+		t, err := masque.ParseAuthority(strings.TrimPrefix(egress.url, "https://"))
+		if err != nil {
+			return nil, err
+		}
+		if o.inProcess {
+			e.relay, err = e.startInProcess(t)
+		} else {
+			e.relay, err = e.startRelay(ctx, t)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("starting the relay to %s: %w", c.via, err)
+		}
 	}
 	return e, nil
 }
@@ -250,8 +271,10 @@ func (e *env) startTCPOrigin(tlsConf *tls.Config) (*net.TCPAddr, error) {
 
 // startInProcess runs masqued's proxy inside the bench, HTTP/3 and the
 // HTTP/2 front on one port, configured as `masqued -allow-private-targets`
-// would be, metrics included, with the origins' certificate.
-func (e *env) startInProcess() (*proxy, error) {
+// would be, metrics included, with the origins' certificate. With relayTo,
+// it is an ingress relay to those egress proxies instead, as `masqued
+// -relay-to` would be.
+func (e *env) startInProcess(relayTo ...masque.Target) (*proxy, error) {
 	metrics, err := tunnel.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		return nil, err
@@ -267,7 +290,7 @@ func (e *env) startInProcess() (*proxy, error) {
 		return nil, err
 	}
 	core, err := tunnel.New(tunnel.Config{
-		Policy:  tunnel.Policy{AllowPrivate: true, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
+		Policy:  tunnel.Policy{AllowPrivate: len(relayTo) == 0, RelayTo: relayTo, SelfPorts: []netip.AddrPort{addr.AddrPort()}},
 		Metrics: metrics,
 	})
 	if err != nil {
@@ -276,6 +299,9 @@ func (e *env) startInProcess() (*proxy, error) {
 		return nil, err
 	}
 	srv := &h3proxy.Server{Proxy: core, TLSConfig: e.serverTLS()}
+	if len(relayTo) > 0 {
+		srv.QUICConfig = h3proxy.RelayQUICConfig()
+	}
 	e.serve(func() error { return srv.Serve(pc) }, func() error { return errors.Join(srv.Close(), pc.Close()) })
 	h2 := &h2proxy.Server{Proxy: core, TLSConfig: e.serverTLS()}
 	e.serve(func() error { return h2.Serve(tl) }, h2.Close)
@@ -341,14 +367,31 @@ func (e *env) startMasqued(ctx context.Context) (*proxy, error) {
 	return px, err
 }
 
-// startProgram builds the program in dir and starts it with args until
-// close, which stops it with SIGTERM and expects it to exit 0. It returns
-// the process and the address that its first line, "listening on ADDR",
-// gives.
+// startRelay starts a second masqued, an ingress relay that tunnels only
+// to egress (-relay-to), with the production policy for every other target.
+func (e *env) startRelay(ctx context.Context, egress masque.Target) (*proxy, error) {
+	p, addr, err := e.startProgram(ctx, masquedDir, "-listen", "127.0.0.1:0", "-relay-to", egress.String(),
+		"-cert-out", filepath.Join(e.dir, "relay.pem"))
+	if err != nil {
+		return nil, err
+	}
+	certFile, err := p.Line("certificate ")
+	if err != nil {
+		return nil, err
+	}
+	return newProxy(p, addr, "", certFile)
+}
+
+// startProgram builds the program in dir, unless it has already, and
+// starts it with args until close, which stops it with SIGTERM and expects
+// it to exit 0. It returns the process and the address that its first
+// line, "listening on ADDR", gives.
 func (e *env) startProgram(ctx context.Context, dir string, args ...string) (*proc.Process, string, error) {
 	bin := e.program(dir)
-	if err := proc.GoBuild(ctx, dir, bin); err != nil {
-		return nil, "", err
+	if _, err := os.Stat(bin); err != nil {
+		if err := proc.GoBuild(ctx, dir, bin); err != nil {
+			return nil, "", err
+		}
 	}
 	p, err := proc.Start(context.Background(), bin, args...)
 	if err != nil {

@@ -1,10 +1,11 @@
 // Command masque-bench measures how fast masqued tunnels bulk downloads (and
 // HTTP/3 uploads), against the same transfer done directly and through
-// masque-go's proxy, and prints one table measured in one run on this machine
-// (`make bench`).
+// masque-go's proxy, and through a two-hop chain of two masqued (an ingress
+// relay, -relay-to, in front of the egress), and prints one table measured
+// in one run on this machine (`make bench`).
 //
 // Our client runs inside the bench; the origins (this program again, with
-// -serve-origins), masqued, masque-go's proxy and, for one case, masque-go's
+// -serve-origins), masqued (and the relay), masque-go's proxy and, for one case, masque-go's
 // client run as their own processes, built from ./cmd/masqued and
 // interop/peers/masquego (-inprocess runs origins and masqued's proxy inside
 // the bench instead, so that -cpuprofile covers them). Everything talks over
@@ -154,7 +155,7 @@ func measure(ctx context.Context, e *env, cs []benchCase, o options) ([]result, 
 			}
 			secs[i] = append(secs[i], d.Seconds())
 			cpu[i].add(use)
-			fmt.Fprintf(os.Stderr, "%-18s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
+			fmt.Fprintf(os.Stderr, "%-24s run %d/%d: %6.3f s %8.0f Mbit/s\n", c.name, r+1, o.runs, d.Seconds(), mbits(o.size, d.Seconds()))
 		}
 	}
 	res := make([]result, len(cs))

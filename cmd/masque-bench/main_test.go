@@ -40,16 +40,19 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	table := out.String()
 	for _, c := range allCases {
-		proxyCPU := `[0-9.]+`
+		relayCPU, proxyCPU := `-`, `[0-9.]+`
+		if c.relay {
+			relayCPU = `[0-9.]+`
+		}
 		if c.via == direct {
 			proxyCPU = `-`
 		}
-		line := regexp.MustCompile(`(?m)^` + c.name + ` +1 +[0-9.]+ +[0-9]+ +[0-9.]+ +` + proxyCPU + ` +[0-9.]+ `)
+		line := regexp.MustCompile(`(?m)^` + c.name + ` +1 +[0-9.]+ +[0-9]+ +[0-9.]+ +` + relayCPU + ` +` + proxyCPU + ` +[0-9.]+ `)
 		if !line.MatchString(table) {
 			t.Errorf("no line of numbers for %s in\n%s", c.name, table)
 		}
 	}
-	for _, want := range []string{"≥ 0.35x: ", "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, our client: masqued ", "Machine: nproc "} {
+	for _, want := range []string{"≥ 0.35x: ", "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, our client: masqued ", "Two-hop chain against one hop, CPU per byte: relay ", "Machine: nproc "} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table without %q:\n%s", want, table)
 		}
@@ -74,14 +77,15 @@ func TestComparisonCells(t *testing.T) {
 
 func TestCPUCells(t *testing.T) {
 	o := options{size: 500e6, runs: 2} // 1 GB in all
-	cpu := cpuUse{measured: true, client: 3 * time.Second, proxy: 1500 * time.Millisecond, origins: 250 * time.Millisecond}
+	cpu := cpuUse{measured: true, client: 3 * time.Second, relay: 2 * time.Second, proxy: 1500 * time.Millisecond, origins: 250 * time.Millisecond}
 	for _, tc := range []struct {
 		r    result
 		want string
 	}{
-		{result{benchCase: benchCase{via: masqued}, cpu: cpu}, "3.00|1.50|0.25"},
-		{result{benchCase: benchCase{via: direct}, cpu: cpu}, "3.00|-|0.25"},
-		{result{benchCase: benchCase{via: masqued}}, "-|-|-"}, // -inprocess
+		{result{benchCase: benchCase{via: masqued}, cpu: cpu}, "3.00|-|1.50|0.25"},
+		{result{benchCase: benchCase{via: masqued, relay: true}, cpu: cpu}, "3.00|2.00|1.50|0.25"},
+		{result{benchCase: benchCase{via: direct}, cpu: cpu}, "3.00|-|-|0.25"},
+		{result{benchCase: benchCase{via: masqued}}, "-|-|-|-"}, // -inprocess
 	} {
 		if got := strings.Join(tc.r.cpuCells(o), "|"); got != tc.want {
 			t.Errorf("cpuCells of %+v = %s, want %s", tc.r.cpu, got, tc.want)

@@ -18,12 +18,14 @@ type result struct {
 }
 
 // cpuCells are the case's CPU seconds per GB transferred, over all its
-// runs: client, proxy, origins; "-" where not measured.
+// runs: client, relay, proxy, origins; "-" where not measured or there is
+// no such process (a relay but in a two-hop case, a proxy when direct).
 func (r result) cpuCells(o options) []string {
 	gb := float64(o.size) * float64(o.runs) / 1e9
-	cells := []string{"-", "-", "-"}
-	for i, d := range []time.Duration{r.cpu.client, r.cpu.proxy, r.cpu.origins} {
-		if r.cpu.measured && (i != 1 || r.via != direct) {
+	cells := []string{"-", "-", "-", "-"}
+	has := []bool{true, r.relay, r.via != direct, true}
+	for i, d := range []time.Duration{r.cpu.client, r.cpu.relay, r.cpu.proxy, r.cpu.origins} {
+		if r.cpu.measured && has[i] {
 			cells[i] = fmt.Sprintf("%.2f", d.Seconds()/gb)
 		}
 	}
@@ -38,7 +40,7 @@ func printTable(w io.Writer, res []result, o options) {
 	for _, r := range res {
 		mbitsOf[r.name] = r.mbits
 	}
-	rows := [][]string{{"case", "MB", "seconds", "Mbit/s", "client CPU", "proxy CPU", "origin CPU", "compared with", "ratio", "target"}}
+	rows := [][]string{{"case", "MB", "seconds", "Mbit/s", "client CPU", "relay CPU", "proxy CPU", "origin CPU", "compared with", "ratio", "target"}}
 	for _, r := range res {
 		numbers := append([]string{
 			r.name,
@@ -73,11 +75,13 @@ func printTable(w io.Writer, res []result, o options) {
 	if o.inProcess {
 		fmt.Fprintln(w, "CPU is not measured with -inprocess: one process runs client, proxy and origins.")
 	} else {
-		fmt.Fprintln(w, "CPU: user+system seconds per GB transferred, over all runs, read from /proc (10 ms steps); client CPU is the bench process's, or masque-go's client's.")
+		fmt.Fprintln(w, "CPU: user+system seconds per GB transferred, over all runs, read from /proc (10 ms steps); client CPU is the bench process's, or masque-go's client's; relay CPU is the ingress relay's of a two-hop chain, whose proxy CPU is the egress's.")
 		printProxyCPU(w, res)
+		printTwoHopCPU(w, res)
 	}
 	fmt.Fprintf(w, "Proxies: %s; masque-go v0.5.0 (interop/peers/masquego, its own process). Our client runs inside the bench, %s; all on 127.0.0.1.\n", ours, origins)
 	fmt.Fprintln(w, "h3-masque-go-stack runs masque-go's client program, which writes the body to a file (checked afterwards) and reports its time from GET to the body's end, without its connection to the proxy and the tunnel's set-up.")
+	fmt.Fprintln(w, "h3-via-masqued-two-hop chains two masqued processes: our client's HTTP/3 connection to the egress (the h3-via-masqued proxy) runs in a CONNECT-UDP tunnel through an ingress relay (masqued -relay-to, 1400-byte packets), and the download runs in a CONNECT-UDP tunnel of that: QUIC in QUIC in QUIC.")
 	fmt.Fprintln(w, "tcp-via-masqued is also compared with h3-direct: kernel TCP on loopback is a memory copy that no QUIC tunnel approaches, and h3-direct is what one QUIC hop costs.")
 	fmt.Fprintln(w, "The HTTP/3 origin of all h3 cases disables path MTU discovery on its QUIC side: masque-go's proxy closes a tunnel when a datagram does not fit its client connection.")
 	procs := fmt.Sprint(runtime.GOMAXPROCS(0))
@@ -140,6 +144,27 @@ func printProxyCPU(w io.Writer, res []result) {
 			fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, %s: masqued %.2fx masque-go's proxy.\n", pair.client, ours.cpu.proxy.Seconds()/theirs.cpu.proxy.Seconds())
 		}
 	}
+}
+
+// printTwoHopCPU puts the two-hop chain's CPU per byte at each hop beside
+// the one-hop case's: what the relay and the egress each cost, and what the
+// second hop costs the client.
+func printTwoHopCPU(w io.Writer, res []result) {
+	var one, two result
+	for _, r := range res {
+		switch r.name {
+		case "h3-via-masqued":
+			one = r
+		case "h3-via-masqued-two-hop":
+			two = r
+		}
+	}
+	if one.cpu.proxy <= 0 || two.cpu.proxy <= 0 || one.cpu.client <= 0 { // same size and runs
+		return
+	}
+	fmt.Fprintf(w, "Two-hop chain against one hop, CPU per byte: relay %.2fx, egress %.2fx and the two together %.2fx one hop's proxy; client %.2fx.\n",
+		two.cpu.relay.Seconds()/one.cpu.proxy.Seconds(), two.cpu.proxy.Seconds()/one.cpu.proxy.Seconds(),
+		(two.cpu.relay+two.cpu.proxy).Seconds()/one.cpu.proxy.Seconds(), two.cpu.client.Seconds()/one.cpu.client.Seconds())
 }
 
 // quicGoVersion says which quic-go the bench, our client, the origins and

@@ -46,6 +46,8 @@ func (o *options) withFix(err error) error {
 		switch {
 		case strings.Contains(pe.ProxyStatus, "error="+masque.StatusConnectionRefused):
 			fix = "the target refused the connection: is anything listening on the target's port?"
+		case strings.Contains(pe.ProxyStatus, masque.RelayRefusal):
+			fix = "it is an ingress relay: give it first in -proxy, then the egress proxy it relays to (-proxy https://RELAY,https://EGRESS)"
 		case strings.Contains(pe.ProxyStatus, "error="+masque.StatusIPProhibited) &&
 			!strings.Contains(pe.ProxyStatus, "the proxy itself"): // no flag allows that
 			fix = "the proxy refuses loopback and private targets (masqued -allow-private-targets allows them)"

@@ -30,7 +30,6 @@ import (
 	"github.com/masqued/masqued/geoegress/geohint"
 	"github.com/masqued/masqued/internal/cli"
 	"github.com/masqued/masqued/masque"
-	"github.com/masqued/masqued/privacypass"
 )
 
 func main() { cli.Main("masque-client", run) }
@@ -43,12 +42,12 @@ type options struct {
 	timeout                                 time.Duration
 	tunnel                                  string // -via's tunnel: udp or tcp
 	transport                               client.Transport
-	url                                     *url.URL          // fetch's argument
-	serve                                   bool              // the command is serve
-	authorizer                              masque.Authorizer // Privacy Pass tokens, with -account-key
-	socks5, http                            string            // serve's listen addresses
-	geohash                                 string            // Sec-CH-Geohash hint, "" for none
-	vpn                                     vpnFlags          // the vpn command's
+	url                                     *url.URL // fetch's argument
+	serve                                   bool     // the command is serve
+	socks5, http                            string   // serve's listen addresses
+	geohash                                 string   // Sec-CH-Geohash hint, "" for none
+	hops                                    []hop    // -proxy's proxies: one, or a relay and an egress
+	vpn                                     vpnFlags // the vpn command's
 }
 
 const usage = `usage: masque-client -proxy https://HOST:PORT [flags] fetch URL
@@ -60,6 +59,9 @@ serve runs a local SOCKS5 and/or HTTP proxy whose connections all go through
 the MASQUE proxy, until SIGINT or SIGTERM. vpn routes this machine's packets
 through the proxy (CONNECT-IP) on a TUN device, until SIGINT or SIGTERM
 (needs CAP_NET_ADMIN). Flags may come before or after the command word.
+-proxy https://RELAY:PORT,https://EGRESS:PORT chains two proxies (fetch and
+serve): the egress is reached through the relay, which learns only the
+egress, and the egress only the relay's address.
 
 `
 
@@ -68,8 +70,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("masque-client", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required)")
-	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
+	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required); or an ingress relay's and an egress proxy's, comma-separated")
+	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots); with a chain, one for both or one per proxy, comma-separated")
 	fs.StringVar(&o.originCA, "origin-ca", "", "PEM `file` to trust for the origin (default: system roots and -ca)")
 	fs.StringVar(&o.via, "via", "udp", "`list` of a tunnel (udp: HTTP/3 inside CONNECT-UDP; tcp: HTTP/2 or HTTP/1.1 inside CONNECT)\nand a transport to the proxy (auto: HTTP/3, else HTTP/2 over TCP; h3; h2; h1), e.g. udp,h2")
 	fs.StringVar(&o.template, "udp-template", masque.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
@@ -80,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (serve: on connecting to the proxy)")
 	fs.StringVar(&o.socks5, "socks5", "", "serve: SOCKS5 listen `address`, such as 127.0.0.1:1080")
 	fs.StringVar(&o.http, "http", "", "serve: HTTP proxy listen `address`, such as 127.0.0.1:8080")
-	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; tokens are then minted and presented when the proxy asks")
+	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; tokens are then minted and presented when the proxy asks\n(with a chain, this and -attester and -issuer-directory take one entry per proxy, comma-separated, an empty one for none)")
 	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
 	fs.StringVar(&o.geohash, "geohash", "", "send this Sec-CH-Geohash `hint` with every tunnel request, a geohash with an optional -CC country\n(e.g. u4pruy-DK): a proxy with geo egress then picks an exit address near it, within the country it places you in")
 	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
@@ -101,8 +103,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.parseVia(); err != nil {
 		return nil, cli.Usagef(fs, "-via: %v", err)
 	}
-	if _, err := proxyconn.Authority(o.proxy); o.proxy != "" && err != nil {
-		return nil, cli.Usagef(fs, "-proxy wants a URL such as https://127.0.0.1:4433, not %q", o.proxy)
+	if err := o.parseHops(fs); err != nil {
+		return nil, err
 	}
 	if _, err := proxyconn.ParseTemplate(o.template); err != nil {
 		return nil, cli.Usagef(fs, "-udp-template: %v", err)
@@ -137,8 +139,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.proxy == "":
 		return nil, cli.Usagef(fs, "-proxy is required")
-	case (o.accountKey == "") != (o.attester == ""):
-		return nil, cli.Usagef(fs, "-account-key and -attester go together")
 	case err != nil || u.Host == "":
 		return nil, cli.Usagef(fs, "fetch needs an absolute URL, not %q", fs.Arg(0))
 	case u.Scheme != "https" && !(u.Scheme == "http" && o.tunnel == "tcp"):
@@ -178,19 +178,6 @@ func (o *options) parseVia() error {
 	return nil
 }
 
-// dialer is the proxy connection the options describe.
-func (o *options) dialer(proxyTLS *tls.Config) *client.Dialer {
-	return &client.Dialer{
-		TLSConfig:        proxyTLS,
-		Template:         o.template,
-		DisableDatagrams: o.disableDatagrams,
-		Forwarding:       o.forward,
-		Transport:        o.transport,
-		Authorizer:       o.authorizer,
-		Header:           o.header(),
-	}
-}
-
 // header is the extra tunnel request header the flags ask for.
 func (o *options) header() http.Header {
 	if o.geohash == "" {
@@ -204,32 +191,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	proxyTLS, originTLS, err := o.tlsConfigs()
+	originTLS, err := o.originTLS()
 	if err != nil {
 		return err
 	}
-	if o.accountKey != "" {
-		// The attester and the issuer directory are trusted as the proxy is.
-		tr := &http.Transport{TLSClientConfig: proxyTLS.Clone()}
-		defer tr.CloseIdleConnections()
-		tokens, err := o.tokens(&http.Client{Transport: tr, Timeout: o.timeout})
-		if err != nil {
-			return err
-		}
-		defer tokens.Close()
-		o.authorizer = tokens
+	defer o.closeHops()
+	if err := o.prepareHops(); err != nil {
+		return err
 	}
 	if o.serve {
-		return o.withFix(serve(ctx, o, proxyTLS, stdout, stderr))
+		return o.withFix(serve(ctx, o, stdout, stderr))
 	}
 	if o.vpn.on {
-		return o.withFix(runVPN(ctx, o, proxyTLS, stdout, stderr))
+		return o.withFix(runVPN(ctx, o, stdout, stderr))
 	}
-	return o.withFix(o.fetch(ctx, proxyTLS, originTLS, stdout, stderr))
+	return o.withFix(o.fetch(ctx, originTLS, stdout, stderr))
 }
 
 // fetch fetches -o's URL through the proxy and writes the body out.
-func (o *options) fetch(ctx context.Context, proxyTLS, originTLS *tls.Config, stdout, stderr io.Writer) error {
+func (o *options) fetch(ctx context.Context, originTLS *tls.Config, stdout, stderr io.Writer) error {
 	logf := func(format string, a ...any) {
 		if o.verbose {
 			fmt.Fprintf(stderr, "* "+format+"\n", a...)
@@ -239,15 +219,12 @@ func (o *options) fetch(ctx context.Context, proxyTLS, originTLS *tls.Config, st
 	defer cancel()
 
 	start := time.Now()
-	conn, err := o.dialer(proxyTLS).Dial(ctx, o.proxy)
+	session, closeChain, err := o.connect(ctx, logf)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	logf("connected to proxy %s over %s in %s", o.proxy, conn.Transport(), since(start))
-	if why := conn.FallbackReason(); why != nil {
-		logf("not over HTTP/3: %v", why)
-	}
+	defer closeChain()
+	conn := session.Conn()
 
 	target := o.url.Host
 	if o.url.Port() == "" {
@@ -343,47 +320,33 @@ func viaTCP(ctx context.Context, c *client.Conn, target string, originTLS *tls.C
 	return tr, nil, func() error { tr.CloseIdleConnections(); return conn.Close() }, nil
 }
 
-// tokens returns the Privacy Pass token pool of -account-key, reaching the
-// attester with hc. serve, which opens many tunnels, starts minting at once
-// for the challenge masqued sends (issuer: the directory's host; origin: the
-// proxy's host:port); fetch mints one token, on the proxy's 407.
-func (o *options) tokens(hc *http.Client) (*privacypass.Client, error) {
-	key, err := privacypass.ReadAPIKey(o.accountKey)
-	if err != nil {
-		return nil, fmt.Errorf("-account-key: %w", err)
-	}
-	c := privacypass.ClientConfig{AttesterURL: o.attester, DirectoryURL: o.issuerDirectory, APIKey: key, HTTPClient: hc}
-	dir, err := url.Parse(o.issuerDirectory)
-	proxy, perr := url.Parse(o.proxy)
-	if o.serve && o.issuerDirectory != "" && err == nil && perr == nil {
-		c.Prefetch = &privacypass.TokenChallenge{Type: privacypass.TypePublic, IssuerName: dir.Host, OriginInfo: proxy.Host}
-	} else {
-		c.PoolSize = -1 // one tunnel: mint on the 407, nothing ahead
-	}
-	return privacypass.NewClient(c)
-}
-
-// tlsConfigs returns the TLS configurations for the proxy (-ca, or the system
-// roots) and for the origin (-origin-ca, or the system roots plus -ca).
-func (o *options) tlsConfigs() (proxy, origin *tls.Config, err error) {
-	proxy, origin = &tls.Config{}, &tls.Config{}
-	if o.ca != "" {
-		if proxy.RootCAs, err = loadPool(o.ca, x509.NewCertPool()); err != nil {
-			return nil, nil, cli.FlagErrorf("ca", "%w", err)
-		}
-		if origin.RootCAs, err = x509.SystemCertPool(); err != nil {
-			origin.RootCAs = x509.NewCertPool()
-		}
-		if origin.RootCAs, err = loadPool(o.ca, origin.RootCAs); err != nil {
-			return nil, nil, cli.FlagErrorf("ca", "%w", err)
-		}
-	}
+// originTLS returns the TLS configuration for the origin: -origin-ca, or
+// the system roots plus every -ca file.
+func (o *options) originTLS() (*tls.Config, error) {
+	origin := &tls.Config{}
 	if o.originCA != "" {
+		var err error
 		if origin.RootCAs, err = loadPool(o.originCA, x509.NewCertPool()); err != nil {
-			return nil, nil, cli.FlagErrorf("origin-ca", "%w", err)
+			return nil, cli.FlagErrorf("origin-ca", "%w", err)
+		}
+		return origin, nil
+	}
+	for _, h := range o.hops {
+		if h.ca == "" {
+			continue
+		}
+		if origin.RootCAs == nil {
+			var err error
+			if origin.RootCAs, err = x509.SystemCertPool(); err != nil {
+				origin.RootCAs = x509.NewCertPool()
+			}
+		}
+		var err error
+		if origin.RootCAs, err = loadPool(h.ca, origin.RootCAs); err != nil {
+			return nil, cli.FlagErrorf("ca", "%w", err)
 		}
 	}
-	return proxy, origin, nil
+	return origin, nil
 }
 
 // loadPool adds the certificates of a PEM file to pool.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +28,7 @@ type entryServer interface {
 // -socks5 and an HTTP proxy on -http, both through one connection to the
 // MASQUE proxy. It prints "socks5 listening on ADDR" and "http listening on
 // ADDR" once it accepts connections.
-func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	level := slog.LevelWarn
 	if o.verbose {
 		level = slog.LevelDebug
@@ -38,12 +37,13 @@ func serve(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr
 	dialCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	// A session, not one connection: serve runs for hours, and the proxy
 	// may restart or its connection break; the next tunnel dials anew.
-	tun, err := client.NewSession(dialCtx, o.dialer(proxyTLS), o.proxy)
+	// Through a chain, every hop's is a session.
+	tun, closeChain, err := o.connect(dialCtx, nil)
 	cancel()
 	if err != nil {
 		return err
 	}
-	defer tun.Close()
+	defer closeChain()
 	logger.Info("connected to the proxy", "transport", tun.Conn().Transport())
 
 	var servers []entryServer

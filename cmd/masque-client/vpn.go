@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +32,8 @@ func (v *vpnFlags) check(fs *flag.FlagSet, o *options) error {
 		return cli.Usagef(fs, "vpn takes no arguments, only -routes and -tun")
 	case o.proxy == "":
 		return cli.Usagef(fs, "-proxy is required")
+	case len(o.hops) != 1:
+		return cli.Usagef(fs, "vpn takes one proxy, not a chain")
 	case o.transport == client.HTTP1:
 		return cli.Usagef(fs, "vpn runs over HTTP/3 or HTTP/2, not HTTP/1.1")
 	}
@@ -62,11 +63,11 @@ func (v *vpnFlags) prefixes() ([]netip.Prefix, error) {
 // RFC 9484) until SIGINT or SIGTERM, or until the proxy goes away. The line
 // saying the device is up ("vpn: DEVICE up over …") goes to stdout, for
 // scripts; the rest to stderr.
-func runVPN(ctx context.Context, o *options, proxyTLS *tls.Config, stdout, stderr io.Writer) error {
+func runVPN(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	routes, _ := o.vpn.prefixes()
-	transport := string(o.transport)
+	h := o.hops[0]
 	return vpn.Run(ctx, vpn.Config{
-		Proxy: o.proxy, TLSConfig: proxyTLS, Transport: transport, Authorizer: o.authorizer, Header: o.header(),
+		Proxy: h.url, TLSConfig: h.tls, Transport: string(o.transport), Authorizer: h.authorizer, Header: o.header(),
 		Device: o.vpn.device, Routes: routes,
 		Logf: func(format string, a ...any) {
 			w := stderr

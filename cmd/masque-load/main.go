@@ -7,8 +7,12 @@
 // then allow private targets). With a Privacy Pass account (-account-key,
 // -attester) it mints -tokens tokens before the run and presents one per
 // tunnel, so that authenticated load measures redemption, not issuance.
+// -proxy RELAY,EGRESS loads a two-hop chain (masqued -relay-to): each
+// connection to the egress proxy runs through a connection of its own to
+// the relay, as masque-client's do.
 //
 //	masque-load -proxy https://127.0.0.1:4433 -ca cert.pem -mode setup -c 1 -t 50 -rate 1000 -d 10s
+//	masque-load -proxy https://127.0.0.1:4434,https://127.0.0.1:4433 -ca relay.pem,egress.pem -mode h3 -size 10000000
 package main
 
 import (
@@ -23,9 +27,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/cmd/masque-load/internal/load"
 	"github.com/masqued/masqued/internal/certs"
 	"github.com/masqued/masqued/internal/cli"
@@ -48,9 +54,10 @@ type options struct {
 	jsonOut, baseline, disableDatagrams                             bool
 	progress                                                        string
 	transport                                                       client.Transport // -via
+	hops, cas                                                       []string         // -proxy and -ca, an entry per proxy of the chain
 }
 
-const usage = `usage: masque-load -proxy https://HOST:PORT [flags]
+const usage = `usage: masque-load -proxy https://HOST:PORT[,https://EGRESS:PORT] [flags]
 
 Modes: tcp (CONNECT to a TCP echo), udp (CONNECT-UDP to a UDP echo), h3
 (HTTP/3 GETs inside CONNECT-UDP), setup (open and close CONNECT tunnels),
@@ -63,13 +70,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("masque-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port (required)")
-	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots)")
+	fs.StringVar(&o.proxy, "proxy", "", "proxy `URL`, https://host:port, or a comma-separated ingress relay and egress proxy, a two-hop chain (required)")
+	fs.StringVar(&o.ca, "ca", "", "PEM `file` to trust for the proxy (default: system roots); for a chain, one for both or a comma-separated one per proxy")
 	fs.StringVar(&o.via, "via", "auto", "transport to the proxy: auto (HTTP/3, else HTTP/2), h3, h2 or h1")
 	fs.StringVar(&o.template, "udp-template", masque.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.BoolVar(&o.disableDatagrams, "disable-datagrams", false, "carry UDP in DATAGRAM capsules, not QUIC datagrams")
-	fs.StringVar(&o.authorization, "proxy-authorization", "", "Proxy-Authorization field `value` sent with every tunnel request")
-	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; -tokens tokens are minted before the run")
+	fs.StringVar(&o.authorization, "proxy-authorization", "", "Proxy-Authorization field `value` sent with every tunnel request (in a chain, to the egress proxy alone)")
+	fs.StringVar(&o.accountKey, "account-key", "", "Privacy Pass: `file` holding the API key of an account at -attester; -tokens tokens are minted before the run (in a chain, for the egress proxy alone)")
 	fs.StringVar(&o.attester, "attester", "", "Privacy Pass: the attester's token request `URL` (with -account-key)")
 	fs.StringVar(&o.issuerDirectory, "issuer-directory", "", "Privacy Pass: the issuer directory `URL`; a proxy's token key must be listed there")
 	fs.IntVar(&o.tokens, "tokens", 50, "Privacy Pass: tokens to mint before the run, one per tunnel (a run that needs more counts auth errors);\nan attester limits the rate per account (masqued's demo account: a burst of 50, then 1/s; pp-issuer -rate, -burst)")
@@ -120,6 +127,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	case o.progress != "auto" && o.progress != "on" && o.progress != "off":
 		return nil, cli.Usagef(fs, "-progress is auto, on or off, not %q", o.progress)
 	}
+	for h := range strings.SplitSeq(o.proxy, ",") {
+		o.hops = append(o.hops, strings.TrimSpace(h))
+	}
+	if o.cas = strings.Split(o.ca, ","); len(o.cas) != 1 && len(o.cas) != len(o.hops) {
+		return nil, cli.Usagef(fs, "-ca has %d entries for the %d proxies of -proxy: give one for all, or one per proxy", len(o.cas), len(o.hops))
+	}
+	if len(o.hops) > 2 {
+		return nil, cli.Usagef(fs, "-proxy: a chain is a relay and an egress proxy, not %d proxies", len(o.hops))
+	}
 	mode, err := load.ParseMode(o.mode)
 	if err != nil {
 		return nil, cli.Usagef(fs, "-mode: %v", err)
@@ -142,11 +158,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	mode, _ := load.ParseMode(o.mode)
-	proxyTLS := &tls.Config{}
-	if o.ca != "" {
-		if proxyTLS.RootCAs, err = loadPool(o.ca); err != nil {
-			return fmt.Errorf("-ca: %w", err)
+	var hopTLS []*tls.Config // per hop of -proxy
+	for i := range o.hops {
+		conf := &tls.Config{}
+		if ca := o.cas[min(i, len(o.cas)-1)]; ca != "" {
+			if conf.RootCAs, err = loadPool(ca); err != nil {
+				return fmt.Errorf("-ca: %w", err)
+			}
 		}
+		hopTLS = append(hopTLS, conf)
 	}
 	cfg := load.Config{
 		Mode: mode, UDP: o.tunnel == "udp", Name: o.proxy,
@@ -180,24 +200,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.progress == "on" || o.progress == "auto" && isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
-	d := o.dialer(proxyTLS, nil)
+	var a masque.Authorizer
 	switch {
 	case o.authorization != "":
-		d = o.dialer(proxyTLS, load.StaticAuthorization(o.authorization))
+		a = load.StaticAuthorization(o.authorization)
 	case o.accountKey != "":
-		tokens, err := o.mintTokens(ctx, proxyTLS, cfg.Targets.TCP, stderr)
+		tokens, err := o.mintTokens(ctx, hopTLS, cfg.Targets.TCP, stderr)
 		if err != nil {
 			return err
 		}
-		d = o.dialer(proxyTLS, tokens)
+		a = tokens
 	}
-	cfg.Connect = func(ctx context.Context) (load.Conn, error) {
-		c, err := d.Dial(ctx, o.proxy)
-		if err != nil {
-			return nil, err // not a nil *client.Conn in a non-nil load.Conn
-		}
-		return c, nil
-	}
+	cfg.Connect = func(ctx context.Context) (load.Conn, error) { return o.connect(ctx, hopTLS, a) }
 	rep, err := load.Run(ctx, cfg)
 	if err == nil && o.baseline {
 		cfg.Name, cfg.ProxyPID = "direct", 0
@@ -233,10 +247,50 @@ func (o *options) dialer(proxyTLS *tls.Config, a masque.Authorizer) *client.Dial
 	}
 }
 
+// connect opens a connection to the proxy, trusting it with hopTLS, with
+// authorization from a; for a chain, to the egress proxy through a
+// connection of its own to the relay (trusted with hopTLS[0], without
+// credentials), over the same transport, which closing it closes too.
+func (o *options) connect(ctx context.Context, hopTLS []*tls.Config, a masque.Authorizer) (load.Conn, error) {
+	egress := len(o.hops) - 1
+	d := o.dialer(hopTLS[egress], a)
+	if egress > 0 {
+		rd := o.dialer(hopTLS[0], nil)
+		rd.QUICConfig = h3.RelayQUICConfig() // its datagrams carry the egress connection's packets
+		relay, err := rd.Dial(ctx, o.hops[0])
+		if err != nil {
+			return nil, fmt.Errorf("relay %s: %w", o.hops[0], err)
+		}
+		d.Relay = relay
+		c, err := d.Dial(ctx, o.hops[egress])
+		if err != nil {
+			relay.Close()
+			return nil, fmt.Errorf("egress proxy %s through the relay: %w", o.hops[egress], err)
+		}
+		return &chainConn{Conn: c, relay: relay}, nil
+	}
+	c, err := d.Dial(ctx, o.hops[egress])
+	if err != nil {
+		return nil, err // not a nil *client.Conn in a non-nil load.Conn
+	}
+	return c, nil
+}
+
+// chainConn is a connection to an egress proxy through a connection to an
+// ingress relay of its own.
+type chainConn struct {
+	*client.Conn
+	relay *client.Conn
+}
+
+// Close closes the connection to the egress, then the one to the relay.
+func (c *chainConn) Close() error { return errors.Join(c.Conn.Close(), c.relay.Close()) }
+
 // mintTokens mints -tokens Privacy Pass tokens with -account-key at
 // -attester (trusted as the proxy is) for the challenge the proxy answers a
 // tunnel request to target with.
-func (o *options) mintTokens(ctx context.Context, proxyTLS *tls.Config, target string, stderr io.Writer) (*load.Tokens, error) {
+func (o *options) mintTokens(ctx context.Context, hopTLS []*tls.Config, target string, stderr io.Writer) (*load.Tokens, error) {
+	proxyTLS := hopTLS[len(hopTLS)-1] // tokens are the egress proxy's
 	key, err := privacypass.ReadAPIKey(o.accountKey)
 	if err != nil {
 		return nil, fmt.Errorf("-account-key: %w", err)
@@ -254,7 +308,7 @@ func (o *options) mintTokens(ctx context.Context, proxyTLS *tls.Config, target s
 	defer pp.Close()
 	probeCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	probe, err := o.dialer(proxyTLS, nil).Dial(probeCtx, o.proxy)
+	probe, err := o.connect(probeCtx, hopTLS, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.proxy, err)
 	}

@@ -46,40 +46,30 @@ func runLoad(t *testing.T, args ...string) (string, string, error) {
 func TestSmoke(t *testing.T) {
 	p := proxytest.Start(t, testnet.IPv4, true)
 	cases := []struct {
-		name           string
-		args           []string
-		stdout, stderr string
-		err            error
+		name  string
+		flags []string
+		loadRun
 	}{
-		{name: "tcp over h3", args: []string{"-mode", "tcp", "-via", "h3"}},
-		{name: "tcp over h1", args: []string{"-mode", "tcp", "-via", "h1"}},
-		{name: "udp over h2", args: []string{"-mode", "udp", "-via", "h2"}},
-		{name: "h3 over h3 with baseline", args: []string{"-mode", "h3", "-via", "h3", "-baseline"}},
-		{name: "setup over h2 at 100/s", args: []string{"-mode", "setup", "-via", "h2", "-rate", "100"}},
+		{name: "tcp over h3", flags: []string{"-mode", "tcp", "-via", "h3"}},
+		{name: "tcp over h1", flags: []string{"-mode", "tcp", "-via", "h1"}},
+		{name: "udp over h2", flags: []string{"-mode", "udp", "-via", "h2"}},
+		{name: "h3 over h3 with baseline", flags: []string{"-mode", "h3", "-via", "h3", "-baseline"}},
+		{name: "setup over h2 at 100/s", flags: []string{"-mode", "setup", "-via", "h2", "-rate", "100"}},
 		// The proxy runs in this process, so its memory is ours.
-		{name: "idle over auto", args: []string{"-mode", "idle", "-proxy-pid", strconv.Itoa(os.Getpid())}},
-		{name: "idle CONNECT-UDP over h3", args: []string{"-mode", "idle", "-tunnel", "udp", "-via", "h3"}},
-		{name: "setup CONNECT-UDP over h2", args: []string{"-mode", "setup", "-tunnel", "udp", "-via", "h2", "-rate", "100"}},
+		{name: "idle over auto", flags: []string{"-mode", "idle", "-proxy-pid", strconv.Itoa(os.Getpid())}},
+		{name: "idle CONNECT-UDP over h3", flags: []string{"-mode", "idle", "-tunnel", "udp", "-via", "h3"}},
+		{name: "setup CONNECT-UDP over h2", flags: []string{"-mode", "setup", "-tunnel", "udp", "-via", "h2", "-rate", "100"}},
 	}
-	var wg sync.WaitGroup
+	var runs []*loadRun
 	for i := range cases {
 		c := &cases[i]
-		args := append([]string{"-proxy", p.URL, "-ca", p.CertFile, "-c", "2", "-t", "2", "-d", "2s", "-warmup", "0s", "-json"}, c.args...)
-		wg.Go(func() { c.stdout, c.stderr, c.err = runLoad(t, args...) })
+		c.loadRun.args = append([]string{"-proxy", p.URL, "-ca", p.CertFile, "-c", "2", "-t", "2", "-d", "2s", "-warmup", "0s", "-json"}, c.flags...)
+		runs = append(runs, &c.loadRun)
 	}
-	wg.Wait()
+	runAtOnce(t, runs)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if c.err != nil {
-				t.Fatalf("%v\n%s%s", c.err, c.stdout, c.stderr)
-			}
-			var rep load.Report
-			if err := json.Unmarshal([]byte(c.stdout), &rep); err != nil {
-				t.Fatalf("report is not JSON: %v\n%s", err, c.stdout)
-			}
-			if rep.Ops == 0 || rep.Errors != 0 || rep.Setup.Count == 0 {
-				t.Fatalf("%d ops, %d setups, errors %v", rep.Ops, rep.Setup.Count, rep.ErrorSamples)
-			}
+			rep := c.cleanReport(t)
 			switch rep.Mode {
 			case load.H3:
 				if rep.Baseline == nil || rep.Baseline.Ops == 0 || rep.Ratios == nil || rep.Ratios.OpsPerSec == 0 {
@@ -102,6 +92,42 @@ func TestSmoke(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadRun is one run of masque-load in runAtOnce: its arguments, then what
+// it returned.
+type loadRun struct {
+	args           []string
+	stdout, stderr string
+	err            error
+}
+
+// runAtOnce runs masque-load for every run at the same time, not as
+// parallel subtests (which go test would run two at a time on two cores),
+// and waits for them all.
+func runAtOnce(t *testing.T, runs []*loadRun) {
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Go(func() { r.stdout, r.stderr, r.err = runLoad(t, r.args...) })
+	}
+	wg.Wait()
+}
+
+// cleanReport checks that the run succeeded with a JSON report of some
+// operations and tunnels set up, none failed, and returns the report.
+func (r *loadRun) cleanReport(t *testing.T) load.Report {
+	t.Helper()
+	if r.err != nil {
+		t.Fatalf("%v\n%s%s", r.err, r.stdout, r.stderr)
+	}
+	var rep load.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, r.stdout)
+	}
+	if rep.Ops == 0 || rep.Errors != 0 || rep.Setup.Count == 0 {
+		t.Fatalf("%d ops, %d setups, errors %v", rep.Ops, rep.Setup.Count, rep.ErrorSamples)
+	}
+	return rep
 }
 
 // The text report is the default.
@@ -141,6 +167,8 @@ func TestBadInput(t *testing.T) {
 		{"negative rate", []string{"-proxy", p.URL, "-rate", "-5"}, true, "cannot be negative"},
 		{"stray argument", []string{"-proxy", p.URL, "tcp"}, true, "unexpected arguments"},
 		{"unknown flag", []string{"-proxy", p.URL, "-bogus"}, true, "bogus"},
+		{"three proxies", []string{"-proxy", p.URL + "," + p.URL + "," + p.URL}, true, "a chain is a relay and an egress proxy, not 3"},
+		{"CAs miscounted", []string{"-proxy", p.URL + "," + p.URL, "-ca", "a.pem,b.pem,c.pem"}, true, "-ca has 3 entries for the 2 proxies"},
 		{"missing CA file", []string{"-proxy", p.URL, "-ca", "/nonexistent.pem"}, false, "-ca: open /nonexistent.pem"},
 		{"untrusted proxy", []string{"-proxy", p.URL, "-via", "h3"}, false, "certificate signed by unknown authority"},
 		{"bad proxy URL", []string{"-proxy", "ftp://x", "-ca", p.CertFile}, false, "ftp://x"},

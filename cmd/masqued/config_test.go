@@ -135,6 +135,11 @@ func TestUsageMistakes(t *testing.T) {
 		{"admin listen port only", []string{"-admin-listen", "9464"},
 			`masqued: -admin-listen: "9464" has no host: give 127.0.0.1:9464 (this machine only) or :9464 (every interface)`},
 		{"log level", []string{"-log-level", "verbose"}, `masqued: -log-level: want debug, info, warn or error, not "verbose"`},
+		{"relay-to without a port", []string{"-relay-to", "egress.example"}, `masqued: -relay-to: want HOST:PORT of an egress proxy (a name or address, and a port), not "egress.example"`},
+		{"trusted relay not an address", []string{"-trust-geohash-from-relays", "relay.example", "-egress-pools", "x"},
+			`masqued: -trust-geohash-from-relays: want a relay's address or prefix (192.0.2.7, 10.0.0.0/8), not "relay.example"`},
+		{"trusted relays without pools", []string{"-trust-geohash-from-relays", "10.0.0.0/8"},
+			`masqued: -trust-geohash-from-relays: needs -egress-pools: hints choose among their egress addresses`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := check(t, tc.args...)

@@ -37,6 +37,7 @@ type server struct {
 	certPath     string
 	allowPrivate bool
 	auth         string
+	relayTo      string // -relay-to, "" for an ordinary proxy
 
 	pc     net.PacketConn
 	tl     net.Listener          // nil with -no-tcp
@@ -74,7 +75,7 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	if err != nil {
 		return nil, err
 	}
-	srv := &server{logger: s.logger, rs: rs, stdout: stdout, certPath: s.certPath, allowPrivate: c.allowPrivate, auth: c.auth, pc: pc, tl: tl}
+	srv := &server{logger: s.logger, rs: rs, stdout: stdout, certPath: s.certPath, allowPrivate: c.allowPrivate, auth: c.auth, relayTo: c.relayTo, pc: pc, tl: tl}
 	srv.stopping, srv.stop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -114,6 +115,7 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 			AllowPrivate: c.allowPrivate,
 			Self:         append(s.self[:len(s.self):len(s.self)], srv.ip.Gateways()...),
 			SelfPorts:    selfPorts,
+			RelayTo:      s.relayTo,
 		},
 		Resolver:  s.resolver,
 		Dialer:    s.dialer,
@@ -132,6 +134,9 @@ func newServer(c *flags, s *setup, rs *restart.Restarter, stdout io.Writer) (_ *
 	}
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{s.cert}}
 	qc := h3proxy.DefaultQUICConfig()
+	if len(s.relayTo) > 0 {
+		qc = h3proxy.RelayQUICConfig()
+	}
 	qc.HandshakeIdleTimeout = c.handshakeTimeout
 	srv.h3 = &h3proxy.Server{Proxy: proxy, TLSConfig: tlsConf, QUICConfig: qc, Logger: s.logger, MaxHeaderBytes: c.maxHeaderBytes, IP: srv.ip}
 	srv.fronts = []front{{"HTTP/3", srv.h3}}
@@ -205,7 +210,11 @@ func (srv *server) Serve() error {
 		}
 		served <- srv.h3.Serve(srv.pc)
 	}()
-	srv.logger.Info("serving", "addr", srv.addr().String(), "tcp", srv.tl != nil, "allow_private_targets", srv.allowPrivate, "auth", srv.auth)
+	attrs := []any{"addr", srv.addr().String(), "tcp", srv.tl != nil, "allow_private_targets", srv.allowPrivate, "auth", srv.auth}
+	if srv.relayTo != "" {
+		attrs = append(attrs, "relay_to", srv.relayTo) // the only targets: the egress proxies
+	}
+	srv.logger.Info("serving", attrs...)
 	fmt.Fprintf(srv.stdout, "listening on %s\ncertificate %s\n", srv.addr(), srv.certPath)
 	if srv.adminL != nil {
 		fmt.Fprintf(srv.stdout, "admin on %s\n", srv.adminL.Addr())

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,7 @@ type flags struct {
 	listen, tlsCert, tlsKey, certOut, udpTemplate, logLevel string
 	logFormat, accessLog, adminListen, pidFile              string
 	egress                                                  geoegress.Options
-	resolver, forwardListen                                 string
+	resolver, forwardListen, relayTo, trustGeohashRelays    string
 	allowPrivate, noTCP                                     bool
 	limits                                                  tunnel.Limits
 	drainTimeout, handshakeTimeout                          time.Duration
@@ -72,6 +73,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&c.limits.MaxUDPPayload, "max-udp-payload", 0, "largest UDP payload relayed, in `bytes` (0 = the default, 16384)")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", 0, "time for a client's QUIC or TLS handshake and first request header (0 = the defaults, 5s for QUIC and 10s for TLS)")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 0, "largest request header, in `bytes` (0 = the defaults, 16384 over TCP)")
+	fs.StringVar(&c.relayTo, "relay-to", "", "ingress relay mode: a comma-separated `list` of egress proxies (HOST:PORT, names or addresses) that are the only targets tunnelled to, private ones included; every other target is refused (403); none = an ordinary proxy")
+	fs.StringVar(&c.trustGeohashRelays, "trust-geohash-from-relays", "", "egress proxy of a two-hop chain: a comma-separated `list` of the relays' addresses or prefixes (10.0.0.0/8) whose clients' Sec-CH-Geohash hints are taken without the GeoIP cross-check (see README, Two-hop relay); none = every hint is bounded to the country of the client's address")
 	fs.StringVar(&c.egress.Pools, "egress-pools", "", "geofeed `file` (RFC 8805; column 6: geohash of the cell) of egress addresses, chosen per client location; none = the host's default source address")
 	fs.StringVar(&c.egress.Key, "egress-key", "", "`file` with the secret (16+ bytes) that keys egress selection; none = random at each start")
 	fs.IntVar(&c.egress.Precision, "geohash-precision", 4, "geohash characters in a client's cell (1-12; 4 is about 39 × 20 km)")
@@ -132,6 +135,15 @@ func (c *flags) validate() error {
 			return cli.FlagErrorf("geoip-db", "needs -egress-pools")
 		}
 	}
+	if _, err := c.relayTargets(); err != nil {
+		return err
+	}
+	if _, err := c.trustedRelays(); err != nil {
+		return err
+	}
+	if c.trustGeohashRelays != "" && c.egress.Pools == "" {
+		return cli.FlagErrorf("trust-geohash-from-relays", "needs -egress-pools: hints choose among their egress addresses")
+	}
 	if _, _, err := c.ip.parse(); err != nil {
 		return err
 	}
@@ -181,6 +193,41 @@ func (c *flags) validate() error {
 		}
 	}
 	return nil
+}
+
+// relayTargets parses -relay-to.
+func (c *flags) relayTargets() ([]masque.Target, error) {
+	var ts []masque.Target
+	for e := range strings.SplitSeq(c.relayTo, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		t, err := masque.ParseAuthority(e)
+		if err != nil {
+			return nil, cli.FlagErrorf("relay-to", "want HOST:PORT of an egress proxy (a name or address, and a port), not %q", e)
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
+}
+
+// trustedRelays parses -trust-geohash-from-relays: addresses or prefixes.
+func (c *flags) trustedRelays() ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for e := range strings.SplitSeq(c.trustGeohashRelays, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(e)
+		if a, aerr := netip.ParseAddr(e); aerr == nil {
+			p, err = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+		}
+		if err != nil {
+			return nil, cli.FlagErrorf("trust-geohash-from-relays", "want a relay's address or prefix (192.0.2.7, 10.0.0.0/8), not %q", e)
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
 }
 
 // checkListen checks that addr, a listen flag's value, is HOST:PORT (the

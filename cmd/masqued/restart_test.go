@@ -30,10 +30,7 @@ import (
 // target.
 func TestRestartOnSIGHUP(t *testing.T) {
 	bin := buildMasqued(t)
-	// Become the reaper of the restarted process once its parent is gone.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
+	becomeSubreaper(t)
 	echo := testnet.TCPEcho(t, testnet.IPv4)
 	udpEcho := testnet.UDPEcho(t, testnet.IPv4)
 	const body = 64 << 10
@@ -87,15 +84,7 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	}
 
 	ts.Underway() // SIGHUP finds every tunnel carrying data
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	var child int
-	eventually(t, 30*time.Second, "the new process to be ready", func() bool {
-		child = pidFrom(pidFile)
-		return child != 0 && child != parent
-	})
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	child := restartWithSIGHUP(t, p, pidFile)
 	if line := p.line(t, "listening on "); line != addr {
 		t.Errorf("the new process listens on %s, want %s", line, addr)
 	}
@@ -138,17 +127,50 @@ func TestRestartOnSIGHUP(t *testing.T) {
 	newTunnels(t, ctx, addr, tlsConf, client.HTTP3, echo, udpEcho)
 	newTunnels(t, ctx, addr, tlsConf, client.HTTP2, echo, udpEcho)
 
+	stopRestarted(t, child)
+	log := p.log(t)
+	_, withClient := checkLogPrivacy(t, log, addr, echo.String(), udpEcho.String(), origin.String())
+	if n := strings.Count(log, `"msg":"tunnel"`); n < 64 || withClient < 64 {
+		t.Errorf("%d access log lines, %d with a client address; want 64 or more of each", n, withClient)
+	}
+}
+
+// becomeSubreaper makes the test the reaper of a restarted process once
+// its parent is gone.
+func becomeSubreaper(t *testing.T) {
+	t.Helper()
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartWithSIGHUP sends p SIGHUP and returns the new process's ID once it
+// has written pidFile; the new process is killed at cleanup.
+func restartWithSIGHUP(t *testing.T, p *process, pidFile string) int {
+	t.Helper()
+	parent := p.cmd.Process.Pid
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var child int
+	eventually(t, 30*time.Second, "the new process to be ready", func() bool {
+		child = pidFrom(pidFile)
+		return child != 0 && child != parent
+	})
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	return child
+}
+
+// stopRestarted stops the restarted process child with SIGTERM and checks
+// that it exits 0.
+func stopRestarted(t *testing.T, child int) {
+	t.Helper()
 	if err := syscall.Kill(child, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	var ws syscall.WaitStatus
 	if _, err := syscall.Wait4(child, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
 		t.Errorf("the new process: %v, exit status %d", err, ws.ExitStatus())
-	}
-	log := p.log(t)
-	_, withClient := checkLogPrivacy(t, log, addr, echo.String(), udpEcho.String(), origin.String())
-	if n := strings.Count(log, `"msg":"tunnel"`); n < 64 || withClient < 64 {
-		t.Errorf("%d access log lines, %d with a client address; want 64 or more of each", n, withClient)
 	}
 }
 

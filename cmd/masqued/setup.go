@@ -35,6 +35,7 @@ type setup struct {
 	cert      tls.Certificate
 	certPath  string
 	self      []netip.Addr
+	relayTo   []masque.Target // -relay-to: the only targets, when set
 	registry  *prometheus.Registry
 	metrics   *tunnel.Metrics
 	resolver  tunnel.Resolver // nil = the system resolver
@@ -70,6 +71,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 	if s.self, err = tunnel.LocalAddrs(); err != nil {
 		return nil, fmt.Errorf("listing the host's addresses: %w", err)
 	}
+	s.relayTo, _ = c.relayTargets() // validate has checked it
 	if s.metrics, err = tunnel.NewMetrics(s.registry); err != nil {
 		return nil, err
 	}
@@ -89,6 +91,7 @@ func (c *flags) prepare(stderr io.Writer, rs *restart.Restarter) (_ *setup, err 
 		}
 		s.closers = append(s.closers, d.Close)
 		d.AllowPrivate = c.allowPrivate
+		d.TrustedRelays, _ = c.trustedRelays() // validate has checked it
 		s.dialer = d
 		mux := http.NewServeMux()
 		mux.Handle("GET /.well-known/geofeed.csv", d.Selector.FeedHandler()) // RFC 8805 §3

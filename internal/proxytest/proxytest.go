@@ -25,6 +25,7 @@ import (
 	"github.com/masqued/masqued/h2proxy"
 	"github.com/masqued/masqued/h3proxy"
 	"github.com/masqued/masqued/internal/testnet"
+	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/tunnel"
 )
 
@@ -54,6 +55,17 @@ func Start(t testing.TB, host string, allowPrivate bool, configure ...func(*tunn
 	return start(t, host, allowPrivate, true, configure)
 }
 
+// StartRelay runs an ingress relay as masqued -relay-to does, on both fronts
+// of host: it tunnels to egress alone, with the production SSRF policy for
+// everything else. configure is as for StartH3.
+func StartRelay(t testing.TB, host string, egress *Proxy, configure ...func(*tunnel.Config)) *Proxy {
+	t.Helper()
+	relayTo := func(c *tunnel.Config) {
+		c.Policy.RelayTo = []masque.Target{{Host: egress.Addr.IP.String(), Port: uint16(egress.Addr.Port)}}
+	}
+	return start(t, host, false, true, append([]func(*tunnel.Config){relayTo}, configure...))
+}
+
 func start(t testing.TB, host string, allowPrivate, tcp bool, configure []func(*tunnel.Config)) *Proxy {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -80,6 +92,9 @@ func start(t testing.TB, host string, allowPrivate, tcp bool, configure []func(*
 		t.Fatal(err)
 	}
 	srv := &h3proxy.Server{Proxy: p, TLSConfig: cert.ServerTLS()}
+	if len(c.Policy.RelayTo) > 0 {
+		srv.QUICConfig = h3proxy.RelayQUICConfig()
+	}
 	serve(t, func() error { return srv.Serve(pc) }, srv.Close)
 	if tl != nil {
 		h2 := &h2proxy.Server{Proxy: p, TLSConfig: cert.ServerTLS(), AltSvc: fmt.Sprintf(`h3=":%d"`, addr.Port)}

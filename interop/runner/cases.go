@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -21,7 +22,10 @@ type testCase struct {
 	// clientOpts replace opts for some clients' runs.
 	clientOpts map[string]proxyOptions
 	timeout    time.Duration
-	clients    map[string]runFunc // absent: the client cannot play the case
+	// relay: the case also runs a masqued ingress relay (-relay-to) in
+	// front of the server, which is then the egress of a two-hop chain
+	relay   bool
+	clients map[string]runFunc // absent: the client cannot play the case
 }
 
 // echoPackets is how many packets connect-udp sends.
@@ -162,15 +166,7 @@ var cases = append([]*testCase{
 		name: "large-transfer", timeout: 3 * time.Minute,
 		desc: "100 MB through a tunnel (HTTP/3 in CONNECT-UDP over HTTP/3, else TLS in CONNECT), checked by SHA-256",
 		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
-			tunnel, origin := "tcp", c.env.origins.https
-			if cl.transport == "h3" {
-				tunnel, origin = "udp", c.env.origins.h3
-			}
-			out := filepath.Join(c.dir, "large")
-			if _, _, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, p, tunnel, "-timeout", "150s", "-o", out, "fetch", c.url("https", origin, "large"))...); err != nil {
-				return err
-			}
-			return c.checkLarge(p, out)
+			return c.fetchLarge(ctx, cl, p, p)
 		}), map[string]runFunc{
 			"masque-go": func(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
 				out := filepath.Join(c.dir, "large")
@@ -226,6 +222,26 @@ var cases = append([]*testCase{
 				return c.checkSources(p, manyTunnels)
 			},
 		}),
+	},
+	{
+		name: "two-hop", relay: true, timeout: 3 * time.Minute,
+		desc: "a two-hop chain: the client reaches the server, the egress, through a masqued ingress relay that tunnels to it alone (-relay-to). masque-client -proxy RELAY,EGRESS fetches large-transfer's 100 MB (HTTP/3 in CONNECT-UDP over HTTP/3 in the relay's CONNECT-UDP, else TLS in CONNECT over TLS in the relay's CONNECT), checked by SHA-256 and seen at the origin from the egress address; masque-go's client, which cannot run its proxy connection through a tunnel, sends an HTTP/3 GET to the egress itself through the relay's CONNECT-UDP tunnel and gets the egress's error answer (a proxy serves no GET)",
+		clients: with(masqueClients(func(ctx context.Context, c *cellRun, cl *client, p *proxy) error {
+			relay, err := c.startRelay(ctx, p)
+			if err != nil {
+				return err
+			}
+			chain := *p
+			chain.url, chain.certFile = relay.url+","+p.url, relay.certFile+","+p.certFile
+			if err := c.fetchLarge(ctx, cl, &chain, p); err != nil {
+				return err
+			}
+			kind := "tcp" // the relay's tunnel to the egress
+			if cl.transport == "h3" {
+				kind = "udp"
+			}
+			return relay.counted(ctx, []string{"masqued_tunnels_total", "kind", kind})
+		}), map[string]runFunc{"masque-go": masqueGoToEgress}),
 	},
 	{
 		name: "auth-privacypass", needs: auth, opts: proxyOptions{auth: true},
@@ -375,6 +391,47 @@ var cases = append([]*testCase{
 		},
 	},
 }, connectIPCases...)
+
+// fetchLarge fetches /CELL/large with masque-client through via (a proxy,
+// or a chain) and checks it by SHA-256, and its egress at p: HTTP/3 in
+// CONNECT-UDP over HTTP/3, else TLS in CONNECT.
+func (c *cellRun) fetchLarge(ctx context.Context, cl *client, via, p *proxy) error {
+	tunnel, origin := "tcp", c.env.origins.https
+	if cl.transport == "h3" {
+		tunnel, origin = "udp", c.env.origins.h3
+	}
+	out := filepath.Join(c.dir, "large")
+	if _, _, err := c.exec(ctx, c.env.bin["masque-client"], c.masqueClient(cl, via, tunnel, "-timeout", "150s", "-o", out, "fetch", c.url("https", origin, "large"))...); err != nil {
+		return err
+	}
+	return c.checkLarge(p, out)
+}
+
+// statusLine is masque-go's client's report of a response.
+var statusLine = regexp.MustCompile(`(?m)^bytes=\d+ .*status=(\d+)$`)
+
+// masqueGoToEgress is two-hop for masque-go's client: through a CONNECT-UDP
+// tunnel of the relay it sends an HTTP/3 GET to the egress proxy itself,
+// trusting the egress's certificate. A proxy answers a GET with a 4xx (and
+// masque-go's client then exits non-zero): the answer shows that the QUIC
+// connection to the egress ran through the relay. The relay counts the
+// tunnel, and no origin sees anything.
+func masqueGoToEgress(ctx context.Context, c *cellRun, _ *client, p *proxy) error {
+	relay, err := c.startRelay(ctx, p)
+	if err != nil {
+		return err
+	}
+	_, stderr, err := c.exec(ctx, c.env.bin["masquego"], "client", "-template", relay.template, "-ca", relay.certFile, "-origin-ca", p.certFile, p.url+"/")
+	m := statusLine.FindStringSubmatch(stderr)
+	if m == nil || m[1][0] != '4' {
+		return fmt.Errorf("masque-go's client had no 4xx answer from the egress (%v)", errOr(err, "exit 0"))
+	}
+	fmt.Fprintf(c.log, "-- the egress answered %s through the relay\n", m[1])
+	if err := relay.counted(ctx, []string{"masqued_tunnels_total", "kind", "udp"}); err != nil {
+		return err
+	}
+	return c.checkNone()
+}
 
 // masqueGoHello fetches /CELL/hello with masque-go's client over HTTP/3
 // inside CONNECT-UDP, and checks the body and the egress.

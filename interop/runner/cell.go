@@ -67,8 +67,11 @@ func unsupported(tc *testCase, cl *client, sv *server) string {
 
 // programs are what a cell runs.
 func programs(cell Cell) []string {
-	_, cl, sv := lookup(&cell)
+	tc, cl, sv := lookup(&cell)
 	p := []string{cl.program}
+	if tc.relay {
+		p = append(p, "masqued")
+	}
 	if sv.name == "masque-go" {
 		return append(p, "masquego")
 	}

@@ -187,7 +187,7 @@ func Run(ctx context.Context, c Config) (*Results, error) {
 // weight ranks cells by how long they take, roughly.
 func weight(c Cell) int {
 	switch {
-	case c.Case == "large-transfer":
+	case c.Case == "large-transfer", c.Case == "two-hop":
 		return 3
 	case c.Case == "many-tunnels", c.Client == "chromium", c.Client == "firefox":
 		return 2

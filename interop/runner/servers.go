@@ -222,6 +222,32 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 	return x, nil
 }
 
+// startRelay starts a masqued ingress relay that tunnels to egress alone
+// (-relay-to), with the production policy for every other target.
+func (c *cellRun) startRelay(ctx context.Context, egress *proxy) (*proxy, error) {
+	args := append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-cert-out", filepath.Join(c.dir, "relay.pem"), "-log-level", "info",
+		"-drain-timeout", "2s", "-relay-to", egress.addr.String()}, c.env.masquedArgs...)
+	p, err := c.start(ctx, c.env.bin["masqued"], args...)
+	if err != nil {
+		return nil, fmt.Errorf("starting the relay: %w", err)
+	}
+	x := &proxy{p: p}
+	for _, l := range []struct {
+		prefix string
+		v      *string
+	}{{"listening on ", &x.url}, {"certificate ", &x.certFile}, {"admin on ", &x.admin}} {
+		if *l.v, err = p.Line(l.prefix); err != nil {
+			return nil, fmt.Errorf("starting the relay: %w", err)
+		}
+	}
+	if x.addr, err = netip.ParseAddrPort(x.url); err != nil {
+		return nil, err
+	}
+	x.url = "https://" + x.url
+	x.template = x.url + "/.well-known/masque/udp/{target_host}/{target_port}/"
+	return x, nil
+}
+
 // startMasqueGo starts masque-go's proxy (CONNECT-UDP over HTTP/3 only).
 func startMasqueGo(ctx context.Context, c *cellRun, _ proxyOptions) (*proxy, error) {
 	certFile := filepath.Join(c.dir, "cert.pem")

@@ -10,14 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/masqued/masqued/client"
 	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testnet.MainHTTP2(m) }
 
 // recorder is a Tunneler that passes every call on to a real client and
 // notes the targets, so tests can see what reached the MASQUE proxy (a name
@@ -70,12 +68,26 @@ type env struct {
 func start(t testing.TB, host string, allowPrivate bool, configure func(*env)) *env {
 	t.Helper()
 	p := proxytest.StartH3(t, host, allowPrivate)
-	ctx := testnet.Context(t, 10*time.Second)
-	c, err := (&client.Dialer{TLSConfig: testnet.NewCert(t).ClientTLS(), Transport: client.HTTP3}).Dial(ctx, p.URL)
+	return startOn(t, host, p, dialProxy(t, p.URL, &client.Dialer{}), configure)
+}
+
+// dialProxy connects to proxyURL over HTTP/3 with d, trusting the test
+// certificate, until the test ends.
+func dialProxy(t testing.TB, proxyURL string, d *client.Dialer) *client.Conn {
+	t.Helper()
+	d.TLSConfig, d.Transport = testnet.NewCert(t).ClientTLS(), client.HTTP3
+	c, err := d.Dial(testnet.Context(t, 10*time.Second), proxyURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startOn runs the entry point's servers on host over c, a connection to
+// p (the last proxy of a chain).
+func startOn(t testing.TB, host string, p *proxytest.Proxy, c *client.Conn, configure func(*env)) *env {
+	t.Helper()
 	e := &env{proxy: p, tun: &recorder{Tunneler: c}}
 	e.socks = &SOCKS5Server{Tunneler: e.tun}
 	e.httpSrv = &HTTPServer{Tunneler: e.tun}

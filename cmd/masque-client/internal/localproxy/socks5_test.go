@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/masqued/masqued/client"
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/client/proxyconn"
+	"github.com/masqued/masqued/internal/proxytest"
 	"github.com/masqued/masqued/internal/testnet"
 )
 
@@ -135,6 +138,30 @@ func TestSOCKS5UDPAssociate(t *testing.T) {
 // host, to echo servers on host.
 func testSOCKS5UDPAssociate(t *testing.T, host string) {
 	e := start(t, host, true, func(e *env) { e.socks.MaxUDPFlows = 2 })
+	checkSOCKS5UDPAssociate(t, e, host)
+}
+
+// TestSOCKS5UDPThroughChain is the association's test with the entry point
+// on a two-hop chain: each tunnel runs on the egress connection, which runs
+// in one UDP tunnel through the relay.
+func TestSOCKS5UDPThroughChain(t *testing.T) {
+	egress := proxytest.StartH3(t, testnet.IPv4, true)
+	relay := proxytest.StartRelay(t, testnet.IPv4, egress)
+	first := dialProxy(t, relay.URL, &client.Dialer{QUICConfig: h3.RelayQUICConfig()})
+	second := dialProxy(t, egress.URL, &client.Dialer{Relay: first})
+	e := startOn(t, testnet.IPv4, egress, second, func(e *env) { e.socks.MaxUDPFlows = 2 })
+	checkSOCKS5UDPAssociate(t, e, testnet.IPv4)
+	if n := relay.Metric(t, "masqued_tunnels_total", "kind", "udp"); n != 1 {
+		t.Errorf("the relay opened %v UDP tunnels, want 1 (to the egress)", n)
+	}
+	if n := relay.Metric(t, "masqued_tunnels_total", "kind", "tcp"); n != 0 {
+		t.Errorf("the relay opened %v TCP tunnels, want none", n)
+	}
+}
+
+// checkSOCKS5UDPAssociate runs a UDP association with e's SOCKS5 server on
+// host (MaxUDPFlows 2), to echo servers on host.
+func checkSOCKS5UDPAssociate(t *testing.T, e *env, host string) {
 	echo1, echo2, echo3 := testnet.UDPEcho(t, host), testnet.UDPEcho(t, host), testnet.UDPEcho(t, host)
 	s := dialSOCKS(t, e.socksAddr)
 	rep, bnd := s.request(cmdUDPAssociate, socksAddr{ip: netip.IPv4Unspecified()})
