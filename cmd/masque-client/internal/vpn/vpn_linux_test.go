@@ -185,3 +185,17 @@ func TestAuth(t *testing.T) {
 		t.Errorf("masqued_auth_total{result=challenged} = %v, want at least 1", got)
 	}
 }
+
+// TestScoped asks for a tunnel scoped to the origin's address and TCP
+// (RFC 9484 §4.6): the proxy advertises that one route, which is all the
+// client routes, and the download goes through.
+func TestScoped(t *testing.T) {
+	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true})
+	o := n.StartOrigin(t, 1<<20)
+	startVPN(t, n, Config{Transport: "h3", Device: "mqvpn", Path: "/.well-known/masque/ip/" + iptunneltest.OriginIP + "/6/"})
+	routes := n.Client.Run(t, "ip", "route", "show", "dev", "mqvpn")
+	if strings.TrimSpace(routes) != iptunneltest.OriginIP+" scope link" {
+		t.Fatalf("routes through the tunnel:\n%s\nwant only %s", routes, iptunneltest.OriginIP)
+	}
+	n.CheckDownload(t, o)
+}
