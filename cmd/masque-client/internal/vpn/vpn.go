@@ -6,6 +6,7 @@
 package vpn
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,8 +22,10 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
 	"golang.org/x/net/http2"
 
+	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/tun"
 	"github.com/masqued/masqued/masque"
@@ -116,18 +119,31 @@ func dialH3(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the proxy over QUIC: %w", err)
 	}
-	cc := (&http3.Transport{EnableDatagrams: true}).NewClientConn(qc)
+	// The connection's server streams are ours to read, so that http3 does
+	// not dispatch its datagrams through a 32-deep queue per stream, which
+	// lost a fifth of a download's packets under bursts; ReceiveDatagram
+	// reads them off the connection instead (h3Datagrams).
+	cc := (&http3.Transport{EnableDatagrams: true}).NewRawClientConn(qc)
+	ctl := &h3Control{qc: qc, raw: cc, settings: make(chan [2]bool, 1)}
+	ctl.wg.Go(ctl.acceptStreams)
+	closeConn := func() error {
+		err := qc.CloseWithError(0, "")
+		ctl.wg.Wait()
+		return err
+	}
 	fail := func(err error) (*Tunnel, error) {
-		qc.CloseWithError(0, "")
+		closeConn()
 		return nil, err
 	}
 	select {
-	case <-cc.ReceivedSettings():
+	case s := <-ctl.settings:
+		if !s[0] || !s[1] {
+			return fail(errors.New("the proxy offers no extended CONNECT with datagrams over HTTP/3"))
+		}
+	case <-qc.Context().Done():
+		return fail(fmt.Errorf("waiting for the proxy's SETTINGS: %w", context.Cause(qc.Context())))
 	case <-ctx.Done():
 		return fail(ctx.Err())
-	}
-	if s := cc.Settings(); !s.EnableExtendedConnect || !s.EnableDatagrams {
-		return fail(errors.New("the proxy offers no extended CONNECT with datagrams over HTTP/3"))
 	}
 	rs, err := proxyconn.Do(ctx, c.Authorizer, func(authz string) (*http3.RequestStream, error) {
 		rs, err := cc.OpenRequestStream(ctx)
@@ -152,9 +168,78 @@ func dialH3(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 		return fail(err)
 	}
 	remote := qc.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	dg := &capsule.StreamDatagrams{QUICDatagrams: capsule.NewQUICDatagrams(qc, rs.StreamID()), Stream: rs}
+	dg := &capsule.StreamDatagrams{QUICDatagrams: capsule.NewQUICDatagrams(qc, rs.StreamID()),
+		Stream: &h3Datagrams{qc: qc, qsid: uint64(rs.StreamID() / 4)}}
 	return &Tunnel{ClientConn: connectip.NewClientConn(&h3Stream{rs}, dg), Transport: "h3", Remote: remote,
-		closeConn: func() error { return qc.CloseWithError(0, "") }}, nil
+		closeConn: closeConn}, nil
+}
+
+// h3Control reads the proxy's streams of a connection that carries one
+// tunnel: the control stream itself (h3.ReadControl), the others through
+// http3.
+type h3Control struct {
+	qc       *quic.Conn
+	raw      *http3.RawClientConn
+	settings chan [2]bool // extended CONNECT, datagrams: once
+	wg       sync.WaitGroup
+}
+
+// acceptStreams runs until the connection closes.
+func (c *h3Control) acceptStreams() {
+	c.wg.Go(func() {
+		for {
+			str, err := c.qc.AcceptStream(context.Background())
+			if err != nil {
+				return
+			}
+			c.raw.HandleBidirectionalStream(str) // a protocol error from a server
+		}
+	})
+	for {
+		str, err := c.qc.AcceptUniStream(context.Background())
+		if err != nil {
+			return
+		}
+		var typ [1]byte
+		if _, err := str.Peek(typ[:]); err != nil {
+			continue
+		}
+		if typ[0] != 0x00 { // not the control stream (RFC 9114 §6.2.1)
+			c.raw.HandleUnidirectionalStream(str)
+			continue
+		}
+		c.wg.Go(func() {
+			err := h3.ReadControl(bufio.NewReader(str),
+				func(connect, datagrams bool) { c.settings <- [2]bool{connect, datagrams} }, func() {})
+			c.qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeClosedCriticalStream), "control stream: "+errString(err))
+		})
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+// h3Datagrams receives the tunnel's HTTP Datagrams straight off the QUIC
+// connection (whose queue holds 128), dropping those of other streams.
+type h3Datagrams struct {
+	qc   *quic.Conn
+	qsid uint64
+}
+
+func (d *h3Datagrams) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	for {
+		b, err := d.qc.ReceiveDatagram(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if id, n, err := quicvarint.Parse(b); err == nil && id == d.qsid {
+			return b[n:], nil
+		}
+	}
 }
 
 type h3Stream struct{ *http3.RequestStream }
