@@ -77,6 +77,9 @@ func newRelaySession(t testing.TB, limits ...tunnel.Limits) (*Session, *counting
 // the proxy's side: from the client through the checks to the device, and
 // from the device through the tunnel's queue to the client's datagrams.
 func TestIPPathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops buffers under the race detector; make test runs this without -race")
+	}
 	se, dev, dc := newRelaySession(t)
 	up := ipv4Packet(se.addrs[0].String(), "8.8.8.8", protoUDP, append(ports(40000, 443), make([]byte, 1200)...))
 	if a := testing.AllocsPerRun(1000, func() { se.up(up) }); a != 0 {

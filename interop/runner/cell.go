@@ -62,7 +62,7 @@ func unsupported(tc *testCase, cl *client, sv *server) string {
 	if missing := (tc.needs | tc.clientNeeds[cl.name] | cl.needs) &^ sv.has; missing != 0 {
 		return sv.name + " lacks " + missing.String()
 	}
-	return ""
+	return ipUnsupported(tc)
 }
 
 // programs are what a cell runs.

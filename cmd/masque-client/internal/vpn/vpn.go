@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -75,14 +74,18 @@ func Dial(ctx context.Context, c Config) (*Tunnel, error) {
 	if c.Path == "" {
 		c.Path = DefaultPath
 	}
+	path, err := url.ParseRequestURI(c.Path)
+	if err != nil || path.Host != "" {
+		return nil, fmt.Errorf("request path %q: want /PATH[?QUERY]", c.Path)
+	}
 	switch c.Transport {
 	case "h3":
-		return dialH3(ctx, c, u.Host)
+		return dialH3(ctx, c, path, u.Host)
 	case "h2":
-		return dialH2(ctx, c, u.Host)
+		return dialH2(ctx, c, path, u.Host)
 	case "", "auto":
 		hctx, cancel := context.WithTimeout(ctx, time.Second)
-		t, err := dialH3(hctx, c, u.Host)
+		t, err := dialH3(hctx, c, path, u.Host)
 		cancel()
 		var pe *proxyconn.ProxyError
 		if err == nil || errors.As(err, &pe) || ctx.Err() != nil {
@@ -91,27 +94,26 @@ func Dial(ctx context.Context, c Config) (*Tunnel, error) {
 		if c.Logf != nil {
 			c.Logf("HTTP/3 failed (%v); trying HTTP/2", err)
 		}
-		return dialH2(ctx, c, u.Host)
+		return dialH2(ctx, c, path, u.Host)
 	}
 	return nil, fmt.Errorf("transport %q: want auto, h3 or h2", c.Transport)
 }
 
-func request(c Config, authority, authz string) *http.Request {
+// request is the CONNECT-IP request for c.Path, which is already
+// percent-encoded (an expanded template: %2A, %2F, %3A stay as they are).
+func request(c Config, u *url.URL, authority, authz string) *http.Request {
 	req := &http.Request{
 		Method: http.MethodConnect,
 		Proto:  connectip.Protocol,
 		Host:   authority,
-		URL:    &url.URL{Scheme: "https", Host: authority, Path: c.Path},
+		URL:    &url.URL{Scheme: "https", Host: authority, Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery},
 		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
-	}
-	if p, q, ok := strings.Cut(c.Path, "?"); ok {
-		req.URL.Path, req.URL.RawQuery = p, q
 	}
 	proxyconn.SetRequestHeader(req, c.Header, authz)
 	return req
 }
 
-func dialH3(ctx context.Context, c Config, authority string) (*Tunnel, error) {
+func dialH3(ctx context.Context, c Config, path *url.URL, authority string) (*Tunnel, error) {
 	tc := c.TLSConfig.Clone()
 	tc.NextProtos = []string{http3.NextProtoH3}
 	qc, err := quic.DialAddr(ctx, authority, tc, &quic.Config{EnableDatagrams: true, InitialPacketSize: 1350,
@@ -150,7 +152,7 @@ func dialH3(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := rs.SendRequestHeader(request(c, authority, authz).WithContext(ctx)); err != nil {
+		if err := rs.SendRequestHeader(request(c, path, authority, authz).WithContext(ctx)); err != nil {
 			return nil, err
 		}
 		resp, err := rs.ReadResponse()
@@ -251,7 +253,7 @@ func (s *h3Stream) Abort() error {
 	return nil
 }
 
-func dialH2(ctx context.Context, c Config, authority string) (*Tunnel, error) {
+func dialH2(ctx context.Context, c Config, path *url.URL, authority string) (*Tunnel, error) {
 	tc := c.TLSConfig.Clone()
 	tc.NextProtos = []string{"h2"}
 	conn, err := (&tls.Dialer{Config: tc}).DialContext(ctx, "tcp", authority)
@@ -264,7 +266,7 @@ func dialH2(ctx context.Context, c Config, authority string) (*Tunnel, error) {
 		return nil, err
 	}
 	s, err := proxyconn.Do(ctx, c.Authorizer, func(authz string) (*h2Stream, error) {
-		req := request(c, authority, authz)
+		req := request(c, path, authority, authz)
 		req.Proto = ""
 		req.Header.Set(":protocol", connectip.Protocol)
 		pr, pw := io.Pipe()

@@ -88,7 +88,9 @@ func TestDeviceWide(t *testing.T) {
 func TestHTTP2(t *testing.T) {
 	n := iptunneltest.New(t, iptunneltest.Options{AllowPrivate: true, H2: true})
 	o := n.StartOrigin(t, 4<<20)
-	startVPN(t, n, Config{Transport: "h2", Device: "mqvpn", Routes: []netip.Prefix{netip.MustParsePrefix(iptunneltest.OriginNet)}})
+	// The path as masque-client expands its -ip-template: * percent-encoded.
+	startVPN(t, n, Config{Transport: "h2", Device: "mqvpn", Path: "/.well-known/masque/ip/%2A/%2A/",
+		Routes: []netip.Prefix{netip.MustParsePrefix(iptunneltest.OriginNet)}})
 	t.Run("ping", func(t *testing.T) { n.Ping(t) })
 	t.Run("tcp-download", func(t *testing.T) { n.CheckDownload(t, o) })
 }

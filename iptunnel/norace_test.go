@@ -1,0 +1,5 @@
+//go:build !race
+
+package iptunnel
+
+const raceEnabled = false
