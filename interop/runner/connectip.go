@@ -184,11 +184,7 @@ func startMasquedIP(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, er
 	if err != nil {
 		return nil, err
 	}
-	addr, err := p.Line("listening on ")
-	if err != nil {
-		return nil, err
-	}
-	certFile, err := p.Line("certificate ")
+	addr, certFile, err := masquedLines(p)
 	if err != nil {
 		return nil, err
 	}

@@ -190,11 +190,7 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 	if err != nil {
 		return nil, err
 	}
-	addr, err := p.Line("listening on ")
-	if err != nil {
-		return nil, err
-	}
-	certFile, err := p.Line("certificate ")
+	addr, certFile, err := masquedLines(p)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +216,16 @@ func startMasqued(ctx context.Context, c *cellRun, o proxyOptions) (*proxy, erro
 		}
 	}
 	return x, nil
+}
+
+// masquedLines reads what masqued p prints once it serves: where it listens
+// and the certificate to trust.
+func masquedLines(p *proc.Process) (addr, certFile string, err error) {
+	if addr, err = p.Line("listening on "); err != nil {
+		return "", "", err
+	}
+	certFile, err = p.Line("certificate ")
+	return addr, certFile, err
 }
 
 // startRelay starts a masqued ingress relay that tunnels to egress alone
