@@ -193,7 +193,11 @@ func (e *env) downloadWithMasqueGo(ctx context.Context, c benchCase) (time.Durat
 	if template == "" {
 		template = p.url + "/.well-known/masque/udp/{target_host}/{target_port}/" // masqued's default
 	}
-	cl, err := proc.Start(ctx, e.program(masqueGoDir), "client", "-template", template, "-ca", p.certFile,
+	bin, err := e.program(ctx, masqueGoDir) // built here when no case runs its proxy
+	if err != nil {
+		return 0, 0, err
+	}
+	cl, err := proc.Start(ctx, bin, "client", "-template", template, "-ca", p.certFile,
 		"-origin-ca", e.originCertFile, "-o", out, "https://"+e.h3Origin.String()+"/")
 	if err != nil {
 		return 0, 0, err

@@ -387,11 +387,9 @@ func (e *env) startRelay(ctx context.Context, egress masque.Target) (*proxy, err
 // it to exit 0. It returns the process and the address that its first
 // line, "listening on ADDR", gives.
 func (e *env) startProgram(ctx context.Context, dir string, args ...string) (*proc.Process, string, error) {
-	bin := e.program(dir)
-	if _, err := os.Stat(bin); err != nil {
-		if err := proc.GoBuild(ctx, dir, bin); err != nil {
-			return nil, "", err
-		}
+	bin, err := e.program(ctx, dir)
+	if err != nil {
+		return nil, "", err
 	}
 	p, err := proc.Start(context.Background(), bin, args...)
 	if err != nil {
@@ -402,8 +400,15 @@ func (e *env) startProgram(ctx context.Context, dir string, args ...string) (*pr
 	return p, addr, err
 }
 
-// program is where the bench builds the program in dir.
-func (e *env) program(dir string) string { return filepath.Join(e.dir, filepath.Base(dir)) }
+// program returns the program in dir, built into the bench's directory the
+// first time it is asked for.
+func (e *env) program(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(e.dir, filepath.Base(dir))
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	return bin, proc.GoBuild(ctx, dir, bin)
+}
 
 // newProxy describes the proxy process p at addr whose certificate is in
 // certFile. A non-empty templatePath is its CONNECT-UDP template's path.
