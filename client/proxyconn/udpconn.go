@@ -89,12 +89,15 @@ type UDPConn struct {
 	tunnelDone context.Context // done when the tunnel ends; its cause is ReadFrom's error
 	endTunnel  context.CancelCauseFunc
 	closing    atomic.Bool // Close has begun: the stream's end is ours
-	deadline   ReadDeadline
-	in         chan packet
-	pump       sync.WaitGroup
-	dropped    atomic.Uint64
-	writeMu    sync.Mutex // one capsule at a time on the stream
-	fwd        *forwarder // nil unless EnableForwarding; set before Start
+	// waitedForEnd: a failed write has waited for the tunnel's end once
+	// (writeFailed); later ones do not wait again.
+	waitedForEnd atomic.Bool
+	deadline     ReadDeadline
+	in           chan packet
+	pump         sync.WaitGroup
+	dropped      atomic.Uint64
+	writeMu      sync.Mutex // one capsule at a time on the stream
+	fwd          *forwarder // nil unless EnableForwarding; set before Start
 
 	closeOnce sync.Once
 	closeErr  error
@@ -286,14 +289,38 @@ func (u *UDPConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	return len(p), nil
 }
 
+// writeFailedGrace is how long a failed write waits for the stream's reader
+// to say why the tunnel ended; see writeFailed.
+const writeFailedGrace = 100 * time.Millisecond
+
 // writeFailed ends the tunnel with a *TargetRefusedError if err is the
-// proxy's word that the target refused, and returns WriteTo's error.
+// proxy's word that the target refused, and returns WriteTo's error. A write
+// can also fail a moment before the reader sees how the stream ended: over
+// HTTP/2 the transport closes the request body once the proxy has ended
+// the stream, which is how masqued says the target refused. So a write
+// that failed otherwise waits, briefly and once per tunnel at most, for the
+// reader's verdict, and returns the tunnel's end if it comes: a
+// *TargetRefusedError, not a closed pipe that a QUIC connection inside would
+// report as silence.
 func (u *UDPConn) writeFailed(err error) error {
-	if u.closing.Load() || !u.stream.Refused(err) {
+	if u.closing.Load() {
 		return err
 	}
-	u.endTunnel(&TargetRefusedError{Target: u.remote.String()})
-	return context.Cause(u.tunnelDone)
+	if u.stream.Refused(err) {
+		u.endTunnel(&TargetRefusedError{Target: u.remote.String()})
+		return context.Cause(u.tunnelDone)
+	}
+	if u.tunnelDone.Err() == nil && u.waitedForEnd.Swap(true) {
+		return err
+	}
+	t := time.NewTimer(writeFailedGrace)
+	defer t.Stop()
+	select {
+	case <-u.tunnelDone.Done():
+		return context.Cause(u.tunnelDone)
+	case <-t.C:
+		return err
+	}
 }
 
 // Close ends the tunnel and waits for the pump.

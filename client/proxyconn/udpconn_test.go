@@ -3,8 +3,10 @@ package proxyconn
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -139,5 +141,36 @@ func TestUDPConnDeadlineAndClose(t *testing.T) {
 	}
 	if _, err := u.WriteTo([]byte("late"), nil); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("WriteTo after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// lateEOFStream ends as a refused tunnel's HTTP/2 stream does: the
+// transport closes the request body first, so a write fails with a closed
+// pipe, and only then does the reader see the response's clean end, which
+// is the refusal.
+type lateEOFStream struct {
+	eof  chan struct{} // closed by the first failed Write
+	once sync.Once
+}
+
+func (s *lateEOFStream) Read([]byte) (int, error) { <-s.eof; return 0, io.EOF }
+func (s *lateEOFStream) Write([]byte) (int, error) {
+	s.once.Do(func() { close(s.eof) })
+	return 0, io.ErrClosedPipe
+}
+func (s *lateEOFStream) Close() error           { s.once.Do(func() { close(s.eof) }); return nil }
+func (s *lateEOFStream) Refused(err error) bool { return errors.Is(err, io.EOF) }
+
+// TestUDPConnRefusalAfterFailedWrite: a write that fails a moment before
+// the reader learns that the target refused reports the refusal, not the
+// closed pipe (a QUIC connection inside would report silence instead).
+func TestUDPConnRefusalAfterFailedWrite(t *testing.T) {
+	u := NewUDPConn(&lateEOFStream{eof: make(chan struct{})}, nil, nil, AddrOf("192.0.2.1:443", "udp"))
+	u.Start()
+	defer u.Close()
+	_, err := u.WriteTo([]byte("hello"), nil)
+	var refused *TargetRefusedError
+	if !errors.As(err, &refused) {
+		t.Fatalf("WriteTo: %v, want a *TargetRefusedError", err)
 	}
 }
