@@ -106,16 +106,6 @@ func command(name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// Run runs a command in the root namespace, failing t if it fails.
-func Run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := command(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // Exec runs a command inside n and returns its output.
 func (n *NS) Exec(name string, args ...string) (string, error) {
 	return command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
