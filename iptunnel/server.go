@@ -226,9 +226,6 @@ func (s *Server) Gateways() []netip.Addr {
 	return out
 }
 
-// DeviceName is the TUN device's name.
-func (s *Server) DeviceName() string { return s.name }
-
 // Close ends every tunnel, stops reading the device, and removes it and the
 // NAT rules. It is safe to call more than once.
 func (s *Server) Close() error {

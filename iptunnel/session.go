@@ -43,16 +43,6 @@ type Session struct {
 	datagram tunnel.DatagramConn // set by Relay; nil: capsules
 }
 
-// Addresses returns the tunnel's assigned addresses.
-func (se *Session) Addresses() []netip.Addr {
-	var out []netip.Addr
-	for _, a := range se.addrs {
-		if a.IsValid() {
-			out = append(out, a)
-		}
-	}
-	return out
-}
 
 // enqueue hands a packet from the device to the writer, or drops it.
 func (se *Session) enqueue(bp *[]byte, n int) {
