@@ -43,7 +43,6 @@ type Session struct {
 	datagram tunnel.DatagramConn // set by Relay; nil: capsules
 }
 
-
 // enqueue hands a packet from the device to the writer, or drops it.
 func (se *Session) enqueue(bp *[]byte, n int) {
 	select {
