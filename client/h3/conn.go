@@ -51,16 +51,16 @@ type control struct {
 	settings     peerSettings
 	goAway       atomic.Bool // set under mu; read without it to refuse new tunnels
 
-	mu      sync.Mutex          // guards tunnels, open, and goAway's setting
-	tunnels map[uint64]*UDPConn // datagram-mode UDP tunnels by quarter stream ID
-	open    int                 // tunnels the proxy accepted and the user has not closed
+	mu      sync.Mutex              // guards tunnels, open, and goAway's setting
+	tunnels map[uint64]datagramSink // datagram-mode tunnels by quarter stream ID
+	open    int                     // tunnels the proxy accepted and the user has not closed
 
 	unknownStream atomic.Uint64 // datagrams for no open tunnel
 	wg            sync.WaitGroup
 }
 
 func newControl(conn *quic.Conn, raw *http3.RawClientConn) *control {
-	c := &control{conn: conn, raw: raw, settingsRcvd: make(chan struct{}), tunnels: map[uint64]*UDPConn{}}
+	c := &control{conn: conn, raw: raw, settingsRcvd: make(chan struct{}), tunnels: map[uint64]datagramSink{}}
 	c.wg.Add(2)
 	go c.acceptUni()
 	go c.acceptBidi()
@@ -112,6 +112,11 @@ func (c *control) acceptBidi() {
 		c.raw.HandleBidirectionalStream(str)
 	}
 }
+
+// datagramSink takes a tunnel's HTTP Datagrams (their payload, Context ID
+// first) from dispatchDatagrams, without blocking: *UDPConn, and the
+// CONNECT-IP tunnel's queue.
+type datagramSink interface{ Deliver(b []byte) }
 
 type frameError struct {
 	code http3.ErrCode
@@ -219,7 +224,7 @@ func (c *control) dispatchDatagrams() {
 	}
 }
 
-func (c *control) register(qsid uint64, u *UDPConn) {
+func (c *control) register(qsid uint64, u datagramSink) {
 	c.mu.Lock()
 	c.tunnels[qsid] = u
 	c.mu.Unlock()

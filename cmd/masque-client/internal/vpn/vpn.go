@@ -6,12 +6,10 @@
 package vpn
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,14 +19,12 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-	"github.com/quic-go/quic-go/quicvarint"
-	"golang.org/x/net/http2"
 
+	"github.com/masqued/masqued/client/h2"
 	"github.com/masqued/masqued/client/h3"
 	"github.com/masqued/masqued/client/proxyconn"
 	"github.com/masqued/masqued/internal/tun"
 	"github.com/masqued/masqued/masque"
-	"github.com/masqued/masqued/masque/capsule"
 	"github.com/masqued/masqued/masque/connectip"
 )
 
@@ -99,149 +95,25 @@ func Dial(ctx context.Context, c Config) (*Tunnel, error) {
 	return nil, fmt.Errorf("transport %q: want auto, h3 or h2", c.Transport)
 }
 
-// request is the CONNECT-IP request for c.Path, which is already
+// requestURL is the CONNECT-IP request's URL for path, which is already
 // percent-encoded (an expanded template: %2A, %2F, %3A stay as they are).
-func request(c Config, u *url.URL, authority, authz string) *http.Request {
-	req := &http.Request{
-		Method: http.MethodConnect,
-		Proto:  connectip.Protocol,
-		Host:   authority,
-		URL:    &url.URL{Scheme: "https", Host: authority, Path: u.Path, RawPath: u.RawPath, RawQuery: u.RawQuery},
-		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}},
-	}
-	proxyconn.SetRequestHeader(req, c.Header, authz)
-	return req
+func requestURL(path *url.URL, authority string) *url.URL {
+	return &url.URL{Scheme: "https", Host: authority, Path: path.Path, RawPath: path.RawPath, RawQuery: path.RawQuery}
 }
 
 func dialH3(ctx context.Context, c Config, path *url.URL, authority string) (*Tunnel, error) {
-	tc := c.TLSConfig.Clone()
-	tc.NextProtos = []string{http3.NextProtoH3}
-	qc, err := quic.DialAddr(ctx, authority, tc, &quic.Config{EnableDatagrams: true, InitialPacketSize: 1350,
-		KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 60 * time.Second})
+	cl, err := h3.Dial(ctx, c.Proxy, h3.Config{TLSConfig: c.TLSConfig, Authorizer: c.Authorizer, Header: c.Header})
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the proxy over QUIC: %w", err)
-	}
-	// The connection's server streams are ours to read, so that http3 does
-	// not dispatch its datagrams through a 32-deep queue per stream, which
-	// lost a fifth of a download's packets under bursts; ReceiveDatagram
-	// reads them off the connection instead (h3Datagrams).
-	cc := (&http3.Transport{EnableDatagrams: true}).NewRawClientConn(qc)
-	ctl := &h3Control{qc: qc, raw: cc, settings: make(chan [2]bool, 1)}
-	ctl.wg.Go(ctl.acceptStreams)
-	closeConn := func() error {
-		err := qc.CloseWithError(0, "")
-		ctl.wg.Wait()
-		return err
-	}
-	fail := func(err error) (*Tunnel, error) {
-		closeConn()
 		return nil, err
 	}
-	select {
-	case s := <-ctl.settings:
-		if !s[0] || !s[1] {
-			return fail(errors.New("the proxy offers no extended CONNECT with datagrams over HTTP/3"))
-		}
-	case <-qc.Context().Done():
-		return fail(fmt.Errorf("waiting for the proxy's SETTINGS: %w", context.Cause(qc.Context())))
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	}
-	rs, err := proxyconn.Do(ctx, c.Authorizer, func(authz string) (*http3.RequestStream, error) {
-		rs, err := cc.OpenRequestStream(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := rs.SendRequestHeader(request(c, path, authority, authz).WithContext(ctx)); err != nil {
-			return nil, err
-		}
-		resp, err := rs.ReadResponse()
-		if err != nil {
-			return nil, fmt.Errorf("reading the proxy's response: %w", err)
-		}
-		if resp.StatusCode/100 != 2 {
-			rs.CancelRead(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
-			rs.CancelWrite(quic.StreamErrorCode(http3.ErrCodeRequestCanceled))
-			return nil, proxyconn.Refusal(resp)
-		}
-		return rs, nil
-	})
+	rs, dg, err := cl.ConnectIP(ctx, requestURL(path, authority))
 	if err != nil {
-		return fail(err)
+		cl.Close()
+		return nil, err
 	}
-	remote := qc.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	dg := &capsule.StreamDatagrams{QUICDatagrams: capsule.NewQUICDatagrams(qc, rs.StreamID()),
-		Stream: &h3Datagrams{qc: qc, qsid: uint64(rs.StreamID() / 4)}}
+	remote := cl.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 	return &Tunnel{ClientConn: connectip.NewClientConn(&h3Stream{rs}, dg), Transport: "h3", Remote: remote,
-		closeConn: closeConn}, nil
-}
-
-// h3Control reads the proxy's streams of a connection that carries one
-// tunnel: the control stream itself (h3.ReadControl), the others through
-// http3.
-type h3Control struct {
-	qc       *quic.Conn
-	raw      *http3.RawClientConn
-	settings chan [2]bool // extended CONNECT, datagrams: once
-	wg       sync.WaitGroup
-}
-
-// acceptStreams runs until the connection closes.
-func (c *h3Control) acceptStreams() {
-	c.wg.Go(func() {
-		for {
-			str, err := c.qc.AcceptStream(context.Background())
-			if err != nil {
-				return
-			}
-			c.raw.HandleBidirectionalStream(str) // a protocol error from a server
-		}
-	})
-	for {
-		str, err := c.qc.AcceptUniStream(context.Background())
-		if err != nil {
-			return
-		}
-		var typ [1]byte
-		if _, err := str.Peek(typ[:]); err != nil {
-			continue
-		}
-		if typ[0] != 0x00 { // not the control stream (RFC 9114 §6.2.1)
-			c.raw.HandleUnidirectionalStream(str)
-			continue
-		}
-		c.wg.Go(func() {
-			err := h3.ReadControl(bufio.NewReader(str),
-				func(connect, datagrams bool) { c.settings <- [2]bool{connect, datagrams} }, func() {})
-			c.qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeClosedCriticalStream), "control stream: "+errString(err))
-		})
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "closed"
-	}
-	return err.Error()
-}
-
-// h3Datagrams receives the tunnel's HTTP Datagrams straight off the QUIC
-// connection (whose queue holds 128), dropping those of other streams.
-type h3Datagrams struct {
-	qc   *quic.Conn
-	qsid uint64
-}
-
-func (d *h3Datagrams) ReceiveDatagram(ctx context.Context) ([]byte, error) {
-	for {
-		b, err := d.qc.ReceiveDatagram(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if id, n, err := quicvarint.Parse(b); err == nil && id == d.qsid {
-			return b[n:], nil
-		}
-	}
+		closeConn: cl.Close}, nil
 }
 
 type h3Stream struct{ *http3.RequestStream }
@@ -254,61 +126,18 @@ func (s *h3Stream) Abort() error {
 }
 
 func dialH2(ctx context.Context, c Config, path *url.URL, authority string) (*Tunnel, error) {
-	tc := c.TLSConfig.Clone()
-	tc.NextProtos = []string{"h2"}
-	conn, err := (&tls.Dialer{Config: tc}).DialContext(ctx, "tcp", authority)
+	cl, err := h2.Dial(ctx, c.Proxy, h2.Config{TLSConfig: c.TLSConfig, Authorizer: c.Authorizer, Header: c.Header})
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the proxy over TLS: %w", err)
-	}
-	cc, err := (&http2.Transport{}).NewClientConn(conn) //lint:ignore SA1019 one connection of our own, as client/h2
-	if err != nil {
-		conn.Close()
 		return nil, err
 	}
-	s, err := proxyconn.Do(ctx, c.Authorizer, func(authz string) (*h2Stream, error) {
-		req := request(c, path, authority, authz)
-		req.Proto = ""
-		req.Header.Set(":protocol", connectip.Protocol)
-		pr, pw := io.Pipe()
-		req.Body, req.ContentLength = pr, -1
-		life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		stop := context.AfterFunc(ctx, cancel)
-		resp, err := cc.RoundTrip(req.WithContext(life))
-		stop()
-		if err == nil && resp.StatusCode/100 != 2 {
-			resp.Body.Close()
-			err = proxyconn.Refusal(resp)
-		}
-		if err != nil {
-			cancel()
-			pw.Close()
-			return nil, err
-		}
-		return &h2Stream{ReadCloser: resp.Body, pw: pw, cancel: cancel}, nil
-	})
+	s, err := cl.ConnectIP(ctx, requestURL(path, authority))
 	if err != nil {
-		cc.Close()
+		cl.Close()
 		return nil, err
 	}
-	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-	return &Tunnel{ClientConn: connectip.NewClientConn(s, nil), Transport: "h2", Remote: remote, closeConn: cc.Close}, nil
+	remote := cl.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	return &Tunnel{ClientConn: connectip.NewClientConn(s, nil), Transport: "h2", Remote: remote, closeConn: cl.Close}, nil
 }
-
-type h2Stream struct {
-	io.ReadCloser
-	pw     *io.PipeWriter
-	cancel context.CancelFunc
-}
-
-func (s *h2Stream) Write(b []byte) (int, error) { return s.pw.Write(b) }
-func (s *h2Stream) CloseWrite() error           { return s.pw.Close() }
-func (s *h2Stream) Abort() error {
-	s.pw.CloseWithError(net.ErrClosed)
-	s.cancel()
-	return s.ReadCloser.Close()
-}
-
-var _ connectip.Stream = (*h2Stream)(nil)
 
 // Run dials the tunnel, brings up the device and carries packets until ctx
 // ends (nil) or the tunnel does (its error); then it tears everything down.
