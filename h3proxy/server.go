@@ -24,6 +24,7 @@ import (
 	"github.com/masqued/masqued/iptunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
+	"github.com/masqued/masqued/internal/udpgso"
 	"github.com/masqued/masqued/tunnel"
 )
 
@@ -132,6 +133,13 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	}
 	if fs, ok := pc.(*tunnel.ForwardSocket); ok {
 		return s.serveForwarding(fs)
+	}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		// quic-go sends each HTTP Datagram in a sendmsg of its own: gather
+		// them into GSO runs.
+		gc := udpgso.NewConn(uc)
+		defer gc.Close()
+		pc = gc
 	}
 	return s.h3.Serve(pc)
 }

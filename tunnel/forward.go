@@ -2,14 +2,13 @@ package tunnel
 
 import (
 	"crypto/rand"
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/masqued/masqued/internal/udpgso"
 	"github.com/masqued/masqued/masque/quicproxy"
 )
 
@@ -88,7 +87,7 @@ type targetRoute struct {
 // nil.
 func NewForwardSocket(uc *net.UDPConn, metrics *Metrics) *ForwardSocket {
 	s := &ForwardSocket{uc: uc, metrics: metrics, routes: make(map[[targetVCIDLen]byte]*targetRoute)}
-	s.gso.Store(gsoSupported(uc))
+	s.gso.Store(udpgso.Supported(uc))
 	_ = uc.SetReadBuffer(4 << 20)
 	_ = uc.SetWriteBuffer(4 << 20)
 	return s
@@ -191,8 +190,8 @@ func (s *ForwardSocket) removeRoute(vcid []byte) {
 // kernel has it, else one send each.
 func (s *ForwardSocket) sendDown(b []byte, seg int, to netip.AddrPort) error {
 	if len(b) > seg && s.gso.Load() {
-		err := sendGSO(s.uc, b, seg, to)
-		if !errors.Is(err, syscall.EIO) && !errors.Is(err, syscall.EINVAL) {
+		err := udpgso.Send(s.uc, b, seg, to)
+		if !udpgso.Refused(err) {
 			return err
 		}
 		s.gso.Store(false) // the device cannot segment: never again
