@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqued/masqued/client/proxyconn"
+	"github.com/masqued/masqued/internal/udpgso"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
 	"github.com/masqued/masqued/masque/quicproxy"
@@ -110,9 +112,49 @@ type Client struct {
 	auth      masque.Authorizer
 	header    http.Header     // Config.Header
 	datagrams bool            // both sides negotiated HTTP Datagrams
-	qt        *quic.Transport // with Config.Forwarding or PacketConn: conn's transport, ours to close
+	qt        *quic.Transport // conn's transport, ours to close
 	fwd       *forwardConn    // with Config.Forwarding: qt's socket
+	sock      *udpgso.Conn    // without Forwarding or PacketConn: qt's socket
 	relayed   net.PacketConn  // Config.PacketConn, closed after qt
+}
+
+// dialGathering connects to the proxy as quic.DialAddr does, but on a
+// socket the client owns, under a udpgso.Conn: quic-go sends each HTTP
+// Datagram in a write of its own, which the Conn gathers into runs. Close
+// the transport, then the Conn, then its socket.
+func dialGathering(ctx context.Context, authority string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, *quic.Transport, *udpgso.Conn, error) {
+	udp, proxy, err := listenFor(authority)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sock := udpgso.NewConn(udp)
+	qt := &quic.Transport{Conn: sock}
+	conn, err := qt.Dial(ctx, net.UDPAddrFromAddrPort(proxy), tlsConf, qc)
+	if err != nil {
+		qt.Close()
+		sock.Close()
+		udp.Close()
+		return nil, nil, nil, err
+	}
+	return conn, qt, sock, nil
+}
+
+// listenFor opens a UDP socket for a connection to the proxy at authority
+// ("host:port"), of the proxy's address family, so that the source of each
+// packet read compares with the proxy's address as it is.
+func listenFor(authority string) (*net.UDPConn, netip.AddrPort, error) {
+	raddr, err := net.ResolveUDPAddr("udp", authority)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	proxy := raddr.AddrPort()
+	proxy = netip.AddrPortFrom(proxy.Addr().Unmap(), proxy.Port())
+	network := "udp6"
+	if proxy.Addr().Is4() {
+		network = "udp4"
+	}
+	udp, err := net.ListenUDP(network, nil)
+	return udp, proxy, err
 }
 
 // ProxyError is a proxy's refusal of a tunnel: its status, Proxy-Status and
@@ -138,13 +180,14 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	var conn *quic.Conn
 	var qt *quic.Transport
 	var fwd *forwardConn
+	var sock *udpgso.Conn
 	switch {
 	case c.PacketConn != nil:
 		conn, qt, err = proxyconn.DialQUIC(ctx, c.PacketConn, p.TLS, qc)
 	case c.Forwarding && !c.DisableDatagrams:
 		conn, qt, fwd, err = dialForwarding(ctx, p.Authority, p.TLS, qc)
 	default:
-		conn, err = quic.DialAddr(ctx, p.Authority, p.TLS, qc)
+		conn, qt, sock, err = dialGathering(ctx, p.Authority, p.TLS, qc)
 	}
 	if err != nil {
 		if c.PacketConn != nil {
@@ -155,7 +198,7 @@ func Dial(ctx context.Context, proxyURL string, c Config) (*Client, error) {
 	tr := &http3.Transport{EnableDatagrams: !c.DisableDatagrams}
 	cc := tr.NewRawClientConn(conn)
 	ctl := newControl(conn, cc)
-	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone(), qt: qt, fwd: fwd, relayed: c.PacketConn}
+	cl := &Client{conn: conn, cc: cc, ctl: ctl, tr: tr, authority: p.Authority, template: p.Template, auth: c.Authorizer, header: c.Header.Clone(), qt: qt, fwd: fwd, sock: sock, relayed: c.PacketConn}
 	select {
 	case <-ctl.settingsRcvd:
 	case <-ctx.Done():
@@ -190,6 +233,9 @@ func (c *Client) Close() error {
 	}
 	if c.fwd != nil {
 		err = errors.Join(err, c.fwd.Close())
+	}
+	if c.sock != nil {
+		err = errors.Join(err, c.sock.Close(), c.sock.UDPConn.Close())
 	}
 	if c.relayed != nil {
 		err = errors.Join(err, c.relayed.Close())

@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 
 	"github.com/quic-go/quic-go"
 
@@ -26,19 +24,7 @@ import (
 // transport whose CIDs never look like a client VCID. Close the transport,
 // then the forwardConn.
 func dialForwarding(ctx context.Context, authority string, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, *quic.Transport, *forwardConn, error) {
-	raddr, err := net.ResolveUDPAddr("udp", authority)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	proxy := raddr.AddrPort()
-	proxy = netip.AddrPortFrom(proxy.Addr().Unmap(), proxy.Port())
-	// A socket of the proxy's address family, so that the source of each
-	// packet read compares with proxy as it is.
-	network := "udp6"
-	if proxy.Addr().Is4() {
-		network = "udp4"
-	}
-	udp, err := net.ListenUDP(network, nil)
+	udp, proxy, err := listenFor(authority)
 	if err != nil {
 		return nil, nil, nil, err
 	}
