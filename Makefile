@@ -25,7 +25,7 @@ TEST_TIMEOUT        ?= 10m
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(shell $(GO) env GOPATH)/bin/staticcheck
 # command:package, for the Debian packages whose commands the tests run
-DEB_COMMANDS        := curl:curl chromium:chromium redis-server:redis-server firefox-esr:firefox-esr certutil:libnss3-tools ip:iproute2
+DEB_COMMANDS        := curl:curl chromium:chromium redis-server:redis-server firefox-esr:firefox-esr certutil:libnss3-tools ip:iproute2 nft:nftables
 BROWSERS            := chromium firefox-esr
 EXTENSION           := browser/firefox
 NPM                 ?= npm
