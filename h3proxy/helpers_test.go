@@ -74,14 +74,19 @@ func serveProxy(t testing.TB, host string, forwarding bool, opts ...proxyOption)
 	srv := &Server{Proxy: p, TLSConfig: testnet.NewCert(t).ServerTLS()}
 	done := make(chan error, 1)
 	var served net.PacketConn = pc
+	var fs *tunnel.ForwardSocket
 	if forwarding {
-		served = tunnel.NewForwardSocket(pc, m)
+		fs = tunnel.NewForwardSocket(pc, m)
+		served = fs
 	}
 	go func() { done <- srv.Serve(served) }()
 	t.Cleanup(func() {
 		srv.Close()
 		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve: %v", err)
+		}
+		if fs != nil {
+			fs.Close() // it owns pc from NewForwardSocket on
 		}
 	})
 	addr := pc.LocalAddr().(*net.UDPAddr)

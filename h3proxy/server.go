@@ -21,10 +21,10 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/masqued/masqued/internal/udpgso"
 	"github.com/masqued/masqued/iptunnel"
 	"github.com/masqued/masqued/masque"
 	"github.com/masqued/masqued/masque/capsule"
-	"github.com/masqued/masqued/internal/udpgso"
 	"github.com/masqued/masqued/tunnel"
 )
 

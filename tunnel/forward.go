@@ -6,7 +6,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
 
 	"github.com/masqued/masqued/internal/udpgso"
 	"github.com/masqued/masqued/masque/quicproxy"
@@ -23,11 +26,12 @@ import (
 //
 // Packets of the outer connections and forwarded packets share one UDP
 // socket, the ForwardSocket, which quic-go reads through. quic-go v0.65.0 has
-// no hook for packets it does not own, so the split happens in ReadFrom,
-// before quic-go sees a packet; the price is that quic-go reads this socket
-// one packet per system call, so masqued offers forwarded mode on a
-// listener of its own (-forward-listen) and keeps quic-go's batched reads on
-// the main one, where standard RFC 9298 clients are.
+// no hook for packets it does not own, but it reads a socket that has a
+// ReadBatch method through that method: the split happens there, before
+// quic-go sees a packet, and quic-go keeps its batched reads (recvmmsg) and
+// its writes, gathered into GSO runs by a udpgso.Conn. masqued offers
+// forwarded mode on a listener of its own (-forward-listen), so that a
+// client that cannot use it never pays for the split.
 //
 // Which packet is whose is told by one bit: every VCID the proxy hands out
 // has the top bit of its first byte set, and the QUIC connections served on
@@ -65,11 +69,14 @@ const (
 var fwdDropReasons = []string{FwdDropUnknownVCID, FwdDropWrongPath, FwdDropMalformed, FwdDropWriteError}
 
 // ForwardSocket is the UDP socket of a listener that offers forwarded
-// mode: quic-go serves the outer connections on it as a net.PacketConn,
-// and forwarded packets from clients are taken out of its reads and sent to
-// their targets. It is safe for concurrent use, as net.PacketConn is.
+// mode: quic-go serves the outer connections on it (it is a
+// quic.OOBCapablePacketConn with ReadBatch), and forwarded packets from
+// clients are taken out of its reads and sent to their targets. It is safe
+// for concurrent use, as net.PacketConn is.
 type ForwardSocket struct {
 	uc      *net.UDPConn
+	out     *udpgso.Conn // quic-go's writes, gathered into runs
+	in      *batchReader // quic-go's reads, in batches
 	metrics *Metrics
 	gso     atomic.Bool // the kernel took a UDP_SEGMENT send
 
@@ -83,30 +90,79 @@ type targetRoute struct {
 	cid []byte // the target's connection ID
 }
 
-// NewForwardSocket wraps uc, which it owns from then on. metrics may be
-// nil.
+// NewForwardSocket wraps uc, which it owns from then on: Close closes it.
+// metrics may be nil.
 func NewForwardSocket(uc *net.UDPConn, metrics *Metrics) *ForwardSocket {
-	s := &ForwardSocket{uc: uc, metrics: metrics, routes: make(map[[targetVCIDLen]byte]*targetRoute)}
+	s := &ForwardSocket{uc: uc, out: udpgso.NewConn(uc), in: newBatchReader(uc), metrics: metrics, routes: make(map[[targetVCIDLen]byte]*targetRoute)}
 	s.gso.Store(udpgso.Supported(uc))
 	_ = uc.SetReadBuffer(4 << 20)
 	_ = uc.SetWriteBuffer(4 << 20)
 	return s
 }
 
-// ReadFrom returns the next packet that is not a forwarded one; forwarded
-// packets it reads meanwhile go to their targets.
-func (s *ForwardSocket) ReadFrom(p []byte) (int, net.Addr, error) {
+// ReadBatch reads as ipv4.PacketConn.ReadBatch does (flags must be 0),
+// the messages of forwarded packets left out: those go to their targets.
+// It returns when it has read at least one packet that is not forwarded.
+func (s *ForwardSocket) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	for {
-		n, _, _, from, err := s.uc.ReadMsgUDPAddrPort(p, nil)
+		n, err := s.in.read(ms)
 		if err != nil {
-			return n, nil, err
+			return 0, err
 		}
-		if n > 1 && p[0]&0x80 == 0 && VCIDTagged(p[1]) {
-			s.forwardUp(p[:n], from)
-			continue
+		kept := 0
+		for i := range ms[:n] {
+			m := &ms[i]
+			if s.forwarded(m.Buffers[0][:m.N], s.in.source(ms, i)) {
+				continue
+			}
+			addr := s.in.addr(ms, i)
+			if kept != i { // quic-go's buffers stay with their messages: copy
+				k := &ms[kept]
+				k.N = copy(k.Buffers[0], m.Buffers[0][:m.N])
+				k.NN = copy(k.OOB, m.OOB[:m.NN])
+				k.Flags = m.Flags
+			}
+			ms[kept].Addr = addr
+			kept++
 		}
-		return n, net.UDPAddrFromAddrPort(from), nil
+		if kept > 0 {
+			return kept, nil
+		}
 	}
+}
+
+// ReadMsgUDP returns the next packet that is not a forwarded one; forwarded
+// packets it reads meanwhile go to their targets.
+func (s *ForwardSocket) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	for {
+		n, oobn, flags, from, err := s.uc.ReadMsgUDPAddrPort(b, oob)
+		if err != nil {
+			return n, oobn, flags, nil, err
+		}
+		if !s.forwarded(b[:n], from) {
+			return n, oobn, flags, net.UDPAddrFromAddrPort(from), nil
+		}
+	}
+}
+
+// ReadFrom is ReadMsgUDP without control messages.
+func (s *ForwardSocket) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, _, _, addr, err := s.ReadMsgUDP(p, nil)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, addr, nil
+}
+
+// forwarded reports whether p, read from from, is a forwarded packet (a
+// short header whose first connection ID byte is tagged), and if so sends
+// it on to its target, or drops and counts it.
+func (s *ForwardSocket) forwarded(p []byte, from netip.AddrPort) bool {
+	if len(p) < 2 || p[0]&0x80 != 0 || !VCIDTagged(p[1]) {
+		return false
+	}
+	s.forwardUp(p, from)
+	return true
 }
 
 // forwardUp sends a forwarded packet from a client to its target.
@@ -138,11 +194,22 @@ func (s *ForwardSocket) forwardUp(pkt []byte, from netip.AddrPort) {
 	r.fw.up(pkt[start:])
 }
 
-// WriteTo sends quic-go's packets.
-func (s *ForwardSocket) WriteTo(p []byte, addr net.Addr) (int, error) { return s.uc.WriteTo(p, addr) }
+// WriteMsgUDP queues quic-go's packets, to be sent in runs.
+func (s *ForwardSocket) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
+	return s.out.WriteMsgUDP(b, oob, addr)
+}
 
-// Close closes the socket.
-func (s *ForwardSocket) Close() error { return s.uc.Close() }
+// WriteTo: see WriteMsgUDP.
+func (s *ForwardSocket) WriteTo(p []byte, addr net.Addr) (int, error) { return s.out.WriteTo(p, addr) }
+
+// SyscallConn lets quic-go set its socket options (ECN, Don't Fragment).
+func (s *ForwardSocket) SyscallConn() (syscall.RawConn, error) { return s.uc.SyscallConn() }
+
+// Close sends what quic-go queued and closes the socket.
+func (s *ForwardSocket) Close() error {
+	s.out.Close()
+	return s.uc.Close()
+}
 
 // LocalAddr returns the socket's address.
 func (s *ForwardSocket) LocalAddr() net.Addr { return s.uc.LocalAddr() }

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
+	"golang.org/x/net/ipv4"
 
 	"github.com/masqued/masqued/internal/testnet"
 	"github.com/masqued/masqued/masque"
@@ -45,6 +47,7 @@ func register(tb testing.TB, fw *Forwarding, c *quicproxy.Capsule) {
 // client's place.
 type forwardedPath struct {
 	fs        *ForwardSocket
+	quicGo    chan quicGoPacket // what the socket's reads hand to quic-go
 	fw        *Forwarding
 	client    *net.UDPConn
 	targetVID []byte // the VCID the client sends to
@@ -59,14 +62,24 @@ func newForwardedPath(tb testing.TB) *forwardedPath {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fp := &forwardedPath{fs: NewForwardSocket(testnet.UDP(tb, testnet.IPv4), nil), client: testnet.UDP(tb, testnet.IPv4)}
+	fp := &forwardedPath{fs: NewForwardSocket(testnet.UDP(tb, testnet.IPv4), nil), client: testnet.UDP(tb, testnet.IPv4), quicGo: make(chan quicGoPacket, 64)}
 	readerDone := make(chan struct{})
-	go func() { // in quic-go's place: it reads what is not forwarded
+	go func() { // in quic-go's place: it reads what is not forwarded, as quic-go does
 		defer close(readerDone)
-		buf := make([]byte, 2048)
+		ms := make([]ipv4.Message, 8)
+		for i := range ms {
+			ms[i].Buffers, ms[i].OOB = [][]byte{make([]byte, 2048)}, make([]byte, 64)
+		}
 		for {
-			if _, _, err := fp.fs.ReadFrom(buf); err != nil {
+			n, err := fp.fs.ReadBatch(ms, 0)
+			if err != nil {
 				return
+			}
+			for _, m := range ms[:n] {
+				select {
+				case fp.quicGo <- quicGoPacket{bytes.Clone(m.Buffers[0][:m.N]), m.Addr}:
+				default:
+				}
 			}
 		}
 	}()
@@ -112,6 +125,56 @@ func newForwardedPath(tb testing.TB) *forwardedPath {
 	fw.mu.Unlock()
 	register(tb, fw, &quicproxy.Capsule{Type: quicproxy.TypeAckClientVCID, CID: cid, VCID: fp.clientVID})
 	return fp
+}
+
+// quicGoPacket is a packet the ForwardSocket hands to quic-go.
+type quicGoPacket struct {
+	b    []byte
+	from net.Addr
+}
+
+// The ForwardSocket keeps quic-go's batched reads: quic-go reads a socket
+// through ReadBatch where it has one.
+var _ interface {
+	quic.OOBCapablePacketConn
+	ReadBatch([]ipv4.Message, int) (int, error)
+} = (*ForwardSocket)(nil)
+
+// TestForwardSocketReadBatch sends quic-go's packets with forwarded ones
+// between them, and a tagged packet of no tunnel: quic-go gets its own, in
+// order and from the client's address; the forwarded one is echoed back
+// through the tunnel, and the unknown one goes nowhere.
+func TestForwardSocketReadBatch(t *testing.T) {
+	fp := newForwardedPath(t)
+	long := append([]byte{0xc0, 0, 0, 0, 1}, bytes.Repeat([]byte{1}, 1200)...) // a long header
+	short := append([]byte{0x41, 0x01}, bytes.Repeat([]byte{2}, 1200)...)      // a short header, untagged CID
+	unknown := append([]byte{0x41, 0x80}, bytes.Repeat([]byte{3}, 40)...)      // tagged, no such VCID
+	for _, p := range [][]byte{long, fp.packet(t, 1200), unknown, short} {
+		if _, err := fp.client.WriteTo(p, fp.fs.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	from := fp.client.LocalAddr().String()
+	for _, want := range [][]byte{long, short} {
+		select {
+		case got := <-fp.quicGo:
+			if !bytes.Equal(got.b, want) || got.from.String() != from {
+				t.Fatalf("quic-go got %x… from %v, want %x… from %s", got.b[:8], got.from, want[:8], from)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("quic-go got nothing")
+		}
+	}
+	buf := make([]byte, 2048)
+	fp.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := fp.client.Read(buf); err != nil || n != 1+len(fp.clientVID)+1200 {
+		t.Fatalf("the forwarded packet's echo: %d bytes, %v", n, err)
+	}
+	select {
+	case got := <-fp.quicGo:
+		t.Fatalf("quic-go also got %x…", got.b[:8])
+	case <-time.After(100 * time.Millisecond):
+	}
 }
 
 // packet is a scrambled forwarded packet to the target VCID with a
