@@ -14,8 +14,9 @@ import (
 // each address's packets in order, consecutive ones of equal size (the last
 // of a run may be shorter) in one UDP_SEGMENT send. While one send is in the
 // kernel the next burst gathers, so the runs grow with the load and a lone
-// packet goes out at once. Reads and everything else pass through to the
-// socket.
+// packet goes out at once. The queue's buffers come from a pool while there
+// is something to send: an idle Conn holds none. Reads and everything else
+// pass through to the socket.
 //
 // A write that quic-go made a run of itself (longer than the UDP_SEGMENT
 // size its control messages give) keeps its place in the queue and goes out
@@ -33,8 +34,7 @@ type Conn struct {
 	gso atomic.Bool // the kernel takes UDP_SEGMENT sends
 
 	mu      sync.Mutex
-	queued  *batch    // the writes the sender has not taken; guarded by mu
-	spare   *batch    // the batch the sender sends, then the next queued; guarded by mu
+	queued  *batch    // the writes the sender has not taken, nil if none; guarded by mu
 	wake    sync.Cond // the sender waits for writes; on mu
 	room    sync.Cond // writers wait for a full queue to be taken; on mu
 	closed  bool      // guarded by mu
@@ -44,15 +44,19 @@ type Conn struct {
 
 // Limits of one batch: what the sender takes at once.
 const (
-	batchBytes   = 256 << 10
-	batchPackets = 256
+	batchBytes   = 128 << 10
+	batchPackets = 128
 )
+
+// batches holds the batches of all Conns: a Conn holds one only while it
+// has something to send, so that an idle client's socket costs no memory.
+var batches = sync.Pool{New: func() any { return newBatch() }}
 
 // NewConn starts the sender for uc. It sends nothing itself: it gathers
 // only where the kernel has UDP_SEGMENT, and elsewhere writes straight to
 // uc.
 func NewConn(uc *net.UDPConn) *Conn {
-	c := &Conn{UDPConn: uc, queued: newBatch(), spare: newBatch(), done: make(chan struct{})}
+	c := &Conn{UDPConn: uc, done: make(chan struct{})}
 	c.wake.L, c.room.L = &c.mu, &c.mu
 	c.gso.Store(Supported(uc))
 	if !c.gso.Load() {
@@ -80,7 +84,7 @@ func (c *Conn) Close() error {
 // It returns at once, unless the queue is full.
 func (c *Conn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
 	c.mu.Lock()
-	for !c.closed && !c.queued.fits(len(b), len(oob)) {
+	for !c.closed && c.queued != nil && !c.queued.fits(len(b), len(oob)) {
 		c.room.Wait()
 	}
 	if c.closed {
@@ -88,8 +92,11 @@ func (c *Conn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err e
 		<-c.done // what was queued first goes first
 		return c.UDPConn.WriteMsgUDP(b, oob, addr)
 	}
-	if c.queued.empty() && !c.sending {
-		c.wake.Signal()
+	if c.queued == nil {
+		c.queued = batches.Get().(*batch)
+		if !c.sending {
+			c.wake.Signal()
+		}
 	}
 	c.queued.add(b, oob, addr.AddrPort())
 	c.mu.Unlock()
@@ -113,24 +120,24 @@ func (c *Conn) send() {
 	defer close(c.done)
 	c.mu.Lock()
 	for {
-		for c.queued.empty() && !c.closed {
+		for c.queued == nil && !c.closed {
 			c.wake.Wait()
 		}
-		if c.queued.empty() { // closed, and all sent
+		if c.queued == nil { // closed, and all sent
 			c.mu.Unlock()
 			return
 		}
 		b := c.queued
-		c.queued, c.spare = c.spare, nil
-		c.sending = true
+		c.queued, c.sending = nil, true
 		c.room.Broadcast()
 		c.mu.Unlock()
 
 		c.sendBatch(b)
 		b.reset()
+		batches.Put(b)
 
 		c.mu.Lock()
-		c.spare, c.sending = b, false
+		c.sending = false
 	}
 }
 
@@ -157,6 +164,9 @@ func (c *Conn) writeRun(b *batch, run *run) {
 	first := &b.pkts[run.segs[0]]
 	data := b.data[first.off:run.end]
 	if run.scattered {
+		if b.scratch == nil {
+			b.scratch = make([]byte, 0, maxRun)
+		}
 		data = b.scratch[:0]
 		for _, i := range run.segs {
 			p := &b.pkts[i]
@@ -197,8 +207,8 @@ type batch struct {
 	data    []byte
 	oob     []byte
 	pkts    []packet
-	runs    []run // collect's working set
-	scratch []byte
+	runs    []run  // collect's working set
+	scratch []byte // made when a run first needs it
 	cmsg    []byte
 }
 
@@ -220,12 +230,11 @@ type run struct {
 
 func newBatch() *batch {
 	return &batch{
-		data:    make([]byte, 0, batchBytes),
-		oob:     make([]byte, 0, 8<<10),
-		pkts:    make([]packet, 0, batchPackets),
-		runs:    []run{{segs: make([]int, 0, maxSegments)}},
-		scratch: make([]byte, 0, maxRun),
-		cmsg:    make([]byte, 0, 256),
+		data: make([]byte, 0, batchBytes),
+		oob:  make([]byte, 0, 8<<10),
+		pkts: make([]packet, 0, batchPackets),
+		runs: []run{{segs: make([]int, 0, maxSegments)}},
+		cmsg: make([]byte, 0, 256),
 	}
 }
 
