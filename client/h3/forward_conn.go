@@ -29,8 +29,9 @@ import (
 // CID), never handed to quic-go; everything else is quic-go's.
 //
 // quic-go runs it as a plain net.PacketConn (one packet per ReadFrom, no
-// GSO), since a conn that offered quic-go its batched I/O would be read by
-// quic-go directly. It offers SyscallConn, so that quic-go still sets Don't
+// GSO): a conn that offered quic-go its batched I/O would be read by
+// quic-go directly, or through a ReadBatch whose messages hold one packet
+// each, where this one reads whole UDP_GRO runs. It offers SyscallConn, so that quic-go still sets Don't
 // Fragment and runs path MTU discovery. Where the kernel coalesces received
 // runs of packets (UDP_GRO, Linux), the wrapper reads a run in one system
 // call and serves quic-go's packets from it one per ReadFrom (groState);

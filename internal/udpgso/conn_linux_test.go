@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
@@ -18,6 +19,11 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// quic-go keeps its batched reads, ECN and GSO on a Conn: it is an
+// OOBCapablePacketConn, and has no ReadBatch of its own, so quic-go reads
+// the socket itself.
+var _ quic.OOBCapablePacketConn = (*Conn)(nil)
 
 // receiver is a loopback socket that reads with UDP_GRO, so that a run
 // sent in one UDP_SEGMENT send arrives in one read, with its segment size.
