@@ -21,10 +21,9 @@ import (
 // A write that quic-go made a run of itself (longer than the UDP_SEGMENT
 // size its control messages give) keeps its place in the queue and goes out
 // as it is; a shorter one is a single packet, whatever size quic-go put
-// there. Errors of
-// the sends are not the writer's: a datagram socket may lose packets, and
-// QUIC recovers them as any loss; a kernel that refuses UDP_SEGMENT makes
-// the Conn send one packet per call from then on.
+// there. Errors of the sends are not the writer's: a datagram socket may
+// lose packets, and QUIC recovers them as any loss; a kernel that refuses
+// UDP_SEGMENT makes the Conn send one packet per call from then on.
 //
 // Close stops the sender after it sent what was queued; the socket stays
 // open (the caller owns it), and writes after Close go straight to it. A
@@ -207,7 +206,7 @@ type batch struct {
 	data    []byte
 	oob     []byte
 	pkts    []packet
-	runs    []run  // collect's working set
+	run     run    // collect's working set
 	scratch []byte // made when a run first needs it
 	cmsg    []byte
 }
@@ -233,7 +232,7 @@ func newBatch() *batch {
 		data: make([]byte, 0, batchBytes),
 		oob:  make([]byte, 0, 8<<10),
 		pkts: make([]packet, 0, batchPackets),
-		runs: []run{{segs: make([]int, 0, maxSegments)}},
+		run:  run{segs: make([]int, 0, maxSegments)},
 		cmsg: make([]byte, 0, 256),
 	}
 }
@@ -273,7 +272,7 @@ func (b *batch) reset() {
 // the same address that cannot join it does, so that the address's packets
 // stay in order.
 func (b *batch) collect(i int, gso bool) *run {
-	r := &b.runs[0]
+	r := &b.run
 	first := &b.pkts[i]
 	first.sent = true
 	r.segs, r.end, r.scattered = append(r.segs[:0], i), first.off+first.n, false
