@@ -77,6 +77,7 @@ type ForwardSocket struct {
 	uc      *net.UDPConn
 	out     *udpgso.Conn // quic-go's writes, gathered into runs
 	in      *batchReader // quic-go's reads, in batches
+	run     upRun        // ReadBatch's forwarded packets, gathered per tunnel
 	metrics *Metrics
 	gso     atomic.Bool // the kernel took a UDP_SEGMENT send
 
@@ -112,7 +113,7 @@ func (s *ForwardSocket) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 		kept := 0
 		for i := range ms[:n] {
 			m := &ms[i]
-			if s.forwarded(m.Buffers[0][:m.N], s.in.source(ms, i)) {
+			if s.forwarded(m.Buffers[0][:m.N], s.in.source(ms, i), &s.run) {
 				continue
 			}
 			addr := s.in.addr(ms, i)
@@ -125,6 +126,7 @@ func (s *ForwardSocket) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 			ms[kept].Addr = addr
 			kept++
 		}
+		s.run.flush()
 		if kept > 0 {
 			return kept, nil
 		}
@@ -139,7 +141,7 @@ func (s *ForwardSocket) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net
 		if err != nil {
 			return n, oobn, flags, nil, err
 		}
-		if !s.forwarded(b[:n], from) {
+		if !s.forwarded(b[:n], from, nil) {
 			return n, oobn, flags, net.UDPAddrFromAddrPort(from), nil
 		}
 	}
@@ -156,42 +158,97 @@ func (s *ForwardSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // forwarded reports whether p, read from from, is a forwarded packet (a
 // short header whose first connection ID byte is tagged), and if so sends
-// it on to its target, or drops and counts it.
-func (s *ForwardSocket) forwarded(p []byte, from netip.AddrPort) bool {
+// it on to its target, or adds it to run to be sent with others (run may be
+// nil), or drops and counts it.
+func (s *ForwardSocket) forwarded(p []byte, from netip.AddrPort, run *upRun) bool {
 	if len(p) < 2 || p[0]&0x80 != 0 || !VCIDTagged(p[1]) {
 		return false
 	}
-	s.forwardUp(p, from)
+	fw, pkt := s.forwardUp(p, from)
+	switch {
+	case fw == nil: // dropped
+	case run == nil || !s.gso.Load():
+		fw.up(pkt)
+	default:
+		run.add(fw, pkt)
+	}
 	return true
 }
 
-// forwardUp sends a forwarded packet from a client to its target.
-func (s *ForwardSocket) forwardUp(pkt []byte, from netip.AddrPort) {
+// forwardUp turns a forwarded packet from a client back into the packet
+// for its target, in place, and returns it with its tunnel; or it drops and
+// counts the packet and returns nil.
+func (s *ForwardSocket) forwardUp(pkt []byte, from netip.AddrPort) (*Forwarding, []byte) {
 	if len(pkt) < 1+targetVCIDLen+minScrambled {
 		s.metrics.forwardDrop(FwdDropMalformed)
-		return
+		return nil, nil
 	}
 	s.mu.RLock()
 	r := s.routes[[targetVCIDLen]byte(pkt[1:1+targetVCIDLen])]
 	s.mu.RUnlock()
 	if r == nil {
 		s.metrics.forwardDrop(FwdDropUnknownVCID)
-		return
+		return nil, nil
 	}
 	if !r.fw.fromClient(from) {
 		s.metrics.forwardDrop(FwdDropWrongPath)
-		return
+		return nil, nil
 	}
 	if err := r.fw.in.Unscramble(pkt, targetVCIDLen); err != nil {
 		s.metrics.forwardDrop(FwdDropMalformed)
-		return
+		return nil, nil
 	}
 	// The VCID is at least as long as the target's connection ID: the
 	// packet starts later by the difference, and the rest stays where it is.
 	start := targetVCIDLen - len(r.cid)
 	pkt[start] = pkt[0]
 	copy(pkt[start+1:], r.cid)
-	r.fw.up(pkt[start:])
+	return r.fw, pkt[start:]
+}
+
+// upRun gathers the forwarded packets of one ReadBatch that go to one
+// tunnel, one after another and of equal size (the last may be shorter),
+// for one UDP_SEGMENT write to the target: an upload's packets arrive so.
+// They are copied together, as each lies in a buffer of quic-go's. Only
+// ReadBatch, on quic-go's reader goroutine, uses it.
+type upRun struct {
+	fw     *Forwarding
+	buf    []byte // the packets; made on first use, kept
+	seg    int    // the first packet's size
+	n      int    // packets in buf
+	closed bool   // a shorter packet ended the run
+}
+
+// upRunBytes is an upRun's room: a batch of quic-go's reads (8 packets) and
+// more.
+const upRunBytes = 64 << 10
+
+// add adds pkt, bound for fw's target, sending the run so far first where
+// pkt cannot join it.
+func (r *upRun) add(fw *Forwarding, pkt []byte) {
+	if r.n > 0 && (fw != r.fw || r.closed || len(pkt) > r.seg || len(r.buf)+len(pkt) > cap(r.buf)) {
+		r.flush()
+	}
+	if r.buf == nil {
+		r.buf = make([]byte, 0, upRunBytes)
+	}
+	if r.n == 0 {
+		r.fw, r.seg = fw, len(pkt)
+	}
+	r.buf = append(r.buf, pkt...)
+	r.n++
+	r.closed = len(pkt) < r.seg
+}
+
+// flush sends the run, if any, and empties it.
+func (r *upRun) flush() {
+	switch {
+	case r.n == 1:
+		r.fw.up(r.buf)
+	case r.n > 1:
+		r.fw.upRun(r.buf, r.seg, r.n)
+	}
+	r.fw, r.buf, r.n, r.closed = nil, r.buf[:0], 0, false
 }
 
 // WriteMsgUDP queues quic-go's packets, to be sent in runs.
@@ -384,13 +441,49 @@ func (fw *Forwarding) up(pkt []byte) {
 		fw.sock.metrics.forwardDrop(FwdDropUnknownVCID) // the tunnel has ended
 		return
 	}
-	t := relay.t
-	if _, err := t.target.Write(pkt); err != nil {
+	if _, err := relay.t.target.Write(pkt); err != nil {
 		fw.sock.metrics.forwardDrop(FwdDropWriteError)
 		return
 	}
+	fw.sentUp(relay, len(pkt))
+}
+
+// upRun sends n packets of seg bytes each (the last may be shorter), one
+// after another in run, to the target in one UDP_SEGMENT write; where the
+// kernel refuses that, or the target is no UDP socket, one write each.
+func (fw *Forwarding) upRun(run []byte, seg, n int) {
+	relay := fw.relay.Load()
+	if relay == nil {
+		for range n {
+			fw.sock.metrics.forwardDrop(FwdDropUnknownVCID)
+		}
+		return
+	}
+	if uc, ok := relay.t.target.(*net.UDPConn); ok && fw.sock.gso.Load() {
+		err := udpgso.Send(uc, run, seg, netip.AddrPort{}) // the socket is connected
+		if err == nil {
+			for o := 0; o < len(run); o += seg {
+				fw.sentUp(relay, min(seg, len(run)-o))
+			}
+			return
+		}
+		if !udpgso.Refused(err) {
+			for range n {
+				fw.sock.metrics.forwardDrop(FwdDropWriteError)
+			}
+			return
+		}
+		fw.sock.gso.Store(false) // the device cannot segment: never again
+	}
+	for o := 0; o < len(run); o += seg {
+		fw.up(run[o:min(o+seg, len(run))])
+	}
+}
+
+// sentUp counts a packet of n bytes forwarded to the target.
+func (fw *Forwarding) sentUp(relay *udpRelay, n int) {
 	relay.seen.touch()
-	t.datagramUp(len(pkt))
+	relay.t.datagramUp(n)
 	fw.sock.metrics.forwarded(true)
 }
 
