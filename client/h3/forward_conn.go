@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/masqued/masqued/client/proxyconn"
+	"github.com/masqued/masqued/internal/udpgso"
 )
 
 // forwardConn is the socket of a Client's connection to the proxy when the
@@ -28,8 +29,8 @@ import (
 // and no route is dropped and counted (a closed registration, or a forged
 // CID), never handed to quic-go; everything else is quic-go's.
 //
-// quic-go runs it as a plain net.PacketConn (one packet per ReadFrom, no
-// GSO): a conn that offered quic-go its batched I/O would be read by
+// quic-go runs it as a plain net.PacketConn (one packet per ReadFrom; its
+// writes, and the forwarded ones, are gathered into GSO runs): a conn that offered quic-go its batched I/O would be read by
 // quic-go directly, or through a ReadBatch whose messages hold one packet
 // each, where this one reads whole UDP_GRO runs. It offers SyscallConn, so that quic-go still sets Don't
 // Fragment and runs path MTU discovery. Where the kernel coalesces received
@@ -38,6 +39,7 @@ import (
 // elsewhere it reads one packet per call.
 type forwardConn struct {
 	udp       *net.UDPConn
+	out       *udpgso.Conn   // every write, quic-go's and forwarded, gathered into runs
 	proxy     netip.AddrPort // the connection's remote address, where forwarded packets go
 	proxyAddr *net.UDPAddr   // the same, handed to quic-go for each of its packets from there
 
@@ -56,7 +58,7 @@ type routeTable struct {
 }
 
 func newForwardConn(udp *net.UDPConn, proxy netip.AddrPort) *forwardConn {
-	c := &forwardConn{udp: udp, proxy: proxy, proxyAddr: net.UDPAddrFromAddrPort(proxy)}
+	c := &forwardConn{udp: udp, out: udpgso.NewConn(udp), proxy: proxy, proxyAddr: net.UDPAddrFromAddrPort(proxy)}
 	c.routes.Store(&routeTable{byVCID: map[string]*proxyconn.ForwardRoute{}})
 	c.initGRO()
 	return c
@@ -119,9 +121,10 @@ func (c *forwardConn) route(b []byte, from netip.AddrPort) *proxyconn.ForwardRou
 	return nil
 }
 
-// WriteForwarded sends a forwarded packet to the proxy.
+// WriteForwarded sends a forwarded packet to the proxy. It queues a copy,
+// so that an upload's packets go out in UDP_SEGMENT runs.
 func (c *forwardConn) WriteForwarded(b []byte) error {
-	_, err := c.udp.WriteToUDPAddrPort(b, c.proxy)
+	_, _, err := c.out.WriteMsgUDP(b, nil, c.proxyAddr)
 	return err
 }
 
@@ -170,8 +173,8 @@ func newRouteTable(m map[string]*proxyconn.ForwardRoute) *routeTable {
 	return t
 }
 
-func (c *forwardConn) WriteTo(p []byte, addr net.Addr) (int, error) { return c.udp.WriteTo(p, addr) }
-func (c *forwardConn) Close() error                                 { return c.udp.Close() }
+func (c *forwardConn) WriteTo(p []byte, addr net.Addr) (int, error) { return c.out.WriteTo(p, addr) }
+func (c *forwardConn) Close() error                                 { c.out.Close(); return c.udp.Close() }
 func (c *forwardConn) LocalAddr() net.Addr                          { return c.udp.LocalAddr() }
 func (c *forwardConn) SetDeadline(t time.Time) error                { return c.udp.SetDeadline(t) }
 func (c *forwardConn) SetReadDeadline(t time.Time) error            { return c.udp.SetReadDeadline(t) }

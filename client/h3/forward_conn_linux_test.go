@@ -28,6 +28,7 @@ import (
 func groConn(t *testing.T, proxy *net.UDPConn) *forwardConn {
 	t.Helper()
 	fc := newForwardConn(testnet.UDP(t, "127.0.0.1"), proxy.LocalAddr().(*net.UDPAddr).AddrPort())
+	t.Cleanup(func() { fc.Close() })
 	if fc.gro == nil {
 		t.Skip("the kernel refuses UDP_GRO (Linux 5.0 has it): the forwardConn reads one packet per call")
 	}

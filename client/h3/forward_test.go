@@ -389,6 +389,7 @@ func TestForwardConnSplit(t *testing.T) {
 	proxy, other := testnet.UDP(t, "127.0.0.1"), testnet.UDP(t, "127.0.0.1")
 	udp := testnet.UDP(t, "127.0.0.1")
 	fc := newForwardConn(udp, proxy.LocalAddr().(*net.UDPAddr).AddrPort())
+	t.Cleanup(func() { fc.Close() })
 	long := []byte{0xc0, 0x80, 1, 2, 3}
 	short := []byte{0x40, 0x7f, 1, 2, 3}
 	spoofed := []byte{0x40, 0x80, 1, 2, 3}

@@ -14,7 +14,8 @@ import (
 // each address's packets in order, consecutive ones of equal size (the last
 // of a run may be shorter) in one UDP_SEGMENT send. While one send is in the
 // kernel the next burst gathers, so the runs grow with the load and a lone
-// packet goes out at once. The queue's buffers come from a pool while there
+// packet goes out at once; a small one (an ACK) written while the Conn is
+// idle goes straight to the socket. The queue's buffers come from a pool while there
 // is something to send: an idle Conn holds none. Reads and everything else
 // pass through to the socket.
 //
@@ -46,6 +47,11 @@ const (
 	batchBytes   = 128 << 10
 	batchPackets = 128
 )
+
+// directBelow is the size under which a packet written while nothing is
+// queued or being sent goes straight to the socket: a packet that small is
+// an ACK or other control, which comes alone.
+const directBelow = 512
 
 // batches holds the batches of all Conns: a Conn holds one only while it
 // has something to send, so that an idle client's socket costs no memory.
@@ -89,6 +95,12 @@ func (c *Conn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err e
 	if c.closed {
 		c.mu.Unlock()
 		<-c.done // what was queued first goes first
+		return c.UDPConn.WriteMsgUDP(b, oob, addr)
+	}
+	if len(b) < directBelow && c.queued == nil && !c.sending {
+		// Nothing to overtake, and nothing to gain from a run: an ACK
+		// between bursts goes out without waking the sender.
+		c.mu.Unlock()
 		return c.UDPConn.WriteMsgUDP(b, oob, addr)
 	}
 	if c.queued == nil {

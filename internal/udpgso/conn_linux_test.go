@@ -243,10 +243,17 @@ func TestSendBatchAllocs(t *testing.T) {
 
 // TestConnConcurrentWriters: writers on several goroutines, each to an
 // address of its own, while the sender gathers; every packet arrives, in
-// each writer's order, also after Close.
+// each writer's order, also after Close, and also where small packets, which
+// an idle Conn writes straight to the socket, come between large ones.
 func TestConnConcurrentWriters(t *testing.T) {
-	c := newSender(t)
 	const writers, perWriter = 4, 500
+	sizeOf := func(writer, i int) int {
+		if writer == writers-1 && i%3 != 0 {
+			return 100 // below directBelow
+		}
+		return 1100 + writer
+	}
+	c := newSender(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
@@ -259,7 +266,7 @@ func TestConnConcurrentWriters(t *testing.T) {
 				if i == perWriter-50 && w == 0 {
 					c.Close() // the rest go straight to the socket
 				}
-				if _, _, err := c.WriteMsgUDP(packetOf(uint32(i), 1100+w), nil, to); err != nil {
+				if _, _, err := c.WriteMsgUDP(packetOf(uint32(i), sizeOf(w, i)), nil, to); err != nil {
 					errs <- err
 					return
 				}
@@ -275,7 +282,7 @@ func TestConnConcurrentWriters(t *testing.T) {
 					errs <- fmt.Errorf("writer %d: packet %d: %w", w, i, err)
 					return
 				}
-				if got := binary.BigEndian.Uint32(buf); n != 1100+w || got != uint32(i) {
+				if got := binary.BigEndian.Uint32(buf); n != sizeOf(w, i) || got != uint32(i) {
 					errs <- fmt.Errorf("writer %d: packet %d: got id %d, %d bytes", w, i, got, n)
 					return
 				}
