@@ -309,25 +309,6 @@ func (s *ForwardSocket) removeRoute(vcid []byte) {
 	s.mu.Unlock()
 }
 
-// sendDown sends a run of equal-size forwarded packets (the last may be
-// shorter), seg bytes each, to a client: in one UDP_SEGMENT send where the
-// kernel has it, else one send each.
-func (s *ForwardSocket) sendDown(b []byte, seg int, to netip.AddrPort) error {
-	if len(b) > seg && s.gso.Load() {
-		err := udpgso.Send(s.uc, b, seg, to)
-		if !udpgso.Refused(err) {
-			return err
-		}
-		s.gso.Store(false) // the device cannot segment: never again
-	}
-	for o := 0; o < len(b); o += seg {
-		if _, err := s.uc.WriteToUDPAddrPort(b[o:min(o+seg, len(b))], to); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // PeerConn is what a Forwarding needs of the client's connection: its
 // current address, which changes when the client migrates.
 type PeerConn interface{ RemoteAddr() net.Addr }
@@ -449,8 +430,9 @@ func (fw *Forwarding) up(pkt []byte) {
 }
 
 // upRun sends n packets of seg bytes each (the last may be shorter), one
-// after another in run, to the target in one UDP_SEGMENT write; where the
-// kernel refuses that, or the target is no UDP socket, one write each.
+// after another in run, to the target: in one UDP_SEGMENT write where the
+// kernel takes it. A failed write drops them all; a target that is no UDP
+// socket takes one write each.
 func (fw *Forwarding) upRun(run []byte, seg, n int) {
 	relay := fw.relay.Load()
 	if relay == nil {
@@ -459,24 +441,21 @@ func (fw *Forwarding) upRun(run []byte, seg, n int) {
 		}
 		return
 	}
-	if uc, ok := relay.t.target.(*net.UDPConn); ok && fw.sock.gso.Load() {
-		err := udpgso.Send(uc, run, seg, netip.AddrPort{}) // the socket is connected
-		if err == nil {
-			for o := 0; o < len(run); o += seg {
-				fw.sentUp(relay, min(seg, len(run)-o))
-			}
-			return
+	uc, ok := relay.t.target.(*net.UDPConn)
+	if !ok {
+		for o := 0; o < len(run); o += seg {
+			fw.up(run[o:min(o+seg, len(run))])
 		}
-		if !udpgso.Refused(err) {
-			for range n {
-				fw.sock.metrics.forwardDrop(FwdDropWriteError)
-			}
-			return
+		return
+	}
+	if err := udpgso.SendRun(uc, run, seg, netip.AddrPort{}, &fw.sock.gso); err != nil { // the socket is connected
+		for range n {
+			fw.sock.metrics.forwardDrop(FwdDropWriteError)
 		}
-		fw.sock.gso.Store(false) // the device cannot segment: never again
+		return
 	}
 	for o := 0; o < len(run); o += seg {
-		fw.up(run[o:min(o+seg, len(run))])
+		fw.sentUp(relay, min(seg, len(run)-o))
 	}
 }
 
@@ -507,13 +486,14 @@ func (fw *Forwarding) rewriteDown(pkt []byte) bool {
 }
 
 // sendDown sends a run of forwarded packets, seg bytes each but the last,
-// to the client's current address.
+// to the client's current address: in one UDP_SEGMENT send where the kernel
+// has it, else one send each.
 func (fw *Forwarding) sendDown(run []byte, seg int) error {
 	to, ok := fw.currentClient()
 	if !ok {
 		return nil
 	}
-	if err := fw.sock.sendDown(run, seg, to); err != nil {
+	if err := udpgso.SendRun(fw.sock.uc, run, seg, to, &fw.sock.gso); err != nil {
 		fw.sock.metrics.forwardDrop(FwdDropWriteError)
 	}
 	return nil

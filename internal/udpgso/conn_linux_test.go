@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -293,5 +294,37 @@ func TestConnConcurrentWriters(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestSendRun: a run goes in one UDP_SEGMENT send while gso is set, and one
+// packet per send once it is not; a connected socket takes the zero address.
+func TestSendRun(t *testing.T) {
+	r := newReceiver(t, true)
+	uc, err := net.DialUDP("udp4", nil, r.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	var gso atomic.Bool
+	gso.Store(Supported(uc))
+	if !gso.Load() {
+		t.Skip("no UDP_SEGMENT on this kernel")
+	}
+	run := append(append(packetOf(1, 1000), packetOf(2, 1000)...), packetOf(3, 300)...)
+	if err := SendRun(uc, run, 1000, netip.AddrPort{}, &gso); err != nil {
+		t.Fatal(err)
+	}
+	if got, seg := r.read(); seg != 1000 || !bytes.Equal(got, run) {
+		t.Fatalf("one send: %d bytes, segment size %d", len(got), seg)
+	}
+	gso.Store(false)
+	if err := SendRun(uc, run, 1000, netip.AddrPort{}, &gso); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []int{1000, 1000, 300} {
+		if got, seg := r.read(); seg != 0 || !bytes.Equal(got, packetOf(uint32(i+1), n)) {
+			t.Fatalf("packet %d alone: %d bytes, segment size %d", i+1, len(got), seg)
+		}
 	}
 }
