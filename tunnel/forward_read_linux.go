@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"strconv"
@@ -10,6 +9,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/masqued/masqued/internal/udpgro"
 )
 
 // batchReader reads a socket in batches (recvmmsg) into quic-go's
@@ -84,19 +85,9 @@ func (r *batchReader) readOnce(fd uintptr) bool {
 	return errno != unix.EAGAIN
 }
 
-// source returns the source of message i of the last read, without
-// its zone.
+// source returns the source of message i of the last read.
 func (r *batchReader) source(_ []ipv4.Message, i int) netip.AddrPort {
-	sa := &r.names[i]
-	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
-	switch sa.Family {
-	case unix.AF_INET:
-		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port)
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
-	}
-	return netip.AddrPort{}
+	return udpgro.Source(&r.names[i])
 }
 
 // addr returns the source of message i of the last read as quic-go takes

@@ -1,7 +1,6 @@
 package h3
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
@@ -154,7 +153,7 @@ func (g *groReader) read() error {
 		// 64 KiB): its last segment here is cut off, and is dropped.
 		n -= n % seg
 	}
-	g.end, g.seg, g.scan, g.from = n, seg, 0, g.source()
+	g.end, g.seg, g.scan, g.from = n, seg, 0, udpgro.Source(&g.name)
 	return nil
 }
 
@@ -172,23 +171,4 @@ func (g *groReader) recv(fd uintptr) bool {
 		g.n, g.errno = int(n), errno
 		return true
 	}
-}
-
-// source returns the address recvmsg wrote into g.name, as
-// ReadFromUDPAddrPort would but for an IPv6 address's zone (see initGRO).
-func (g *groReader) source() netip.AddrPort {
-	switch g.name.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&g.name))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), networkOrder(&sa.Port))
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(g.name.Addr), networkOrder(&g.name.Port))
-	}
-	return netip.AddrPort{}
-}
-
-// networkOrder reads a sockaddr's port, which the kernel keeps in network
-// byte order.
-func networkOrder(port *uint16) uint16 {
-	return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(port))[:])
 }

@@ -2,6 +2,8 @@ package udpgro
 
 import (
 	"encoding/binary"
+	"net/netip"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,4 +33,24 @@ func SegmentSize(oob []byte) int {
 		oob = rest
 	}
 	return 0
+}
+
+// Source returns the source address that a raw recvmsg or recvmmsg wrote
+// into name (room for either family), as ReadFromUDPAddrPort would but for
+// an IPv6 address's zone, and without an allocation.
+func Source(name *unix.RawSockaddrInet6) netip.AddrPort {
+	switch name.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(name))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), networkOrder(&sa.Port))
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(name.Addr), networkOrder(&name.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// networkOrder reads a sockaddr's port, which the kernel keeps in network
+// byte order.
+func networkOrder(port *uint16) uint16 {
+	return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(port))[:])
 }
