@@ -159,12 +159,21 @@ func printTwoHopCPU(w io.Writer, res []result) {
 			two = r
 		}
 	}
-	if one.cpu.proxy <= 0 || two.cpu.proxy <= 0 || one.cpu.client <= 0 { // same size and runs
+	if one.name == "" || two.name == "" {
 		return
 	}
-	fmt.Fprintf(w, "Two-hop chain against one hop, CPU per byte: relay %.2fx, egress %.2fx and the two together %.2fx one hop's proxy; client %.2fx.\n",
-		two.cpu.relay.Seconds()/one.cpu.proxy.Seconds(), two.cpu.proxy.Seconds()/one.cpu.proxy.Seconds(),
-		(two.cpu.relay+two.cpu.proxy).Seconds()/one.cpu.proxy.Seconds(), two.cpu.client.Seconds()/one.cpu.client.Seconds())
+	fmt.Fprintf(w, "Two-hop chain against one hop, CPU per byte: relay %s, egress %s and the two together %s one hop's proxy; client %s.\n",
+		cpuRatio(two.cpu.relay, one.cpu.proxy), cpuRatio(two.cpu.proxy, one.cpu.proxy),
+		cpuRatio(two.cpu.relay+two.cpu.proxy, one.cpu.proxy), cpuRatio(two.cpu.client, one.cpu.client))
+}
+
+// cpuRatio is a/b as "0.00x", or "-" where b is too small for /proc's 10 ms
+// steps to have measured it.
+func cpuRatio(a, b time.Duration) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a.Seconds()/b.Seconds())
 }
 
 // quicGoVersion says which quic-go the bench, our client, the origins and
