@@ -139,9 +139,10 @@ func printProxyCPU(w io.Writer, res []result) {
 		{"h3-via-masqued-forwarded", "h3-via-masque-go", "our client in forwarded mode"},
 		{"h3-masque-go-via-masqued", "h3-masque-go-stack", "masque-go's client"},
 	} {
-		ours, theirs := byName[pair.ours], byName[pair.theirs]
-		if ours.cpu.proxy > 0 && theirs.cpu.proxy > 0 { // same size and runs
-			fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, %s: masqued %.2fx masque-go's proxy.\n", pair.client, ours.cpu.proxy.Seconds()/theirs.cpu.proxy.Seconds())
+		ours, ok1 := byName[pair.ours]
+		theirs, ok2 := byName[pair.theirs]
+		if ok1 && ok2 { // same size and runs
+			fmt.Fprintf(w, "Proxy CPU per byte, HTTP/3 inside CONNECT-UDP, %s: masqued %s masque-go's proxy.\n", pair.client, cpuRatio(ours.cpu.proxy, theirs.cpu.proxy))
 		}
 	}
 }
